@@ -1,0 +1,5 @@
+"""Allow ``python -m vxnet``."""
+
+from vxnet.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,128 @@
+"""The ``vxnet`` command.
+
+Exit status: 0 on success, 2 when the input (a file, an argument) is wrong, 1 when the machine
+refused (a step of the lab failed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import TYPE_CHECKING
+
+from vxnet import __version__
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+__all__ = ["main"]
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_BAD_INPUT = 2
+
+
+def _config_check(args: argparse.Namespace) -> int:
+    from vxnet.config import ConfigError, load_config, to_json, to_toml
+
+    try:
+        config = load_config(args.file, role=args.role)
+    except ConfigError as exc:
+        for line in exc.lines():
+            print(line, file=sys.stderr)
+        count = len(exc.problems)
+        print(f"{args.file}: {count} problem{'s' if count != 1 else ''}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    sys.stdout.write(to_json(config) if args.json else to_toml(config))
+    return EXIT_OK
+
+
+def _config_example(args: argparse.Namespace) -> int:
+    from vxnet.config import example_toml
+
+    sys.stdout.write(example_toml(args.role))
+    return EXIT_OK
+
+
+def _config_reference(args: argparse.Namespace) -> int:
+    from vxnet.config import reference_markdown
+
+    sys.stdout.write(reference_markdown())
+    return EXIT_OK
+
+
+def _lab_cleanup(args: argparse.Namespace) -> int:
+    from vxnet.lab import cleanup
+
+    report = cleanup(everything=args.all)
+    for line in report:
+        print(line)
+    if not report:
+        print(
+            "no lab to remove"
+            + ("" if args.all else " (labs of running owners are kept; --all removes them too)")
+        )
+    return EXIT_FAILED if any(line.startswith("could not") for line in report) else EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``vxnet`` (exposed for tests and documentation)."""
+    parser = argparse.ArgumentParser(
+        prog="vxnet",
+        description="IP-per-container networking: a VxLAN layer-3 overlay for container clusters.",
+    )
+    parser.add_argument("--version", action="version", version=f"vxnet {__version__}")
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
+
+    config = commands.add_parser("config", help="check and show configuration files")
+    config_cmds = config.add_subparsers(title="config commands", metavar="ACTION", required=True)
+    check = config_cmds.add_parser(
+        "check",
+        help="validate a file and print the effective configuration",
+        description="Validate a master or agent configuration file. On success print the "
+        "effective configuration (defaults filled in) and exit 0; otherwise print every "
+        "problem found and exit 2.",
+    )
+    check.add_argument("file", metavar="FILE", help="the TOML file")
+    check.add_argument("--json", action="store_true", help="print JSON instead of TOML")
+    check.add_argument(
+        "--role",
+        choices=("master", "agent"),
+        help="the file's role (default: told from its tables: [master]/[network] or [agent])",
+    )
+    check.set_defaults(func=_config_check)
+    example = config_cmds.add_parser(
+        "example", help="print a commented file with every setting and its default"
+    )
+    example.add_argument("role", choices=("master", "agent"))
+    example.set_defaults(func=_config_example)
+    reference = config_cmds.add_parser(
+        "reference", help="print the configuration reference (Markdown)"
+    )
+    reference.set_defaults(func=_config_reference)
+
+    lab = commands.add_parser("lab", help="network-namespace labs used by tests and the sandbox")
+    lab_cmds = lab.add_subparsers(title="lab commands", metavar="ACTION", required=True)
+    clean = lab_cmds.add_parser(
+        "cleanup",
+        help="remove labs left behind by runs that died",
+        description="Stop the processes of, and delete the namespaces of, every lab whose "
+        "owner process is gone (with --all, of every lab). Needs root.",
+    )
+    clean.add_argument("--all", action="store_true", help="also remove labs of running owners")
+    clean.set_defaults(func=_lab_cleanup)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``vxnet`` with ``argv`` (default: the process arguments); return the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        status: int = args.func(args)
+    except KeyboardInterrupt:
+        return 130
+    except PermissionError as exc:
+        print(f"vxnet: {exc} (this command needs root)", file=sys.stderr)
+        return EXIT_FAILED
+    return status

@@ -1,0 +1,156 @@
+"""The configuration model: frozen dataclasses with their defaults and documentation.
+
+Every setting is declared once, here, with :func:`setting`; its ``doc`` text is what the example
+files in ``configs/`` and the README's configuration reference show, and both are generated from
+these classes (``vxnet config example``, ``vxnet config reference``) so they cannot drift.
+
+Defaults are DC/OS's, kept for familiarity: the overlay ``dcos`` on 9.0.0.0/8 handing a /24 to each
+agent, VTEPs in 44.128.0.0/20 with MACs under the OUI 70:B3:D5, VNI 1024 on UDP port 64000, an
+overlay MTU of 1420 under a VTEP MTU of 1500.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv4Network, IPv6Network
+from typing import Any
+
+__all__ = [
+    "AgentConfig",
+    "AgentSettings",
+    "MasterConfig",
+    "MasterSettings",
+    "NetworkConfig",
+    "Overlay",
+    "setting",
+]
+
+
+def setting(default: Any = dataclasses.MISSING, *, doc: str, example: Any = None) -> Any:
+    """Declare a configuration field with its documentation.
+
+    Args:
+        default: The value used when the file does not set the key; leave it out for a required key.
+        doc: One or two sentences for the example files and the README.
+        example: A value to show, commented out, for an optional key whose default is ``None``.
+    """
+    return field(default=default, metadata={"doc": doc, "example": example})
+
+
+@dataclass(frozen=True, slots=True)
+class Overlay:
+    """One virtual network: a name and the address space its agents' subnets are carved from."""
+
+    name: str = setting(
+        doc="Name of the virtual network (at most 13 characters; the bridges are m-<name> and "
+        "d-<name>; host, bridge, default and none are reserved).",
+    )
+    subnet: IPv4Network | None = setting(
+        None,
+        doc="IPv4 address space of the network. Each agent gets one subnet of length `prefix` "
+        "from it.",
+        example="9.0.0.0/8",
+    )
+    prefix: int = setting(
+        24,
+        doc="Length of the IPv4 subnet given to each agent; its first half goes to the CNI bridge "
+        "m-<name>, its second half to the Docker bridge d-<name>.",
+    )
+    subnet6: IPv6Network | None = setting(
+        None,
+        doc="IPv6 address space of the network (optional; leave out for IPv4 only).",
+        example="fd01:b::/64",
+    )
+    prefix6: int = setting(80, doc="Length of the IPv6 subnet given to each agent.")
+
+
+DEFAULT_OVERLAYS = (Overlay(name="dcos", subnet=IPv4Network("9.0.0.0/8"), prefix=24),)
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkConfig:
+    """Cluster-wide overlay settings, owned by the masters and handed to every agent."""
+
+    vtep_subnet: IPv4Network = setting(
+        IPv4Network("44.128.0.0/20"),
+        doc="IPv4 addresses of the VTEPs, one per agent. A VTEP's MAC is the OUI plus the low 24 "
+        "bits of its address, so the prefix must be /8 or longer.",
+    )
+    vtep_subnet6: IPv6Network = setting(
+        IPv6Network("fd01:a::/64"),
+        doc="IPv6 addresses of the VTEPs, used when a network has an IPv6 subnet.",
+    )
+    vtep_mac_oui: str = setting(
+        "70:B3:D5:00:00:00",
+        doc="Organisationally unique identifier of VTEP MACs; its low 24 bits must be zero.",
+    )
+    vtep_mtu: int = setting(1500, doc="MTU of the VxLAN device vtep<vni> on every agent.")
+    overlay_mtu: int = setting(
+        1420,
+        doc="MTU of the container bridges and interfaces; at least 552 and at most vtep_mtu - 50 "
+        "(the VxLAN encapsulation takes 50 bytes).",
+    )
+    vni: int = setting(1024, doc="VxLAN network identifier shared by all virtual networks.")
+    vxlan_port: int = setting(64000, doc="UDP port of the VxLAN encapsulation.")
+    overlays: tuple[Overlay, ...] = setting(
+        DEFAULT_OVERLAYS,
+        doc="The virtual networks. Subnets must not overlap each other or the VTEP subnets.",
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class MasterSettings:
+    """Settings of one master process."""
+
+    listen: str = setting(
+        "0.0.0.0:61080",
+        doc="Address and port of the master's HTTP API (/overlay-master/...).",
+    )
+    data_dir: str = setting(
+        "/var/lib/vxnet/master",
+        doc="Directory of the master's durable state (the replicated log).",
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class AgentSettings:
+    """Settings of one agent process."""
+
+    masters: tuple[str, ...] = setting(
+        ("127.0.0.1:61080",),
+        doc="HTTP API addresses (host:port) of the masters the agent registers with.",
+    )
+    ip: IPv4Address | None = setting(
+        None,
+        doc="The agent's underlay address (the VxLAN tunnel endpoint). Leave out to use the "
+        "address the kernel picks to reach the first master.",
+        example="198.18.0.11",
+    )
+    listen: str = setting(
+        "127.0.0.1:62080",
+        doc="Address and port of the agent's HTTP API (/overlay-agent/...).",
+    )
+    state_dir: str = setting(
+        "/var/lib/vxnet/agent",
+        doc="Directory of the agent's durable state (its last allocation, container addresses).",
+    )
+    cni_dir: str = setting(
+        "/etc/cni/net.d",
+        doc="Directory the agent writes its CNI network configurations to.",
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class MasterConfig:
+    """A master's configuration file: ``[master]`` and ``[network]``."""
+
+    master: MasterSettings = field(default_factory=MasterSettings)
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+
+
+@dataclass(frozen=True, slots=True)
+class AgentConfig:
+    """An agent's configuration file: ``[agent]``."""
+
+    agent: AgentSettings = field(default_factory=AgentSettings)

@@ -1,0 +1,90 @@
+"""The ``vxnet`` command: version, help, and ``config check``."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from typing import TYPE_CHECKING
+
+import pytest
+
+from vxnet import __version__
+from vxnet.cli import main
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out == f"vxnet {__version__}\n"
+
+
+def test_help_runs_as_a_program() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "vxnet", "--help"], capture_output=True, text=True, check=True
+    ).stdout
+    assert "usage: vxnet" in out
+    for command in ("config", "lab"):
+        assert command in out
+
+
+def test_config_check_prints_effective_config(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "m.toml"
+    path.write_text("[master]\n[network]\noverlay_mtu = 1400\n")
+    assert main(["config", "check", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "overlay_mtu = 1400" in out
+    assert 'vtep_subnet = "44.128.0.0/20"' in out  # defaults filled in
+    assert main(["config", "check", "--json", str(path)]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["network"]["overlays"][0]["name"] == "dcos"
+    assert data["network"]["overlay_mtu"] == 1400
+
+
+def test_config_check_lists_every_problem_and_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(
+        "[network]\nvni = 0\nmtu = 9000\n[[network.overlays]]\nname = 'none'\n"
+        "subnet = '9.0.0.0/8'\n"
+    )
+    assert main(["config", "check", str(path)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    lines = captured.err.splitlines()
+    assert lines == [
+        f"{path}: network.mtu: unknown key (did you mean 'vtep_mtu' or 'overlay_mtu'?); "
+        "known keys here: "
+        "vtep_subnet, vtep_subnet6, vtep_mac_oui, vtep_mtu, overlay_mtu, vni, vxlan_port, "
+        "overlays",
+        f"{path}: network.vni: 0 is out of range: a VxLAN VNI must be from 1 to 16777215",
+        f"{path}: network.overlays[0].name: 'none' is reserved (Docker owns the networks "
+        "host, bridge, default, none)",
+        f"{path}: 3 problems",
+    ]
+
+
+def test_config_check_of_a_missing_file(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["config", "check", "/nonexistent/vxnet.toml"]) == 2
+    assert "cannot read the file" in capsys.readouterr().err
+
+
+def test_config_check_with_a_forced_role(tmp_path: Path) -> None:
+    path = tmp_path / "a.toml"
+    path.write_text("[agent]\n")
+    assert main(["config", "check", "--role", "master", str(path)]) == 2
+    assert main(["config", "check", "--role", "agent", str(path)]) == 0
+
+
+def test_unknown_subcommand_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["frobnicate"])
+    assert info.value.code == 2
+    assert "invalid choice" in capsys.readouterr().err
