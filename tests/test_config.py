@@ -418,6 +418,43 @@ BAD_FILES = [
 ]
 
 
+GOSSIP = "[agent]\n[gossip]\n"
+BAD_FILES += [
+    ("gossip-name", GOSSIP + "name = ' a'\n", None, "gossip.name", "not a usable node name"),
+    (
+        "gossip-bind",
+        GOSSIP + "bind = 'eth0:7946'\n",
+        None,
+        "gossip.bind",
+        "the host must be an IP address",
+    ),
+    (
+        "gossip-advertise",
+        GOSSIP + "advertise = '0.0.0.0:7946'\n",
+        None,
+        "gossip.advertise",
+        "others cannot reach an unspecified address",
+    ),
+    ("gossip-seed", GOSSIP + "seeds = ['a:1', 'b']\n", None, "gossip.seeds[1]", "has no port"),
+    (
+        "gossip-key-base64",
+        GOSSIP + "keys = ['not base64!']\n",
+        None,
+        "gossip.keys[0]",
+        "is not base64",
+    ),
+    ("gossip-key-size", GOSSIP + "keys = ['AAAA']\n", None, "gossip.keys[0]", "decodes to 3 bytes"),
+    ("gossip-profile", GOSSIP + "profile = 'wan'\n", None, "gossip.profile", "not a profile"),
+    (
+        "gossip-typo",
+        "[master]\n[gossip]\nseed = []\n",
+        None,
+        "gossip.seed",
+        "did you mean 'seeds'?",
+    ),
+]
+
+
 @pytest.mark.parametrize(
     ("text", "role", "key", "fragment"), [c[1:] for c in BAD_FILES], ids=[c[0] for c in BAD_FILES]
 )

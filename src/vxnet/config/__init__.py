@@ -18,6 +18,7 @@ from vxnet.config._load import (
 from vxnet.config._model import (
     AgentConfig,
     AgentSettings,
+    GossipSettings,
     MasterConfig,
     MasterSettings,
     NetworkConfig,
@@ -30,6 +31,7 @@ __all__ = [
     "AgentSettings",
     "ConfigError",
     "ConfigProblem",
+    "GossipSettings",
     "MasterConfig",
     "MasterSettings",
     "NetworkConfig",

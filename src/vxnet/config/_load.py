@@ -20,6 +20,8 @@ Rules (each names the key it is about; all problems of a file are reported toget
 
 from __future__ import annotations
 
+import base64
+import binascii
 import dataclasses
 import difflib
 import re
@@ -41,6 +43,7 @@ from typing import Any, Literal, TypeVar
 from vxnet.config._model import (
     AgentConfig,
     AgentSettings,
+    GossipSettings,
     MasterConfig,
     MasterSettings,
     NetworkConfig,
@@ -134,10 +137,12 @@ def parse_config(text: str, *, source: str, role: Role | None = None) -> MasterC
         master: MasterConfig = loader.build(MasterConfig, data, "")
         _check_master(master.master, "master", loader)
         _check_network(master.network, "network", loader)
+        _check_gossip(master.gossip, "gossip", loader)
         config = master
     else:
         agent: AgentConfig = loader.build(AgentConfig, data, "")
         _check_agent(agent.agent, "agent", loader)
+        _check_gossip(agent.gossip, "gossip", loader)
         config = agent
     if loader.problems:
         raise ConfigError(source, loader.problems)
@@ -422,6 +427,58 @@ def _check_agent(a: AgentSettings, path: str, loader: _Loader) -> None:
     for name in ("state_dir", "cni_dir"):
         if loader.ok(f"{path}.{name}"):
             _check_dir(getattr(a, name), f"{path}.{name}", loader)
+
+
+GOSSIP_PROFILES = ("lan", "local")
+KEY_SIZES = (16, 24, 32)
+
+
+def _check_gossip(g: GossipSettings, path: str, loader: _Loader) -> None:
+    key = f"{path}.name"
+    if (
+        g.name is not None
+        and loader.ok(key)
+        and (
+            not g.name or len(g.name) > 128 or not g.name.isprintable() or g.name != g.name.strip()
+        )
+    ):
+        loader.fail(
+            key,
+            f"{g.name!r} is not a usable node name: 1-128 printable characters, "
+            "no leading or trailing space",
+        )
+    if loader.ok(f"{path}.bind"):
+        _check_listen(g.bind, f"{path}.bind", loader)
+    key = f"{path}.advertise"
+    if g.advertise is not None and loader.ok(key):
+        try:
+            host, _ = parse_hostport(g.advertise)
+            if ip_address(host).is_unspecified:
+                raise ValueError(f"{g.advertise!r}: others cannot reach an unspecified address")
+        except ValueError as exc:
+            loader.fail(key, f"{exc} (give this node's own IP address and port)")
+    key = f"{path}.seeds"
+    if loader.ok(key):
+        for i, seed in enumerate(g.seeds):
+            try:
+                parse_hostport(seed)
+            except ValueError as exc:
+                loader.fail(f"{key}[{i}]", str(exc))
+    key = f"{path}.keys"
+    if loader.ok(key):
+        for i, text in enumerate(g.keys):
+            try:
+                raw = base64.b64decode(text, validate=True)
+            except binascii.Error:
+                loader.fail(f"{key}[{i}]", "is not base64 (use the output of `serf keygen`)")
+                continue
+            if len(raw) not in KEY_SIZES:
+                loader.fail(
+                    f"{key}[{i}]", f"decodes to {len(raw)} bytes; an AES key has 16, 24 or 32"
+                )
+    key = f"{path}.profile"
+    if loader.ok(key) and g.profile not in GOSSIP_PROFILES:
+        loader.fail(key, f"{g.profile!r} is not a profile; use one of {', '.join(GOSSIP_PROFILES)}")
 
 
 def _check_range(value: int, low: int, high: int, key: str, what: str, loader: _Loader) -> bool:

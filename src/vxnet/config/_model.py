@@ -19,6 +19,7 @@ from typing import Any
 __all__ = [
     "AgentConfig",
     "AgentSettings",
+    "GossipSettings",
     "MasterConfig",
     "MasterSettings",
     "NetworkConfig",
@@ -100,6 +101,42 @@ class NetworkConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class GossipSettings:
+    """How a node joins the gossip cluster (memberlist/Serf compatible)."""
+
+    name: str | None = setting(
+        None,
+        doc="This node's unique name in the cluster. Leave out to use the host name.",
+        example="agent-1",
+    )
+    bind: str = setting(
+        "0.0.0.0:7946",
+        doc="Address and port for gossip, UDP and TCP both (Serf's default port is 7946).",
+    )
+    advertise: str | None = setting(
+        None,
+        doc="Address and port other members reach this node at. Leave out to use the bind "
+        "address, or the agent's ip when binding to all addresses.",
+        example="198.18.0.11:7946",
+    )
+    seeds: tuple[str, ...] = setting(
+        (),
+        doc="Members (host:port) to join through; any one that answers suffices, and the node "
+        "retries with backoff while none does. Empty: start a new cluster.",
+    )
+    keys: tuple[str, ...] = setting(
+        (),
+        doc="Encryption keys, base64 as `serf keygen` prints them (16, 24 or 32 bytes); the "
+        "first one encrypts, all of them decrypt. Empty: no encryption.",
+    )
+    profile: str = setting(
+        "lan",
+        doc="Timing preset: lan (memberlist's DefaultLANConfig, as Serf) or local (faster, for "
+        "tests on one machine).",
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class MasterSettings:
     """Settings of one master process."""
 
@@ -143,14 +180,16 @@ class AgentSettings:
 
 @dataclass(frozen=True, slots=True)
 class MasterConfig:
-    """A master's configuration file: ``[master]`` and ``[network]``."""
+    """A master's configuration file: ``[master]``, ``[network]`` and ``[gossip]``."""
 
     master: MasterSettings = field(default_factory=MasterSettings)
     network: NetworkConfig = field(default_factory=NetworkConfig)
+    gossip: GossipSettings = field(default_factory=GossipSettings)
 
 
 @dataclass(frozen=True, slots=True)
 class AgentConfig:
-    """An agent's configuration file: ``[agent]``."""
+    """An agent's configuration file: ``[agent]`` and ``[gossip]``."""
 
     agent: AgentSettings = field(default_factory=AgentSettings)
+    gossip: GossipSettings = field(default_factory=GossipSettings)

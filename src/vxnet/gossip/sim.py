@@ -1,0 +1,315 @@
+"""Deterministic simulation of a gossip cluster, in one trio task under a mock clock.
+
+Every node is a :class:`~vxnet.gossip.Membership` core; the :class:`SimNetwork` carries their
+datagrams and streams through one event heap, with seeded loss, delay (and so reordering),
+duplication, partitions (also one-way) and crashes. Time is trio's: run it under
+``trio.testing.MockClock(autojump_threshold=0)`` and a simulated hour takes only the CPU time its
+events need. Given the same seed, a run is the same run.
+"""
+
+from __future__ import annotations
+
+import heapq
+import ipaddress
+import math
+import random
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import trio
+import trio.lowlevel
+
+from vxnet.gossip._config import GossipTiming
+from vxnet.gossip._messages import Ack, ErrorResponse, NodeStatus, Ping, PushPull, User
+from vxnet.gossip._swim import Membership, StreamRequest
+from vxnet.gossip._wire import StreamDecoder, WireError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+
+    from trio.testing import MockClock
+
+__all__ = ["SimNetwork", "SimNode"]
+
+Address = tuple[str, int]
+PORT = 7946
+SIM_BASE = ipaddress.IPv4Address("198.18.0.0")
+
+
+@dataclass(slots=True)
+class SimNode:
+    """One simulated node: a membership core and whether it runs."""
+
+    name: str
+    addr: Address
+    core: Membership
+    up: bool = True
+    wake: float = 0.0
+
+
+@dataclass(slots=True)
+class _Faults:
+    loss: float = 0.0
+    duplicate: float = 0.0
+    delay: tuple[float, float] = (0.0005, 0.005)
+    blocked: set[tuple[str, str]] = field(default_factory=set)  # (from, to) pairs
+
+
+class SimNetwork:
+    """A simulated network of gossip nodes. All randomness comes from ``seed``."""
+
+    def __init__(
+        self,
+        seed: int,
+        *,
+        timing: GossipTiming | None = None,
+        compress_streams: bool = False,
+        clock: MockClock | None = None,
+    ) -> None:
+        self.clock = clock
+        self.rng = random.Random(seed)
+        self.timing = timing or GossipTiming.lan()
+        self.compress_streams = compress_streams
+        self.faults = _Faults()
+        self.nodes: dict[str, SimNode] = {}
+        self._by_addr: dict[Address, SimNode] = {}
+        self._heap: list[tuple[float, int, Callable[[float], None]]] = []
+        self._seq = 0
+        self.packets = 0
+        self.bytes = 0
+        self.started = 0.0
+
+    # --- building --------------------------------------------------------------------------------
+
+    def add_node(self, name: str, *, meta: bytes = b"", now: float | None = None) -> SimNode:
+        t = trio.current_time() if now is None else now
+        index = len(self.nodes) + 1
+        ip = SIM_BASE + index
+        addr = (str(ip), PORT)
+        core = Membership(
+            name,
+            ip.packed,
+            PORT,
+            now=t,
+            rng=random.Random(self.rng.getrandbits(64)),
+            meta=meta,
+            timing=self.timing,
+            compress_streams=self.compress_streams,
+        )
+        node = SimNode(name, addr, core)
+        self.nodes[name] = node
+        self._by_addr[addr] = node
+        self._schedule_wake(node, t)
+        return node
+
+    def join(self, name: str, seeds: Iterable[str]) -> None:
+        node = self.nodes[name]
+        now = trio.current_time()
+        node.core.join([self.nodes[s].addr for s in seeds], now)
+        self._flush(node, now)
+
+    # --- faults ----------------------------------------------------------------------------------
+
+    def set_loss(self, loss: float) -> None:
+        self.faults.loss = loss
+
+    def set_duplicate(self, rate: float) -> None:
+        self.faults.duplicate = rate
+
+    def set_delay(self, low: float, high: float) -> None:
+        self.faults.delay = (low, high)
+
+    def partition(self, *groups: Iterable[str]) -> None:
+        """Cut every link between members of different groups (both directions)."""
+        sets = [set(g) for g in groups]
+        for i, a in enumerate(sets):
+            for b in sets[i + 1 :]:
+                for x in a:
+                    for y in b:
+                        self.faults.blocked.add((x, y))
+                        self.faults.blocked.add((y, x))
+
+    def block(self, src: str, dst: str) -> None:
+        """Cut the link from ``src`` to ``dst`` only (a one-way partition)."""
+        self.faults.blocked.add((src, dst))
+
+    def heal(self) -> None:
+        """Remove partitions, loss and duplication (delays stay)."""
+        self.faults = _Faults(delay=self.faults.delay)
+
+    def crash(self, name: str) -> None:
+        """Stop a node without a word: it neither sends nor receives again."""
+        self.nodes[name].up = False
+
+    def leave(self, name: str) -> None:
+        node = self.nodes[name]
+        now = trio.current_time()
+        node.core.leave(now)
+        self._flush(node, now)
+
+    # --- running ---------------------------------------------------------------------------------
+
+    async def run_for(self, seconds: float) -> None:
+        await self.run_until(trio.current_time() + seconds)
+
+    async def run_until(
+        self, deadline: float, until: Callable[[], bool] | None = None, check_every: float = 0.1
+    ) -> bool:
+        """Process events up to ``deadline``; stop early once ``until()`` is true.
+
+        Returns:
+            Whether ``until()`` held at the end (True when no condition was given).
+        """
+        next_check = trio.current_time()
+        steps = 0
+        while True:
+            now = trio.current_time()
+            if until is not None and now >= next_check:
+                if until():
+                    return True
+                next_check = now + check_every
+            upcoming = self._heap[0][0] if self._heap else math.inf
+            if until is not None and next_check < min(upcoming, deadline):
+                await self._advance_to(next_check)
+                continue
+            if upcoming > deadline:
+                await self._advance_to(deadline)
+                return until() if until is not None else True
+            await self._advance_to(upcoming)
+            when, _, action = heapq.heappop(self._heap)
+            action(when)
+            steps += 1
+            if steps % 2000 == 0:
+                await trio.lowlevel.checkpoint()  # let other tasks (and cancellation) in
+
+    async def _advance_to(self, when: float) -> None:
+        now = trio.current_time()
+        if when <= now:
+            return
+        if self.clock is not None:
+            self.clock.jump(when - now)  # no checkpoint per event: a large cluster stays fast
+        else:
+            await trio.sleep_until(when)
+
+    # --- views -----------------------------------------------------------------------------------
+
+    def live(self) -> list[SimNode]:
+        return [n for n in self.nodes.values() if n.up and not n.core.left]
+
+    def view(self, name: str) -> dict[str, NodeStatus]:
+        return {m.name: m.status for m in self.nodes[name].core.members()}
+
+    def converged(self) -> bool:
+        """Every live node sees exactly the live nodes alive, and no other node alive."""
+        live = {n.name for n in self.live()}
+        for name in live:
+            alive = {m for m, s in self.view(name).items() if s is NodeStatus.ALIVE}
+            if alive != live:
+                return False
+        return True
+
+    def knows(self, name: str, status: NodeStatus, observers: Iterable[SimNode]) -> int:
+        """How many of ``observers`` see ``name`` with ``status``."""
+        count = 0
+        for o in observers:
+            m = o.core.member(name)
+            if (m is not None and m.status is status) or (
+                m is None and status in (NodeStatus.DEAD, NodeStatus.LEFT) and name in self.nodes
+            ):
+                count += 1
+        return count
+
+    # --- internals -------------------------------------------------------------------------------
+
+    def _push(self, when: float, action: Callable[[float], None]) -> None:
+        self._seq += 1
+        heapq.heappush(self._heap, (when, self._seq, action))
+
+    def _schedule_wake(self, node: SimNode, now: float) -> None:
+        wake = max(node.core.next_deadline(), now)
+        node.wake = wake
+
+        def fire(t: float) -> None:
+            if node.wake != wake or not node.up:
+                return
+            node.core.tick(t)
+            self._flush(node, t)
+
+        self._push(wake, fire)
+
+    def _flush(self, node: SimNode, now: float) -> None:
+        if not node.up:
+            return
+        for addr, data in node.core.datagrams_to_send():
+            self._send_datagram(node, addr, data, now)
+        for request in node.core.streams_to_open():
+            self._open_stream(node, request, now)
+        node.core.events()
+        self._schedule_wake(node, now)
+
+    def _delay(self) -> float:
+        low, high = self.faults.delay
+        return self.rng.uniform(low, high)
+
+    def _reachable(self, src: SimNode, dst: SimNode) -> bool:
+        return dst.up and (src.name, dst.name) not in self.faults.blocked
+
+    def _send_datagram(self, src: SimNode, addr: Address, data: bytes, now: float) -> None:
+        self.packets += 1
+        self.bytes += len(data)
+        dst = self._by_addr.get(addr)
+        if dst is None or not self._reachable(src, dst):
+            return
+        copies = 2 if self.rng.random() < self.faults.duplicate else 1
+        for _ in range(copies):
+            if self.rng.random() < self.faults.loss:
+                continue
+
+            def deliver(t: float, dst: SimNode = dst) -> None:
+                if not dst.up:
+                    return
+                dst.core.receive_packet(data, src.addr, t)
+                self._flush(dst, t)
+
+            self._push(now + self._delay(), deliver)
+
+    def _open_stream(self, src: SimNode, request: StreamRequest, now: float) -> None:
+        self.bytes += len(request.payload)
+        dst = self._by_addr.get(request.addr)
+        if dst is None or not self._reachable(src, dst) or not self._reachable(dst, src):
+            return  # the requester times out by itself
+
+        def serve(t: float, dst: SimNode = dst) -> None:
+            if not dst.up:
+                return
+            msg = _decode_stream(request.payload)
+            if msg is None:
+                return
+            reply = dst.core.handle_stream(msg, t)
+            self._flush(dst, t)
+            if reply is None:
+                return
+            self.bytes += len(reply)
+            answer = _decode_stream(reply)
+
+            def respond(t2: float) -> None:
+                if not src.up or not self._reachable(dst, src):
+                    return
+                if isinstance(answer, PushPull | Ack | ErrorResponse):
+                    src.core.stream_reply(request.id, answer, t2)
+                    self._flush(src, t2)
+
+            self._push(t + self._delay(), respond)
+
+        self._push(now + self._delay(), serve)
+
+
+def _decode_stream(data: bytes) -> PushPull | Ping | Ack | User | ErrorResponse | None:
+    decoder = StreamDecoder()
+    try:
+        decoder.feed(data)
+        msg = decoder.next_message()
+        decoder.eof()
+    except WireError:
+        return None
+    return msg
