@@ -51,6 +51,71 @@ def _config_reference(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _agent(args: argparse.Namespace) -> int:
+    import logging
+
+    import trio
+
+    from vxnet.agent import run_agent
+    from vxnet.config import AgentConfig, ConfigError, load_config
+
+    try:
+        config = load_config(args.config, role="agent")
+    except ConfigError as exc:
+        for line in exc.lines():
+            print(line, file=sys.stderr)
+        return EXIT_BAD_INPUT
+    assert isinstance(config, AgentConfig)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        trio.run(run_agent, config)
+    except OSError as exc:
+        print(f"vxnet agent: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except ValueError as exc:
+        print(f"vxnet agent: {args.config}: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    return EXIT_OK
+
+
+def _members(args: argparse.Namespace) -> int:
+    import json
+
+    from vxnet.api import ApiError, fetch_json
+
+    url = args.api.rstrip("/")
+    if "://" not in url:
+        url = f"http://{url}"
+    try:
+        data = fetch_json(f"{url}/v1/members")
+    except ApiError as exc:
+        print(f"vxnet members: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    members = data.get("members", []) if isinstance(data, dict) else []
+    if args.json:
+        print(json.dumps(members, indent=2))
+        return EXIT_OK
+    rows = [
+        (
+            m["name"],
+            f"{m['addr']}:{m['port']}",
+            m["status"],
+            ",".join(f"{k}={v}" for k, v in sorted(m.get("tags", {}).items())),
+        )
+        for m in members
+    ]
+    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(HEADER)]
+    for row in [HEADER, *rows]:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    return EXIT_OK
+
+
+HEADER = ("NAME", "ADDRESS", "STATUS", "TAGS")
+
+
 def _lab_cleanup(args: argparse.Namespace) -> int:
     from vxnet.lab import cleanup
 
@@ -100,6 +165,30 @@ def build_parser() -> argparse.ArgumentParser:
         "reference", help="print the configuration reference (Markdown)"
     )
     reference.set_defaults(func=_config_reference)
+
+    agent = commands.add_parser(
+        "agent",
+        help="run an agent",
+        description="Run a vxnet agent: gossip membership (Serf compatible) and the agent's "
+        "HTTP API. SIGINT or SIGTERM makes it leave the cluster gracefully.",
+    )
+    agent.add_argument("--config", "-c", required=True, metavar="FILE", help="agent TOML file")
+    agent.add_argument("--verbose", "-v", action="store_true", help="log debug messages")
+    agent.set_defaults(func=_agent)
+
+    members = commands.add_parser(
+        "members",
+        help="list the cluster's members as a running agent sees them",
+        description="List members (name, address, status, tags) from a running agent's API.",
+    )
+    members.add_argument(
+        "--api",
+        default="127.0.0.1:62080",
+        metavar="HOST:PORT",
+        help="the agent's API address (its agent.listen; default 127.0.0.1:62080)",
+    )
+    members.add_argument("--json", action="store_true", help="print JSON")
+    members.set_defaults(func=_members)
 
     lab = commands.add_parser("lab", help="network-namespace labs used by tests and the sandbox")
     lab_cmds = lab.add_subparsers(title="lab commands", metavar="ACTION", required=True)

@@ -343,8 +343,8 @@ _PLACEHOLDERS: dict[Any, Any] = {str: "", int: 0}
 # --- rules --------------------------------------------------------------------------------------
 
 
-def parse_hostport(text: str) -> tuple[str, int]:
-    """Split ``host:port`` or ``[ipv6]:port``.
+def parse_hostport(text: str, *, any_port: bool = False) -> tuple[str, int]:
+    """Split ``host:port`` or ``[ipv6]:port``; with ``any_port``, port 0 (pick one) is allowed.
 
     Raises:
         ValueError: With a message saying what is wrong.
@@ -362,8 +362,9 @@ def parse_hostport(text: str) -> tuple[str, int]:
             raise ValueError(f"{text!r}: put an IPv6 address in brackets, as [address]:port")
     if not host:
         raise ValueError(f"{text!r} has no host")
-    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
-        raise ValueError(f"{text!r}: the port must be a number from 1 to 65535")
+    low = 0 if any_port else 1
+    if not port_text.isdigit() or not low <= int(port_text) <= 65535:
+        raise ValueError(f"{text!r}: the port must be a number from {low} to 65535")
     return host, int(port_text)
 
 
@@ -379,9 +380,9 @@ def parse_mac(text: str) -> bytes:
     return bytes(int(p, 16) for p in parts)
 
 
-def _check_listen(value: str, key: str, loader: _Loader) -> None:
+def _check_listen(value: str, key: str, loader: _Loader, *, any_port: bool = False) -> None:
     try:
-        host, _ = parse_hostport(value)
+        host, _ = parse_hostport(value, any_port=any_port)
         ip_address(host)
     except ValueError as exc:
         loader.fail(key, f"{exc} (the host must be an IP address to listen on)")
@@ -448,7 +449,7 @@ def _check_gossip(g: GossipSettings, path: str, loader: _Loader) -> None:
             "no leading or trailing space",
         )
     if loader.ok(f"{path}.bind"):
-        _check_listen(g.bind, f"{path}.bind", loader)
+        _check_listen(g.bind, f"{path}.bind", loader, any_port=True)
     key = f"{path}.advertise"
     if g.advertise is not None and loader.ok(key):
         try:

@@ -111,7 +111,8 @@ class GossipSettings:
     )
     bind: str = setting(
         "0.0.0.0:7946",
-        doc="Address and port for gossip, UDP and TCP both (Serf's default port is 7946).",
+        doc="Address and port for gossip, UDP and TCP both (Serf's default port is 7946; 0 "
+        "picks a free port, for tests).",
     )
     advertise: str | None = setting(
         None,

@@ -6,3 +6,28 @@ Lifeguard refinements, speaking the HashiCorp memberlist / Serf 0.9 wire protoco
 carried on that gossip) in which agents publish their overlay records and task records. Its cores
 are sans-IO; thin trio drivers move their datagrams and streams.
 """
+
+from vxnet.gossip._config import GossipTiming
+from vxnet.gossip._errors import WireError
+from vxnet.gossip._keyring import Keyring
+from vxnet.gossip._messages import NodeStatus
+from vxnet.gossip._serf import MemberStatus, decode_tags, encode_tags
+from vxnet.gossip._service import GossipService, member_json
+from vxnet.gossip._swim import Delegate, Member, MemberEvent, Membership, StreamRequest
+
+__all__ = [
+    "Delegate",
+    "GossipService",
+    "GossipTiming",
+    "Keyring",
+    "Member",
+    "MemberEvent",
+    "MemberStatus",
+    "Membership",
+    "NodeStatus",
+    "StreamRequest",
+    "WireError",
+    "decode_tags",
+    "encode_tags",
+    "member_json",
+]

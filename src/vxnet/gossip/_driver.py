@@ -49,7 +49,9 @@ class GossipDriver:
         bind: Address,
         *,
         on_events: Callable[[list[MemberEvent]], None] | None = None,
+        on_step: Callable[[], None] | None = None,
     ) -> None:
+        self._on_step = on_step
         self._core_factory = core_factory
         self._bind = bind
         self._on_events = on_events
@@ -118,6 +120,8 @@ class GossipDriver:
             self._on_events(events)
         if self._timer is not None:
             self._timer.deadline = core.next_deadline()
+        if self._on_step is not None:
+            self._on_step()
 
     def _send_datagram(self, addr: Address, data: bytes) -> None:
         assert self._udp is not None

@@ -34,6 +34,7 @@ as dead or left until a probe round ends after ``gossip_to_the_dead_time``, then
 from __future__ import annotations
 
 import enum
+import functools
 import ipaddress
 import math
 from dataclasses import dataclass, field
@@ -70,7 +71,7 @@ from vxnet.gossip._wire import (
 
 if TYPE_CHECKING:
     import random
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
     from vxnet.gossip._keyring import Keyring
 
@@ -147,8 +148,12 @@ class StreamRequest:
 class Delegate(Protocol):
     """What the layer above supplies. Called on the receive path: must not block."""
 
-    def broadcasts(self, overhead: int, limit: int, peer: Member | None) -> list[bytes]:
-        """User messages to piggyback (each costs its length + ``overhead``; ``limit`` total)."""
+    def broadcasts(self, overhead: int, limit: int, peer_meta: bytes | None) -> list[bytes]:
+        """User messages to piggyback (each costs its length + ``overhead``; ``limit`` total).
+
+        ``peer_meta`` is the receiver's node meta (``None`` if unknown), so that messages only
+        vxnet understands go only to vxnet peers.
+        """
         ...
 
     def notify_user(self, payload: bytes, now: float) -> None:
@@ -163,9 +168,17 @@ class Delegate(Protocol):
         """User state received in a push-pull."""
         ...
 
+    def next_deadline(self) -> float:
+        """When the delegate's own timers need :meth:`tick` (``math.inf`` if never)."""
+        ...
+
+    def tick(self, now: float) -> None:
+        """Run the delegate's due timers."""
+        ...
+
 
 class _NoDelegate:
-    def broadcasts(self, overhead: int, limit: int, peer: Member | None) -> list[bytes]:
+    def broadcasts(self, overhead: int, limit: int, peer_meta: bytes | None) -> list[bytes]:
         return []
 
     def notify_user(self, payload: bytes, now: float) -> None:
@@ -176,6 +189,17 @@ class _NoDelegate:
 
     def merge_remote_state(self, data: bytes, join: bool, now: float) -> None:
         return None
+
+    def next_deadline(self) -> float:
+        return math.inf
+
+    def tick(self, now: float) -> None:
+        return None
+
+
+@functools.lru_cache(maxsize=65536)
+def _address(addr: bytes, port: int) -> Address:
+    return str(ipaddress.ip_address(addr)), port
 
 
 @dataclass(slots=True)
@@ -195,7 +219,7 @@ class _Node:
 
     @property
     def address(self) -> Address:
-        return str(ipaddress.ip_address(self.addr)), self.port
+        return _address(self.addr, self.port)
 
     def snapshot(self) -> Member:
         return Member(
@@ -407,7 +431,7 @@ class Membership:
 
     def next_deadline(self) -> float:
         """The latest time :meth:`tick` must be called at."""
-        times = [self._next_gossip]
+        times = [self._next_gossip, self.delegate.next_deadline()]
         if not self._left:
             times += [self._next_probe, self._next_push_pull, self._next_reconnect]
         if self._probe is not None:
@@ -445,6 +469,24 @@ class Membership:
             n.state is NodeStatus.ALIVE for n in self._nodes.values() if n.name != self.name
         )
         self._leave_deadline = now + timeout if others else None
+
+    def adopt(self, members: Sequence[PushNodeState], now: float) -> None:
+        """Take ``members`` as known and alive without announcing them.
+
+        For simulations that start from an already formed cluster: announcing every member to
+        every other one would cost N² broadcasts before the experiment begins.
+        """
+        for m in members:
+            if m.name in self._nodes:
+                continue
+            self._nodes[m.name] = _Node(
+                m.name, m.addr, m.port, m.meta, m.incarnation, NodeStatus.ALIVE, now, m.vsn
+            )
+            self._order.append(m.name)
+        self.rng.shuffle(self._order)
+        # Spread the first push-pulls over the interval this cluster size calls for.
+        interval = push_pull_scale(self.timing.push_pull_interval, len(self._nodes))
+        self._next_push_pull = now + self.rng.uniform(0, interval)
 
     def update_meta(self, meta: bytes, now: float) -> None:
         """Change our meta (tags) and tell everyone."""
@@ -511,6 +553,7 @@ class Membership:
 
     def tick(self, now: float) -> None:
         """Run every timer that is due at ``now``."""
+        self.delegate.tick(now)
         if self._leave_deadline is not None and (now >= self._leave_deadline or not self._queue):
             self._leave_deadline = None
         for request_id, exchange in list(self._exchanges.items()):
@@ -761,6 +804,28 @@ class Membership:
                 return node
         return None
 
+    def _random_nodes(self, k: int, accept: Callable[[_Node], bool]) -> list[_Node]:
+        """Up to ``k`` distinct random members that ``accept`` takes.
+
+        As memberlist's kRandomNodes: at most ``3 n`` random draws, so in the usual case the cost
+        does not grow with the size of the cluster.
+        """
+        order = self._order
+        picked: list[_Node] = []
+        seen: set[str] = set()
+        n = len(order)
+        for _ in range(3 * n):
+            if len(picked) >= k:
+                break
+            name = order[self.rng.randrange(n)]
+            if name in seen:
+                continue
+            seen.add(name)
+            node = self._nodes.get(name)
+            if node is not None and accept(node):
+                picked.append(node)
+        return picked
+
     def _reset_nodes(self, now: float) -> None:
         """End of a probe round: reap members dead for long enough, and reshuffle."""
         cutoff = now - self.timing.gossip_to_the_dead_time
@@ -782,12 +847,10 @@ class Membership:
             self._probe = None
             return
         me = self._nodes[self.name]
-        candidates = [
-            n
-            for n in self._nodes.values()
-            if n.name not in (self.name, target.name) and n.state is NodeStatus.ALIVE
-        ]
-        peers = self.rng.sample(candidates, min(self.timing.indirect_checks, len(candidates)))
+        peers = self._random_nodes(
+            self.timing.indirect_checks,
+            lambda n: n.name not in (self.name, target.name) and n.state is NodeStatus.ALIVE,
+        )
         for peer in peers:
             nack = peer.pmax >= 4
             probe.expected_nacks += nack
@@ -818,16 +881,16 @@ class Membership:
 
     def _gossip(self, now: float) -> None:
         dead_cutoff = now - self.timing.gossip_to_the_dead_time
-        candidates = [
-            n
-            for n in self._nodes.values()
-            if n.name != self.name
-            and (
-                n.state in (NodeStatus.ALIVE, NodeStatus.SUSPECT)
-                or (n.state is NodeStatus.DEAD and n.state_change > dead_cutoff)
-            )
-        ]
-        peers = self.rng.sample(candidates, min(self.timing.gossip_nodes, len(candidates)))
+        peers = self._random_nodes(
+            self.timing.gossip_nodes,
+            lambda n: (
+                n.name != self.name
+                and (
+                    n.state in (NodeStatus.ALIVE, NodeStatus.SUSPECT)
+                    or (n.state is NodeStatus.DEAD and n.state_change > dead_cutoff)
+                )
+            ),
+        )
         for peer in peers:
             room = self._room(peer) - COMPOUND_HEADER_OVERHEAD
             parts = self._take_broadcasts(COMPOUND_OVERHEAD, room, peer)
@@ -836,12 +899,9 @@ class Membership:
             self._send_parts(peer.address, parts, peer, now, piggyback=False)
 
     def _push_pull_random(self, now: float) -> None:
-        candidates = [
-            n for n in self._nodes.values() if n.name != self.name and n.state is NodeStatus.ALIVE
-        ]
-        if candidates:
-            peer = self.rng.choice(candidates)
-            self._open_push_pull(peer.address, join=False, now=now)
+        peers = self._random_nodes(1, lambda n: n.name != self.name and n.state is NodeStatus.ALIVE)
+        if peers:
+            self._open_push_pull(peers[0].address, join=False, now=now)
 
     def _reconnect(self, now: float) -> None:
         """Serf's reconnect: push-pull with one random failed member, dropping expired ones."""
@@ -885,7 +945,7 @@ class Membership:
         parts = self._queue.take(overhead, limit, len(self._nodes))
         used = sum(len(p) + overhead for p in parts)
         user = self.delegate.broadcasts(
-            overhead + USER_MSG_OVERHEAD, limit - used, None if peer is None else peer.snapshot()
+            overhead + USER_MSG_OVERHEAD, limit - used, None if peer is None else peer.meta
         )
         parts.extend(bytes([MessageType.USER]) + u for u in user)
         return parts

@@ -20,7 +20,18 @@ import trio
 import trio.lowlevel
 
 from vxnet.gossip._config import GossipTiming
-from vxnet.gossip._messages import Ack, ErrorResponse, NodeStatus, Ping, PushPull, User
+from vxnet.gossip._messages import (
+    PROTOCOL_MAX,
+    PROTOCOL_MIN,
+    PROTOCOL_SPOKEN,
+    Ack,
+    ErrorResponse,
+    NodeStatus,
+    Ping,
+    PushNodeState,
+    PushPull,
+    User,
+)
 from vxnet.gossip._swim import Membership, StreamRequest
 from vxnet.gossip._wire import StreamDecoder, WireError
 
@@ -101,6 +112,22 @@ class SimNetwork:
         self._by_addr[addr] = node
         self._schedule_wake(node, t)
         return node
+
+    def form(self, count: int, prefix: str = "n") -> list[str]:
+        """Add ``count`` nodes that already know each other (a formed cluster, no join storm)."""
+        now = trio.current_time()
+        nodes = [self.add_node(f"{prefix}{i}", now=now) for i in range(count)]
+        vsn = bytes([PROTOCOL_MIN, PROTOCOL_MAX, PROTOCOL_SPOKEN, 2, 5, 5])
+        states = [
+            PushNodeState(
+                n.name, ipaddress.ip_address(n.addr[0]).packed, PORT, b"", 1, NodeStatus.ALIVE, vsn
+            )
+            for n in nodes
+        ]
+        for n in nodes:
+            n.core.adopt(states, now)
+            self._schedule_wake(n, now)
+        return [n.name for n in nodes]
 
     def join(self, name: str, seeds: Iterable[str]) -> None:
         node = self.nodes[name]

@@ -1,0 +1,42 @@
+"""The ``vxnet agent`` process: the components of an agent in one trio nursery.
+
+For now an agent runs the gossip layer and its HTTP API; the overlay and DNS join in with their
+issues. The agent needs no root while it programs no kernel. On SIGINT or SIGTERM it leaves the
+cluster gracefully (members see it ``left``, not ``failed``) and exits.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from typing import TYPE_CHECKING
+
+import trio
+
+from vxnet.api import build_app, serve_api
+from vxnet.gossip import GossipService
+
+if TYPE_CHECKING:
+    from vxnet.config import AgentConfig
+
+__all__ = ["run_agent"]
+
+log = logging.getLogger("vxnet.agent")
+
+
+async def run_agent(
+    config: AgentConfig, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """Run the agent until SIGINT/SIGTERM; ``task_status`` gets the API's URL once serving."""
+    gossip = GossipService(config.gossip, role="agent", agent_ip=config.agent.ip)
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            advertise = await nursery.start(gossip.serve)
+            url = await nursery.start(serve_api, build_app(gossip.members), config.agent.listen)
+            log.info("agent %s: gossip on %s:%d, API on %s", gossip.name, *advertise, url)
+            task_status.started(url)
+            async for signum in signals:
+                log.info("received %s: leaving the cluster", signal.Signals(signum).name)
+                await gossip.leave()
+                nursery.cancel_scope.cancel()
+                break

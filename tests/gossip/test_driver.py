@@ -1,0 +1,107 @@
+"""The trio driver on real loopback sockets: join, leave, hostile input, stream caps."""
+
+from __future__ import annotations
+
+import os
+
+import trio
+
+from vxnet.config import GossipSettings
+from vxnet.gossip import GossipService
+
+
+def settings(name: str, seeds: tuple[str, ...] = (), keys: tuple[str, ...] = ()) -> GossipSettings:
+    return GossipSettings(name=name, bind="127.0.0.1:0", seeds=seeds, keys=keys, profile="local")
+
+
+async def until(condition: object, seconds: float = 10.0) -> None:
+    with trio.fail_after(seconds):
+        for _ in range(int(seconds / 0.05) + 1):
+            if condition():  # type: ignore[operator]
+                return
+            await trio.sleep(0.05)
+
+
+def statuses(service: GossipService) -> dict[str, str]:
+    return {m["name"]: m["status"] for m in service.members()}
+
+
+async def test_two_nodes_join_and_one_leaves() -> None:
+    a = GossipService(settings("a"), role="agent")
+    async with trio.open_nursery() as nursery:
+        a_addr = await nursery.start(a.serve)
+        b = GossipService(settings("b", (f"{a_addr[0]}:{a_addr[1]}",)), role="master")
+        await nursery.start(b.serve)
+        await until(
+            lambda: (
+                statuses(a) == {"a": "alive", "b": "alive"}
+                and statuses(b) == {"a": "alive", "b": "alive"}
+            )
+        )
+        assert {m["name"]: m["tags"]["role"] for m in a.members()} == {"a": "agent", "b": "master"}
+        await b.leave(grace=2)
+        await until(lambda: statuses(a).get("b") == "left")
+        nursery.cancel_scope.cancel()
+
+
+async def test_hostile_packets_and_streams_are_counted_and_dropped() -> None:
+    a = GossipService(settings("a"), role="agent")
+    async with trio.open_nursery() as nursery:
+        host, port = await nursery.start(a.serve)
+        udp = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
+        with udp:
+            for payload in (
+                b"",
+                b"\x07\xff",
+                b"\x09" + os.urandom(200),
+                b"\x00\x81\xa5SeqNo",
+                b"\x0c\x00\x00\x00\x00\x00",
+                os.urandom(1400),
+            ):
+                await udp.sendto(payload, (host, port))
+        # A stream that promises 20 MiB of encrypted data, and one of garbage.
+        for junk in (b"\x0a\x7f\xff\xff\xff" + b"x" * 100, os.urandom(300)):
+            stream = await trio.open_tcp_stream(host, port)
+            async with stream:
+                await stream.send_all(junk)
+                await stream.send_eof()
+                with trio.fail_after(5):
+                    assert await stream.receive_some(100) == b""
+        await until(lambda: a.core.stats.bad_packets >= 6)
+        # The node still works: another node can join it.
+        b = GossipService(settings("b", (f"{host}:{port}",)), role="agent")
+        await nursery.start(b.serve)
+        await until(lambda: statuses(a).get("b") == "alive")
+        nursery.cancel_scope.cancel()
+
+
+async def test_incoming_streams_are_capped() -> None:
+    a = GossipService(settings("a"), role="agent")
+    async with trio.open_nursery() as nursery:
+        host, port = await nursery.start(a.serve)
+        limit = a.timing.max_push_pull_requests
+        streams = [await trio.open_tcp_stream(host, port) for _ in range(limit + 5)]
+        try:
+            await until(lambda: a.core.stats.errors.get("too many streams", 0) >= 5)
+        finally:
+            for s in streams:
+                await s.aclose()
+        nursery.cancel_scope.cancel()
+
+
+async def test_encrypted_nodes_ignore_a_node_without_the_key() -> None:
+    key = "T9jncgl9mbLus+baTTa7q7nPSUrXwbDi2dhbtqir37s="
+    other = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
+    a = GossipService(settings("a", keys=(key,)), role="agent")
+    async with trio.open_nursery() as nursery:
+        host, port = await nursery.start(a.serve)
+        seed = (f"{host}:{port}",)
+        b = GossipService(settings("b", seed, keys=(key,)), role="agent")
+        await nursery.start(b.serve)
+        intruder = GossipService(settings("x", seed, keys=(other,)), role="agent")
+        await nursery.start(intruder.serve)
+        await until(lambda: statuses(a).get("b") == "alive")
+        await trio.sleep(1)
+        assert "x" not in statuses(a)
+        assert a.core.stats.bad_packets > 0
+        nursery.cancel_scope.cancel()

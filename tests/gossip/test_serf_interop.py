@@ -1,0 +1,264 @@
+"""Interop with a real ``serf agent`` (Debian's serf 0.9.4) on loopback, in both directions.
+
+These run real processes in real time: each waits for an observable condition with a deadline
+and stops every process it started by PID.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from vxnet.api import ApiError, fetch_json
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+    from pathlib import Path
+
+pytestmark = pytest.mark.serf
+
+SERF = shutil.which("serf")
+
+
+def free_port() -> int:
+    """A port free for both TCP and UDP on 127.0.0.1."""
+    for _ in range(50):
+        with socket.socket() as tcp, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            tcp.bind(("127.0.0.1", 0))
+            port = tcp.getsockname()[1]
+            try:
+                udp.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return int(port)
+    raise RuntimeError("no free port")
+
+
+def wait_for(what: str, check: Callable[[], bool], timeout: float = 30.0) -> float:
+    """Poll ``check`` until true; return the seconds it took. Fails the test at ``timeout``."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if check():
+            return time.monotonic() - start
+        time.sleep(0.1)
+    pytest.fail(f"timed out after {timeout} s waiting for {what}")
+
+
+@dataclass
+class Proc:
+    name: str
+    popen: subprocess.Popen[bytes]
+    log: Path
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> None:
+        if self.popen.poll() is None:
+            self.popen.send_signal(sig)
+            try:
+                self.popen.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait(timeout=timeout)
+
+
+class Cluster:
+    """Starts vxnet agents and serf agents, and stops all of them at the end."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.procs: list[Proc] = []
+        self.key = base64.b64encode(os.urandom(32)).decode()
+
+    def start_vxnet(
+        self, name: str, seeds: tuple[int, ...] = (), *, encrypt: bool = False
+    ) -> tuple[Proc, int, str]:
+        port, api = free_port(), free_port()
+        conf = self.tmp / f"{name}.toml"
+        lines = [
+            "[agent]",
+            f'listen = "127.0.0.1:{api}"',
+            "[gossip]",
+            f'name = "{name}"',
+            f'bind = "127.0.0.1:{port}"',
+            f"seeds = {json.dumps([f'127.0.0.1:{s}' for s in seeds])}",
+        ]
+        if encrypt:
+            lines.append(f'keys = ["{self.key}"]')
+        conf.write_text("\n".join(lines) + "\n")
+        log = self.tmp / f"{name}.log"
+        with log.open("wb") as out:
+            popen = subprocess.Popen(
+                [sys.executable, "-m", "vxnet", "agent", "-c", str(conf)],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        proc = Proc(name, popen, log)
+        self.procs.append(proc)
+        url = f"http://127.0.0.1:{api}"
+        wait_for(f"{name}'s API", lambda: self._answers(url), timeout=20)
+        return proc, port, url
+
+    def start_serf(
+        self,
+        name: str,
+        join: int | None = None,
+        *,
+        encrypt: bool = False,
+        tags: dict[str, str] | None = None,
+    ) -> tuple[Proc, int, str]:
+        assert SERF is not None
+        port, rpc = free_port(), free_port()
+        argv = [
+            SERF,
+            "agent",
+            f"-node={name}",
+            f"-bind=127.0.0.1:{port}",
+            f"-rpc-addr=127.0.0.1:{rpc}",
+            "-log-level=debug",
+        ]
+        for k, v in (tags or {}).items():
+            argv.append(f"-tag={k}={v}")
+        if join is not None:
+            argv.append(f"-join=127.0.0.1:{join}")
+        if encrypt:
+            argv.append(f"-encrypt={self.key}")
+        log = self.tmp / f"{name}.log"
+        with log.open("wb") as out:
+            popen = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
+        proc = Proc(name, popen, log)
+        self.procs.append(proc)
+        rpc_addr = f"127.0.0.1:{rpc}"
+        wait_for(f"{name}'s RPC", lambda: self.serf_members(rpc_addr) is not None, timeout=20)
+        return proc, port, rpc_addr
+
+    @staticmethod
+    def _answers(url: str) -> bool:
+        try:
+            fetch_json(f"{url}/v1/members", timeout=1)
+        except ApiError:
+            return False
+        return True
+
+    @staticmethod
+    def serf_members(rpc_addr: str) -> dict[str, dict[str, Any]] | None:
+        assert SERF is not None
+        out = subprocess.run(
+            [SERF, "members", f"-rpc-addr={rpc_addr}", "-format=json"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+        if out.returncode != 0:
+            return None
+        return {m["name"]: m for m in json.loads(out.stdout)["members"]}
+
+    @staticmethod
+    def vxnet_members(url: str) -> dict[str, dict[str, Any]]:
+        return {m["name"]: m for m in fetch_json(f"{url}/v1/members")["members"]}
+
+    def close(self) -> None:
+        for proc in self.procs:
+            proc.stop()
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    if SERF is None:
+        pytest.skip("serf is not installed (Debian package serf)")
+    c = Cluster(tmp_path)
+    try:
+        yield c
+    finally:
+        c.close()
+        for proc in c.procs:
+            assert proc.popen.poll() is not None, f"{proc.name} still runs"
+
+
+def serf_status(c: Cluster, rpc: str, name: str) -> str | None:
+    members = c.serf_members(rpc) or {}
+    return members.get(name, {}).get("status")
+
+
+def vxnet_status(c: Cluster, url: str, name: str) -> str | None:
+    return c.vxnet_members(url).get(name, {}).get("status")
+
+
+@pytest.mark.parametrize("encrypt", [False, True], ids=["plain", "encrypted"])
+def test_serf_joins_vxnet_and_lists_it_with_tags(cluster: Cluster, encrypt: bool) -> None:
+    _, a_port, a_url = cluster.start_vxnet("vx-a", encrypt=encrypt)
+    cluster.start_vxnet("vx-b", (a_port,), encrypt=encrypt)
+    _, _, rpc = cluster.start_serf("serf-1", join=a_port, encrypt=encrypt, tags={"role": "web"})
+    wait_for(
+        "serf to list both vxnet nodes alive",
+        lambda: all(serf_status(cluster, rpc, n) == "alive" for n in ("vx-a", "vx-b")),
+    )
+    members = cluster.serf_members(rpc)
+    assert members is not None
+    assert members["vx-a"]["tags"] == {"role": "agent", "vxnet": "0.1.0"}
+    assert members["vx-a"]["addr"] == f"127.0.0.1:{a_port}"
+    wait_for("vxnet to list serf alive", lambda: vxnet_status(cluster, a_url, "serf-1") == "alive")
+    assert cluster.vxnet_members(a_url)["serf-1"]["tags"] == {"role": "web"}
+    serf_log = (cluster.tmp / "serf-1.log").read_text()
+    assert "[ERR]" not in serf_log, serf_log
+
+
+@pytest.mark.parametrize("encrypt", [False, True], ids=["plain", "encrypted"])
+def test_vxnet_joins_serf(cluster: Cluster, encrypt: bool) -> None:
+    _, s_port, rpc = cluster.start_serf("serf-1", encrypt=encrypt, tags={"dc": "lab"})
+    _, _, url = cluster.start_vxnet("vx-a", (s_port,), encrypt=encrypt)
+    wait_for(
+        "both sides to agree",
+        lambda: (
+            serf_status(cluster, rpc, "vx-a") == "alive"
+            and vxnet_status(cluster, url, "serf-1") == "alive"
+        ),
+    )
+    assert cluster.vxnet_members(url)["serf-1"]["tags"] == {"dc": "lab"}
+
+
+def test_a_vxnet_node_that_leaves_is_left_and_one_killed_is_failed(cluster: Cluster) -> None:
+    leaver, a_port, _ = cluster.start_vxnet("vx-leaver")
+    victim, _, _ = cluster.start_vxnet("vx-victim", (a_port,))
+    _, _, rpc = cluster.start_serf("serf-1", join=a_port)
+    wait_for(
+        "serf to see both alive",
+        lambda: all(serf_status(cluster, rpc, n) == "alive" for n in ("vx-leaver", "vx-victim")),
+    )
+    leaver.stop(signal.SIGTERM)  # graceful: leave intent, then dead-from-self
+    assert leaver.popen.returncode == 0
+    wait_for(
+        "serf to see the leaver left",
+        lambda: serf_status(cluster, rpc, "vx-leaver") == "left",
+        timeout=15,
+    )
+    victim.stop(signal.SIGKILL)
+    took = wait_for(
+        "serf to see the victim failed",
+        lambda: serf_status(cluster, rpc, "vx-victim") == "failed",
+        timeout=40,
+    )
+    assert took < 30
+
+
+def test_a_killed_serf_agent_becomes_failed_in_vxnet(cluster: Cluster) -> None:
+    _, a_port, url = cluster.start_vxnet("vx-a")
+    serf, _, _ = cluster.start_serf("serf-1", join=a_port)
+    wait_for("vxnet to see serf alive", lambda: vxnet_status(cluster, url, "serf-1") == "alive")
+    serf.stop(signal.SIGKILL)
+    took = wait_for(
+        "vxnet to see serf failed",
+        lambda: vxnet_status(cluster, url, "serf-1") == "failed",
+        timeout=40,
+    )
+    assert took < 30
