@@ -96,9 +96,12 @@ async def convergence(clock: trio.testing.MockClock, n: int, loss: float, seed: 
     )
 
 
-async def false_positives(clock: trio.testing.MockClock, n: int, minutes: float, seed: int) -> None:
+async def false_positives(
+    clock: trio.testing.MockClock, n: int, minutes: float, seed: int, tcp_pings: bool
+) -> None:
     wall = time.perf_counter()
-    net = SimNetwork(seed, clock=clock)
+    timing = GossipTiming.lan().replace(disable_tcp_pings=not tcp_pings)
+    net = SimNetwork(seed, clock=clock, timing=timing)
     net.form(n)
     await net.run_for(SETTLE)
     net.set_loss(0.10)
@@ -108,6 +111,7 @@ async def false_positives(clock: trio.testing.MockClock, n: int, minutes: float,
         nodes=n,
         loss=0.10,
         node_minutes=n * minutes,
+        tcp_fallback_pings=tcp_pings,
         false_dead=false_dead(net),
         dead_declarations=sum(x.core.stats.deaths_declared for x in net.nodes.values()),
         suspicions=sum(x.core.stats.suspicions for x in net.nodes.values()),
@@ -171,8 +175,17 @@ def main() -> None:
         for loss in losses:
             clock = trio.testing.MockClock(autojump_threshold=0)
             trio.run(convergence, clock, n, loss, args.seed, clock=clock)
-    clock = trio.testing.MockClock(autojump_threshold=0)
-    trio.run(false_positives, clock, args.fp_nodes, args.fp_minutes, args.seed, clock=clock)
+    for tcp_pings in (True, False):
+        clock = trio.testing.MockClock(autojump_threshold=0)
+        trio.run(
+            false_positives,
+            clock,
+            args.fp_nodes,
+            args.fp_minutes,
+            args.seed,
+            tcp_pings,
+            clock=clock,
+        )
     references(sizes)
 
 

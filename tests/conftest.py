@@ -8,9 +8,14 @@ import shutil
 import pytest
 from hypothesis import HealthCheck, settings
 
-# CI machines are small and shared: no per-example deadline there, and print how to reproduce.
+# CI machines are small and shared: no per-example deadline there, print how to reproduce, and
+# the same examples every run (exploration is for development, where examples vary per run).
 settings.register_profile(
-    "ci", deadline=None, print_blob=True, suppress_health_check=[HealthCheck.too_slow]
+    "ci",
+    deadline=None,
+    print_blob=True,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow],
 )
 settings.register_profile("dev", deadline=2000)
 settings.load_profile("ci" if os.environ.get("CI") else "dev")

@@ -88,3 +88,19 @@ def test_unknown_subcommand_is_a_usage_error(capsys: pytest.CaptureFixture[str])
         main(["frobnicate"])
     assert info.value.code == 2
     assert "invalid choice" in capsys.readouterr().err
+
+
+def test_members_without_a_running_agent_says_so(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["members", "--api", "127.0.0.1:1"]) == 1
+    err = capsys.readouterr().err
+    assert "vxnet members: http://127.0.0.1:1/v1/members" in err
+    assert "is the agent running?" in err
+
+
+def test_agent_with_a_bad_config_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "a.toml"
+    path.write_text("[agent]\n[gossip]\nprofile = 'fast'\n")
+    assert main(["agent", "-c", str(path)]) == 2
+    assert "gossip.profile: 'fast' is not a profile" in capsys.readouterr().err

@@ -209,8 +209,47 @@ def test_serf_joins_vxnet_and_lists_it_with_tags(cluster: Cluster, encrypt: bool
     assert members["vx-a"]["addr"] == f"127.0.0.1:{a_port}"
     wait_for("vxnet to list serf alive", lambda: vxnet_status(cluster, a_url, "serf-1") == "alive")
     assert cluster.vxnet_members(a_url)["serf-1"]["tags"] == {"role": "web"}
+    # Serf user events and queries reach the vxnet nodes, which witness and ignore them.
+    assert SERF is not None
+    subprocess.run([SERF, "event", f"-rpc-addr={rpc}", "deploy", "v42"], check=True, timeout=10)
+    subprocess.run(
+        [SERF, "query", f"-rpc-addr={rpc}", "-timeout=1s", "uptime"],
+        check=True,
+        timeout=10,
+        capture_output=True,
+    )
+    wait_for(
+        "the nodes to stay alive",
+        lambda: all(serf_status(cluster, rpc, n) == "alive" for n in ("vx-a", "vx-b")),
+    )
+    assert vxnet_status(cluster, a_url, "serf-1") == "alive"
     serf_log = (cluster.tmp / "serf-1.log").read_text()
     assert "[ERR]" not in serf_log, serf_log
+    # The operator's view, from the vxnet command.
+    api = a_url.removeprefix("http://")
+    table = subprocess.run(
+        [sys.executable, "-m", "vxnet", "members", "--api", api],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=10,
+    ).stdout
+    lines = table.splitlines()
+    assert lines[0].split() == ["NAME", "ADDRESS", "STATUS", "TAGS"]
+    assert any(
+        line.split()[:3] == ["serf-1", line.split()[1], "alive"] and "role=web" in line
+        for line in lines[1:]
+    )
+    listed = json.loads(
+        subprocess.run(
+            [sys.executable, "-m", "vxnet", "members", "--api", api, "--json"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout
+    )
+    assert {m["name"] for m in listed} == {"vx-a", "vx-b", "serf-1"}
 
 
 @pytest.mark.parametrize("encrypt", [False, True], ids=["plain", "encrypted"])

@@ -59,3 +59,19 @@ def test_rng_is_the_only_randomness() -> None:
             c.tick(t)
     assert cores[0].datagrams_to_send() == cores[1].datagrams_to_send()
     assert cores[0].next_deadline() == cores[1].next_deadline()
+
+
+def test_the_complete_parts_of_a_truncated_compound_are_kept() -> None:
+    from vxnet.gossip._messages import Alive
+    from vxnet.gossip._swim import Membership
+    from vxnet.gossip._wire import encode_message, make_compound
+
+    core = Membership("a", bytes([198, 18, 0, 1]), 7946, now=0.0, rng=random.Random(1))
+    alive = encode_message(
+        Alive(1, "b", bytes([198, 18, 0, 2]), 7946, b"", bytes([1, 5, 2, 2, 5, 5]))
+    )
+    packet = make_compound([alive, encode_message(Alive(1, "c", bytes(4), 1, b"", b""))])
+    core.receive_packet(packet[:-5], ("198.18.0.2", 7946), 0.1)  # the second part is cut short
+    assert core.member("b") is not None
+    assert core.member("c") is None
+    assert core.stats.bad_packets == 1

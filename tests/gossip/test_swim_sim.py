@@ -41,6 +41,27 @@ def test_a_cluster_forms_from_one_seed() -> None:
     run(body)
 
 
+def test_join_retries_with_backoff_until_a_seed_answers() -> None:
+    async def body(clock: trio.testing.MockClock) -> None:
+        net = SimNetwork(7, clock=clock)
+        net.add_node("seed")
+        net.add_node("late")
+        net.partition(["seed"], ["late"])
+        net.join("late", ["seed"])
+        await net.run_for(60)
+        late = net.nodes["late"].core
+        assert not late.joined
+        assert late.stats.push_pulls == 0
+        net.heal()
+        start = trio.current_time()
+        assert await net.run_until(start + 120, net.converged)
+        assert late.joined
+        # The backoff doubles from 1 s up to 60 s, plus the 10 s TCP timeout of each attempt.
+        assert trio.current_time() - start < 75
+
+    run(body)
+
+
 def test_a_crashed_node_is_declared_dead_everywhere() -> None:
     async def body(clock: trio.testing.MockClock) -> None:
         net = SimNetwork(2, clock=clock)
@@ -165,11 +186,16 @@ def test_after_any_faults_heal_the_live_nodes_agree(
         await net.run_until(start + 60)
         net.heal()
         net.set_delay(0.0005, 0.005)
+
+        def agreed() -> bool:
+            live = net.live()
+            return net.converged() and all(
+                net.knows(name, NodeStatus.DEAD, live) == len(live) for name in crashed
+            )
+
         # Bound: reconnect interval (30 s) + suspicion max at this size (24 s) + spread.
-        assert await net.run_until(trio.current_time() + 150, net.converged), {
+        assert await net.run_until(trio.current_time() + 150, agreed), {
             n.name: net.view(n.name) for n in net.live()
         }
-        for name in crashed:
-            assert net.knows(name, NodeStatus.DEAD, net.live()) == len(net.live())
 
     run(body)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import Any
 
 __all__ = ["GossipTiming"]
 
@@ -30,6 +31,7 @@ class GossipTiming:
     gossip_to_the_dead_time: float = 30.0  # dead members still get gossip this long
     udp_buffer_size: int = 1400  # largest packet we send
     dead_node_reclaim_time: float = 0.0  # 0: a dead name cannot return from a new address
+    disable_tcp_pings: bool = False  # no TCP fallback probe (memberlist DisableTcpPings)
     max_push_pull_requests: int = 128  # concurrent incoming push-pulls served
     max_push_state_bytes: int = 20 * 1024 * 1024
     # Serf's additions: members that failed (not left) are retried with a push-pull, so that the
@@ -55,5 +57,5 @@ class GossipTiming:
             gossip_to_the_dead_time=15.0,
         )
 
-    def replace(self, **changes: float) -> GossipTiming:
-        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+    def replace(self, **changes: Any) -> GossipTiming:
+        return dataclasses.replace(self, **changes)

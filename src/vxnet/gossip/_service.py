@@ -56,24 +56,21 @@ class _SerfLayer:
         return self.queue.take(overhead, limit, self.num_members)
 
     def notify_user(self, payload: bytes, now: float) -> None:
-        try:
-            out = self.state.receive(payload, now)
-        except WireError as exc:
-            self.errors += 1
-            log.debug("bad Serf message: %s", exc)
-            return
-        for message in out:
-            self.queue.put(message)
+        self._rebroadcast("Serf message", lambda: self.state.receive(payload, now))
 
     def local_state(self, join: bool) -> bytes:
         return self.state.local_state(join)
 
     def merge_remote_state(self, data: bytes, join: bool, now: float) -> None:
+        self._rebroadcast("Serf push-pull state", lambda: self.state.merge_remote_state(data, now))
+
+    def _rebroadcast(self, what: str, handle: Callable[[], list[bytes]]) -> None:
+        """Run ``handle`` on a peer's bytes and queue what it says to pass on; count bad input."""
         try:
-            out = self.state.merge_remote_state(data, now)
+            out = handle()
         except WireError as exc:
             self.errors += 1
-            log.debug("bad Serf push-pull state: %s", exc)
+            log.debug("bad %s: %s", what, exc)
             return
         for message in out:
             self.queue.put(message)

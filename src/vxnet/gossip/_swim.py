@@ -62,6 +62,7 @@ from vxnet.gossip._messages import (
 )
 from vxnet.gossip._queue import BroadcastQueue
 from vxnet.gossip._wire import (
+    PartialPacketError,
     WireError,
     decode_packet,
     encode_message,
@@ -503,6 +504,9 @@ class Membership:
         self.stats.packets_received += 1
         try:
             messages = decode_packet(data, keyring=self.keyring)
+        except PartialPacketError as exc:  # as memberlist: keep the parts that decoded
+            self._count_error(f"packet: {exc}")
+            messages = exc.messages
         except WireError as exc:
             self._count_error(f"packet: {exc}")
             return
@@ -858,7 +862,7 @@ class Membership:
                 probe.seq, target.addr, target.port, target.name, nack, me.addr, me.port, self.name
             )
             self._send_parts(peer.address, [encode_message(ind)], peer, now)
-        if target.pmax >= 3:
+        if target.pmax >= 3 and not self.timing.disable_tcp_pings:
             ping = Ping(probe.seq, target.name, me.addr, me.port, self.name)
             rid = self._open_stream(target.address, self._encode_stream(ping), probe.end)
             self._exchanges[rid] = _Exchange("ping", probe.end, probe.seq)
