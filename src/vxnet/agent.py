@@ -32,7 +32,7 @@ async def run_agent(
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
             advertise = await nursery.start(gossip.serve)
-            url = await nursery.start(serve_api, build_app(gossip.members), config.agent.listen)
+            url = await nursery.start(serve_api, build_app(gossip), config.agent.listen)
             log.info("agent %s: gossip on %s:%d, API on %s", gossip.name, *advertise, url)
             task_status.started(url)
             async for signum in signals:

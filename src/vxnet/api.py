@@ -2,6 +2,9 @@
 
 Routes (JSON):
   * ``GET /v1/members``: every member this node knows, with address, status and tags.
+  * ``GET /v1/store?prefix=P[&live=1]``: the replicated store's records under ``P``, with their
+    owners and versions (``live=1`` hides the records of owners that are down).
+  * ``GET /v1/store/KEY``, ``PUT /v1/store/KEY`` (a JSON object), ``DELETE /v1/store/KEY``.
 
 The app is a Starlette application served by hypercorn on trio, bound to a loopback address by
 default (``agent.listen``).
@@ -19,9 +22,9 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from starlette.requests import Request
+
+    from vxnet.gossip import GossipService
 
 __all__ = ["ApiError", "build_app", "fetch_json", "serve_api"]
 
@@ -30,13 +33,47 @@ class ApiError(Exception):
     """The API of a running node could not be reached or answered badly."""
 
 
-def build_app(members: Callable[[], list[dict[str, Any]]]) -> Starlette:
-    """The application; ``members`` returns the current member list as JSON-able dicts."""
+def build_app(node: GossipService) -> Starlette:
+    """The application serving ``node``'s members and store."""
 
     async def get_members(request: Request) -> JSONResponse:
-        return JSONResponse({"members": members()})
+        return JSONResponse({"members": node.members()})
 
-    return Starlette(routes=[Route("/v1/members", get_members)])
+    async def list_store(request: Request) -> JSONResponse:
+        prefix = request.query_params.get("prefix", "")
+        live = request.query_params.get("live", "") in ("1", "true", "yes")
+        return JSONResponse({"records": node.records(prefix, live=live)})
+
+    async def one_record(request: Request) -> JSONResponse:
+        key = request.path_params["key"]
+        if request.method == "GET":
+            found = [r for r in node.records(key) if r["key"] == key]
+            if not found:
+                return JSONResponse({"error": f"no record {key!r}"}, status_code=404)
+            return JSONResponse(found[0])
+        if request.method == "DELETE":
+            if not node.delete(key):
+                return JSONResponse({"error": f"no record {key!r}"}, status_code=404)
+            return JSONResponse({"deleted": key})
+        try:
+            value = await request.json()
+        except ValueError:
+            return JSONResponse({"error": "the body is not JSON"}, status_code=400)
+        if not isinstance(value, dict):
+            return JSONResponse({"error": "the body must be a JSON object"}, status_code=400)
+        try:
+            node.put(key, value)
+        except ValueError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+        return JSONResponse({"key": key, "value": value})
+
+    return Starlette(
+        routes=[
+            Route("/v1/members", get_members),
+            Route("/v1/store", list_store),
+            Route("/v1/store/{key:path}", one_record, methods=["GET", "PUT", "DELETE"]),
+        ]
+    )
 
 
 async def serve_api(
@@ -59,8 +96,8 @@ async def serve_api(
         await started(binds)
 
 
-def fetch_json(url: str, *, timeout: float = 5.0) -> Any:
-    """GET ``url`` and decode its JSON.
+def fetch_json(url: str, *, method: str = "GET", body: Any = None, timeout: float = 5.0) -> Any:
+    """Send a request to ``url`` and decode the JSON answer.
 
     Raises:
         ApiError: No answer, an HTTP error, or not JSON (the message says which, and where).
@@ -68,11 +105,16 @@ def fetch_json(url: str, *, timeout: float = 5.0) -> Any:
     import httpx
 
     try:
-        response = httpx.get(url, timeout=timeout)
+        response = httpx.request(method, url, json=body, timeout=timeout)
         response.raise_for_status()
         return response.json()
     except httpx.HTTPStatusError as exc:
-        raise ApiError(f"{url}: HTTP {exc.response.status_code}") from exc
+        try:
+            detail = exc.response.json().get("error", "")
+        except ValueError:
+            detail = ""
+        suffix = f": {detail}" if detail else ""
+        raise ApiError(f"{url}: HTTP {exc.response.status_code}{suffix}") from exc
     except httpx.HTTPError as exc:
         raise ApiError(f"{url}: {exc or type(exc).__name__} (is the agent running?)") from exc
     except ValueError as exc:

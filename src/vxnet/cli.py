@@ -86,9 +86,7 @@ def _members(args: argparse.Namespace) -> int:
 
     from vxnet.api import ApiError, fetch_json
 
-    url = args.api.rstrip("/")
-    if "://" not in url:
-        url = f"http://{url}"
+    url = _api_url(args.api)
     try:
         data = fetch_json(f"{url}/v1/members")
     except ApiError as exc:
@@ -114,6 +112,43 @@ def _members(args: argparse.Namespace) -> int:
 
 
 HEADER = ("NAME", "ADDRESS", "STATUS", "TAGS")
+
+
+def _api_url(api: str) -> str:
+    url = api.rstrip("/")
+    return url if "://" in url else f"http://{url}"
+
+
+def _store(args: argparse.Namespace) -> int:
+    import json
+    from urllib.parse import quote
+
+    from vxnet.api import ApiError, fetch_json
+
+    base = _api_url(args.api) + "/v1/store"
+    try:
+        if args.action == "ls":
+            live = "&live=1" if args.live else ""
+            records = fetch_json(f"{base}?prefix={quote(args.key)}{live}").get("records", [])
+            if args.json:
+                print(json.dumps(records, indent=2))
+            for r in [] if args.json else records:
+                print(f"{r['key']}\t{r['owner']}\t{json.dumps(r['value'], sort_keys=True)}")
+        elif args.action == "get":
+            print(json.dumps(fetch_json(f"{base}/{quote(args.key, safe='')}"), indent=2))
+        elif args.action == "put":
+            try:
+                value = json.loads(args.value)
+            except ValueError as exc:
+                print(f"vxnet store put: VALUE is not JSON: {exc}", file=sys.stderr)
+                return EXIT_BAD_INPUT
+            fetch_json(f"{base}/{quote(args.key, safe='')}", method="PUT", body=value)
+        else:
+            fetch_json(f"{base}/{quote(args.key, safe='')}", method="DELETE")
+    except ApiError as exc:
+        print(f"vxnet store {args.action}: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT if "HTTP 4" in str(exc) else EXIT_FAILED
+    return EXIT_OK
 
 
 def _lab_cleanup(args: argparse.Namespace) -> int:
@@ -189,6 +224,33 @@ def build_parser() -> argparse.ArgumentParser:
     )
     members.add_argument("--json", action="store_true", help="print JSON")
     members.set_defaults(func=_members)
+
+    store = commands.add_parser(
+        "store",
+        help="read and write the replicated store through a running agent",
+        description="Read and write the replicated store through a running agent's API.",
+    )
+    store.add_argument(
+        "--api",
+        default="127.0.0.1:62080",
+        metavar="HOST:PORT",
+        help="the agent's API address (default 127.0.0.1:62080)",
+    )
+    store_cmds = store.add_subparsers(
+        title="store commands", dest="action", metavar="ACTION", required=True
+    )
+    ls = store_cmds.add_parser("ls", help="list records under a prefix")
+    ls.add_argument("key", metavar="PREFIX", nargs="?", default="")
+    ls.add_argument("--live", action="store_true", help="hide records of owners that are down")
+    ls.add_argument("--json", action="store_true", help="print JSON")
+    get = store_cmds.add_parser("get", help="print one record (JSON)")
+    get.add_argument("key", metavar="KEY")
+    put = store_cmds.add_parser("put", help="write a record owned by that agent")
+    put.add_argument("key", metavar="KEY")
+    put.add_argument("value", metavar="VALUE", help="a JSON object")
+    delete = store_cmds.add_parser("delete", help="delete a record")
+    delete.add_argument("key", metavar="KEY")
+    store.set_defaults(func=_store)
 
     lab = commands.add_parser("lab", help="network-namespace labs used by tests and the sandbox")
     lab_cmds = lab.add_subparsers(title="lab commands", metavar="ACTION", required=True)

@@ -12,11 +12,14 @@ import contextlib
 import ipaddress
 import logging
 import socket as _socket
+import struct
 from typing import TYPE_CHECKING
 
 import trio
 
-from vxnet.gossip._messages import Ack, ErrorResponse, Ping, PushPull, User
+from vxnet.gossip._keyring import Keyring, encrypted_length
+from vxnet.gossip._messages import Ack, ErrorResponse, MessageType, Ping, PushPull, User
+from vxnet.gossip._store import STORE_MAGIC
 from vxnet.gossip._wire import StreamDecoder, WireError
 
 if TYPE_CHECKING:
@@ -50,8 +53,12 @@ class GossipDriver:
         *,
         on_events: Callable[[list[MemberEvent]], None] | None = None,
         on_step: Callable[[], None] | None = None,
+        frame_length: Callable[[bytes], int] | None = None,
+        on_frame: Callable[[bytes], bytes] | None = None,
     ) -> None:
         self._on_step = on_step
+        self._frame_length = frame_length
+        self._on_frame = on_frame
         self._core_factory = core_factory
         self._bind = bind
         self._on_events = on_events
@@ -195,22 +202,81 @@ class GossipDriver:
             try:
                 with trio.move_on_after(core.timing.tcp_timeout):
                     try:
-                        msg = await self._read_message(stream)
+                        reply = await self._serve_one(stream)
                     except (trio.BrokenResourceError, OSError):
                         return
                     except WireError as exc:
                         core.stats.bad_packets += 1
                         log.debug("bad stream: %s", exc)
                         return
-                    if msg is None:
-                        return
-                    reply = core.handle_stream(msg, trio.current_time())
-                    self.step()
                     if reply is not None:
                         with contextlib.suppress(trio.BrokenResourceError, OSError):
                             await stream.send_all(reply)
             finally:
                 self._stream_slots.release()
+
+    async def _serve_one(self, stream: trio.SocketStream) -> bytes | None:
+        """Read one incoming request and return the reply to write (``None``: no reply)."""
+        core = self.core
+        assert core is not None
+        reader = _Reader(stream, core.timing.max_push_state_bytes)
+        first = (await reader.exactly(1))[0]
+        keyring = core.keyring
+        if keyring is not None and first == MessageType.ENCRYPT:
+            header = bytes([first]) + await reader.exactly(4)
+            length = struct.unpack(">I", header[1:])[0]
+            if length > core.timing.max_push_state_bytes:
+                raise WireError(f"encrypted stream of {length} bytes is over the cap")
+            plain = keyring.decrypt(await reader.exactly(length), aad=header)
+            if plain[:1] == bytes([STORE_MAGIC]):
+                return seal(keyring, self._store_reply(plain))
+            msg = _decode_all(plain)
+        elif keyring is None and first == STORE_MAGIC:
+            header = bytes([first]) + await reader.exactly(4)
+            assert self._frame_length is not None
+            frame = header + await reader.exactly(self._frame_length(header) - len(header))
+            return self._store_reply(frame)
+        else:
+            decoder = StreamDecoder(max_size=core.timing.max_push_state_bytes, keyring=keyring)
+            decoder.feed(bytes([first]))
+            msg = await reader.message(decoder)
+        if msg is None:
+            return None
+        reply = core.handle_stream(msg, trio.current_time())
+        self.step()
+        return reply
+
+    def _store_reply(self, frame: bytes) -> bytes:
+        if self._on_frame is None:
+            raise WireError("a store frame arrived, but this node has no store")
+        reply = self._on_frame(frame)
+        self.step()
+        return reply
+
+    async def exchange(self, addr: Address, frame: bytes, deadline: float) -> bytes | None:
+        """Send one store frame to ``addr``; the reply frame, or ``None`` on failure or deadline."""
+        core = self.core
+        assert core is not None
+        assert self._frame_length is not None
+        keyring = core.keyring
+        with trio.move_on_at(deadline):
+            try:
+                stream = await trio.open_tcp_stream(*addr)
+            except OSError as exc:
+                log.debug("store exchange with %s failed: %s", addr, exc)
+                return None
+            async with stream:
+                try:
+                    await stream.send_all(seal(keyring, frame) if keyring else frame)
+                    reader = _Reader(stream, core.timing.max_push_state_bytes)
+                    header = await reader.exactly(5)
+                    if keyring is not None:
+                        length = struct.unpack(">I", header[1:])[0]
+                        return keyring.decrypt(await reader.exactly(length), aad=header)
+                    return header + await reader.exactly(self._frame_length(header) - 5)
+                except (trio.BrokenResourceError, WireError, OSError) as exc:
+                    log.debug("store exchange with %s failed: %s", addr, exc)
+        return None
 
     async def _read_message(
         self, stream: trio.SocketStream
@@ -218,11 +284,62 @@ class GossipDriver:
         core = self.core
         assert core is not None
         decoder = StreamDecoder(max_size=core.timing.max_push_state_bytes, keyring=core.keyring)
+        return await _Reader(stream, core.timing.max_push_state_bytes).message(decoder)
+
+
+def seal(keyring: Keyring | None, plain: bytes) -> bytes:
+    """Wrap ``plain`` as memberlist wraps an encrypted stream (type, length, AAD = header)."""
+    if keyring is None:
+        return plain
+    header = bytes([MessageType.ENCRYPT]) + struct.pack(">I", encrypted_length(len(plain)))
+    return header + keyring.encrypt(plain, aad=header)
+
+
+def _decode_all(data: bytes) -> PushPull | Ping | Ack | User | ErrorResponse | None:
+    decoder = StreamDecoder()
+    decoder.feed(data)
+    msg = decoder.next_message()
+    if msg is None:
+        decoder.eof()
+    return msg
+
+
+class _Reader:
+    """Reads from a stream with a cap on the total."""
+
+    def __init__(self, stream: trio.SocketStream, cap: int) -> None:
+        self._stream = stream
+        self._buf = bytearray()
+        self._cap = cap
+        self._total = 0
+
+    async def _more(self) -> bytes:
+        data = await self._stream.receive_some(STREAM_READ_SIZE)
+        self._total += len(data)
+        if self._total > self._cap:
+            raise WireError(f"stream is over the cap of {self._cap} bytes")
+        return bytes(data)
+
+    async def exactly(self, n: int) -> bytes:
+        while len(self._buf) < n:
+            data = await self._more()
+            if not data:
+                raise WireError(f"stream ended after {len(self._buf)} of {n} bytes")
+            self._buf += data
+        out, self._buf = bytes(self._buf[:n]), self._buf[n:]
+        return out
+
+    async def message(
+        self, decoder: StreamDecoder
+    ) -> PushPull | Ping | Ack | User | ErrorResponse | None:
+        if self._buf:
+            decoder.feed(bytes(self._buf))
+            self._buf.clear()
         while True:
             msg = decoder.next_message()
             if msg is not None:
                 return msg
-            data = await stream.receive_some(STREAM_READ_SIZE)
+            data = await self._more()
             if not data:
                 decoder.eof()
                 return None

@@ -1,19 +1,25 @@
-"""A gossip node as a process runs it: membership core, Serf layer and trio driver together.
+"""A gossip node as a process runs it: membership core, Serf layer, store and trio driver.
 
 The node is a Serf member in every respect Serf's tools look at: its node meta carries Serf tags
 (``role``, ``vxnet``), it announces a join intent when it starts and a leave intent before it
 leaves (so Serf shows it ``left``, not ``failed``), keeps Serf's Lamport clocks and answers
 push-pulls with a state Serf accepts. User events and queries from Serf are witnessed and
 otherwise ignored.
+
+The replicated store (:mod:`._store`) rides on the same gossip: its deltas are piggybacked on
+packets to vxnet peers, and every ``store_sync_interval`` the node runs the store's anti-entropy
+exchange with one random live vxnet peer over the gossip TCP port.
 """
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 import logging
-import math
 import random
 import socket
+import time
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -24,63 +30,31 @@ from vxnet.gossip._config import GossipTiming
 from vxnet.gossip._driver import GossipDriver
 from vxnet.gossip._errors import WireError
 from vxnet.gossip._keyring import Keyring
+from vxnet.gossip._layers import NodeLayers, SerfLayer, StoreLayer, is_vxnet_meta
 from vxnet.gossip._messages import NodeStatus
-from vxnet.gossip._queue import BroadcastQueue
-from vxnet.gossip._serf import MemberStatus, SerfState, decode_tags, encode_tags
+from vxnet.gossip._serf import MemberStatus, decode_tags, encode_tags
+from vxnet.gossip._store import Change, Record, Store, StoreError
 from vxnet.gossip._swim import Member, MemberEvent, Membership
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Callable
     from ipaddress import IPv4Address
 
     from vxnet.config import GossipSettings
 
-__all__ = ["GossipService", "member_json", "resolve_advertise"]
+__all__ = [
+    "GossipService",
+    "Subscription",
+    "member_json",
+    "record_json",
+    "resolve_advertise",
+]
 
 log = logging.getLogger("vxnet.gossip")
 
 Address = tuple[str, int]
 LEAVE_SPREAD_TIME = 1.0  # time for the Serf leave intent to spread before memberlist's leave
-
-
-class _SerfLayer:
-    """The membership core's delegate: Serf's intents and push-pull state."""
-
-    def __init__(self, name: str, retransmit_mult: int) -> None:
-        self.state = SerfState(name)
-        self.queue = BroadcastQueue(retransmit_mult)
-        self.num_members = 1
-        self.errors = 0
-
-    def broadcasts(self, overhead: int, limit: int, peer_meta: bytes | None) -> list[bytes]:
-        return self.queue.take(overhead, limit, self.num_members)
-
-    def notify_user(self, payload: bytes, now: float) -> None:
-        self._rebroadcast("Serf message", lambda: self.state.receive(payload, now))
-
-    def local_state(self, join: bool) -> bytes:
-        return self.state.local_state(join)
-
-    def merge_remote_state(self, data: bytes, join: bool, now: float) -> None:
-        self._rebroadcast("Serf push-pull state", lambda: self.state.merge_remote_state(data, now))
-
-    def _rebroadcast(self, what: str, handle: Callable[[], list[bytes]]) -> None:
-        """Run ``handle`` on a peer's bytes and queue what it says to pass on; count bad input."""
-        try:
-            out = handle()
-        except WireError as exc:
-            self.errors += 1
-            log.debug("bad %s: %s", what, exc)
-            return
-        for message in out:
-            self.queue.put(message)
-
-    def next_deadline(self) -> float:
-        deadline = self.state.next_deadline()
-        return math.inf if deadline is None else deadline
-
-    def tick(self, now: float) -> None:
-        self.state.tick(now)
+STORE_SYNC_INTERVAL = 10.0  # anti-entropy with one random vxnet peer this often (jittered)
 
 
 def resolve_advertise(
@@ -110,6 +84,42 @@ def resolve_advertise(
         "cannot tell which address to advertise: bind to a specific address, or set "
         "gossip.advertise (or agent.ip)"
     )
+
+
+class Subscription:
+    """A consumer's feed of store changes (see :meth:`GossipService.subscribe`)."""
+
+    def __init__(
+        self,
+        prefix: str,
+        send: trio.MemorySendChannel[Change],
+        receive: trio.MemoryReceiveChannel[Change],
+    ) -> None:
+        self.prefix = prefix
+        self.send = send
+        self.changes = receive
+        self.overflowed = False
+
+
+def _plain(value: Any) -> Any:
+    """JSON-able copy of a stored value (read-only maps become dicts, bytes base64)."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode()
+    return value
+
+
+def record_json(record: Record) -> dict[str, Any]:
+    """A store record as the API shows it."""
+    return {
+        "key": record.key,
+        "value": _plain(record.value),
+        "owner": record.owner,
+        "version": {"hlc": record.version.hlc, "writer": record.version.writer},
+    }
 
 
 def member_json(member: Member, serf_status: MemberStatus | None) -> dict[str, Any]:
@@ -162,14 +172,23 @@ class GossipService:
         self.tags = {"role": role, "vxnet": __version__, **(tags or {})}
         self.meta = encode_tags(self.tags)
         self._agent_ip = agent_ip
-        self.serf = _SerfLayer(self.name, self.timing.retransmit_mult)
+        self.serf = SerfLayer(self.name, self.timing.retransmit_mult)
+        self.store = StoreLayer(Store(self.name), self.timing.retransmit_mult, time.time)
+        self.layers = NodeLayers(
+            self.serf, self.store, lambda: self.core.num_members, trio.current_time
+        )
+        self.store_sync_interval = STORE_SYNC_INTERVAL
         self._stepped = trio.Event()  # set after every step of the core
         self.driver = GossipDriver(
             self._make_core,
             parse_hostport(settings.bind, any_port=True),
             on_events=self._on_events,
             on_step=self._on_step,
+            frame_length=self.store.store.frame_length,
+            on_frame=self._handle_store_frame,
         )
+        self._subscriptions: list[Subscription] = []
+        self.sync_errors = 0
         self.advertise: Address | None = None
 
     @property
@@ -190,7 +209,7 @@ class GossipService:
             meta=self.meta,
             timing=self.timing,
             keyring=self.keyring,
-            delegate=self.serf,
+            delegate=self.layers,
         )
         self.serf.queue.put(self.serf.state.join_intent(self.name, now))
         return core
@@ -200,8 +219,10 @@ class GossipService:
         for event in events:
             if event.kind == "join":
                 self.serf.state.notify_join(event.member.name)
+                self.store.store.owner_up(event.member.name)
             elif event.kind == "leave":
                 self.serf.state.notify_leave(event.member.name, now)
+                self.store.store.owner_down(event.member.name, time.time())
             log.info(
                 "member %s %s (%s:%d)",
                 event.member.name,
@@ -209,7 +230,6 @@ class GossipService:
                 event.member.addr,
                 event.member.port,
             )
-        self.serf.num_members = self.core.num_members
 
     async def serve(
         self, *, task_status: trio.TaskStatus[Address] = trio.TASK_STATUS_IGNORED
@@ -217,6 +237,7 @@ class GossipService:
         """Run until cancelled; ``task_status`` gets the advertised address once bound."""
         async with trio.open_nursery() as nursery:
             await nursery.start(self.driver.serve)
+            nursery.start_soon(self._sync_loop)
             if self.settings.seeds:
                 seeds = [await self._resolve(s) for s in self.settings.seeds]
                 self.core.join(seeds, trio.current_time())
@@ -250,8 +271,101 @@ class GossipService:
             await self._stepped.wait()
 
     def _on_step(self) -> None:
+        changes = self.store.store.changes()
+        if changes and self._subscriptions:
+            self._publish(changes)
         self._stepped.set()
         self._stepped = trio.Event()
+
+    # --- the replicated store --------------------------------------------------------------------
+
+    def put(self, key: str, value: Mapping[str, Any]) -> None:
+        """Write a record owned by this node; it spreads to every vxnet peer.
+
+        Raises:
+            ValueError: A bad key or value.
+        """
+        self.store.put(key, value)
+        self.driver.step()
+
+    def delete(self, key: str) -> bool:
+        """Delete a record; False if there was none."""
+        deleted = self.store.delete(key)
+        self.driver.step()
+        return deleted
+
+    def subscribe(self, prefix: str = "", buffer: int = 1024) -> Subscription:
+        """Changes to keys under ``prefix`` from now on, without ever blocking the gossip loop.
+
+        A consumer that falls ``buffer`` changes behind has its channel closed with
+        ``overflowed`` set: it must re-read the store and subscribe again.
+        """
+        send, receive = trio.open_memory_channel[Change](buffer)
+        subscription = Subscription(prefix, send, receive)
+        self._subscriptions.append(subscription)
+        return subscription
+
+    def _publish(self, changes: list[Change]) -> None:
+        for subscription in list(self._subscriptions):
+            for change in changes:
+                if not change.key.startswith(subscription.prefix):
+                    continue
+                try:
+                    subscription.send.send_nowait(change)
+                except trio.WouldBlock:
+                    subscription.overflowed = True
+                    subscription.send.close()
+                    self._subscriptions.remove(subscription)
+                    break
+                except (trio.ClosedResourceError, trio.BrokenResourceError):
+                    self._subscriptions.remove(subscription)
+                    break
+
+    def _handle_store_frame(self, frame: bytes) -> bytes:
+        try:
+            return self.store.store.handle_sync(frame, time.time())
+        except StoreError as exc:
+            self.sync_errors += 1
+            raise WireError(f"store sync: {exc}") from exc
+
+    async def _sync_loop(self) -> None:
+        jitter = random.Random()
+        while True:
+            await trio.sleep(self.store_sync_interval * jitter.uniform(0.5, 1.5))
+            await self.sync_once()
+
+    async def sync_once(self) -> bool:
+        """Run the store's anti-entropy with one random live vxnet peer; True if it completed."""
+        core = self.core
+        peers = [
+            m
+            for m in core.members()
+            if m.name != self.name and m.status is NodeStatus.ALIVE and is_vxnet_meta(m.meta)
+        ]
+        if not peers:
+            return False
+        peer = random.choice(peers)
+        store = self.store.store
+        frame: bytes | None = store.sync_request()
+        while frame is not None:
+            deadline = trio.current_time() + self.timing.tcp_timeout
+            reply = await self.driver.exchange((peer.addr, peer.port), frame, deadline)
+            if reply is None:
+                return False
+            try:
+                frame = store.sync_step(reply, time.time())
+            except StoreError as exc:
+                self.sync_errors += 1
+                log.debug("store sync with %s: %s", peer.name, exc)
+                return False
+        self.driver.step()
+        return True
+
+    def records(self, prefix: str = "", *, live: bool = False) -> list[dict[str, Any]]:
+        """The store's records under ``prefix`` as JSON-able dicts (``live``: hide dead owners)."""
+        store = self.store.store
+        items = store.live_items(prefix, time.time()) if live else store.items(prefix)
+        return [record_json(r) for r in items]
 
     def members(self) -> list[dict[str, Any]]:
         """Every known member, as JSON-able dicts."""

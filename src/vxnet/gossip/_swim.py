@@ -422,6 +422,11 @@ class Membership:
         return None if node is None else node.snapshot()
 
     @property
+    def self_meta(self) -> bytes:
+        """Our own node meta (Serf tags)."""
+        return self._nodes[self.name].meta
+
+    @property
     def num_members(self) -> int:
         return len(self._nodes)
 

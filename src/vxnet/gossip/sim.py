@@ -14,12 +14,13 @@ import ipaddress
 import math
 import random
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import trio
 import trio.lowlevel
 
 from vxnet.gossip._config import GossipTiming
+from vxnet.gossip._layers import NodeLayers, StoreLayer
 from vxnet.gossip._messages import (
     PROTOCOL_MAX,
     PROTOCOL_MIN,
@@ -32,11 +33,13 @@ from vxnet.gossip._messages import (
     PushPull,
     User,
 )
+from vxnet.gossip._serf import encode_tags
+from vxnet.gossip._store import Store, StoreError
 from vxnet.gossip._swim import Membership, StreamRequest
 from vxnet.gossip._wire import StreamDecoder, WireError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable
+    from collections.abc import Callable, Iterable, Mapping
 
     from trio.testing import MockClock
 
@@ -49,13 +52,16 @@ SIM_BASE = ipaddress.IPv4Address("198.18.0.0")
 
 @dataclass(slots=True)
 class SimNode:
-    """One simulated node: a membership core and whether it runs."""
+    """One simulated node: a membership core, its store if any, and whether it runs."""
 
     name: str
     addr: Address
     core: Membership
+    store: StoreLayer | None = None
     up: bool = True
     wake: float = 0.0
+    skew: float = 0.0  # this node's wall clock minus the simulation's
+    generation: int = 0  # bumped by a restart: timers of the old incarnation stop
 
 
 @dataclass(slots=True)
@@ -76,8 +82,14 @@ class SimNetwork:
         timing: GossipTiming | None = None,
         compress_streams: bool = False,
         clock: MockClock | None = None,
+        store: Callable[[str], Store] | None = None,
+        store_sync_interval: float = 10.0,
+        wall_epoch: float = 1.8e9,
     ) -> None:
         self.clock = clock
+        self.store_factory = store
+        self.store_sync_interval = store_sync_interval
+        self.wall_epoch = wall_epoch  # the store's versions need a wall clock: sim time + epoch
         self.rng = random.Random(seed)
         self.timing = timing or GossipTiming.lan()
         self.compress_streams = compress_streams
@@ -88,30 +100,137 @@ class SimNetwork:
         self._seq = 0
         self.packets = 0
         self.bytes = 0
+        self.sync_bytes = 0
         self.started = 0.0
 
     # --- building --------------------------------------------------------------------------------
 
-    def add_node(self, name: str, *, meta: bytes = b"", now: float | None = None) -> SimNode:
+    def add_node(
+        self, name: str, *, meta: bytes = b"", now: float | None = None, skew: float = 0.0
+    ) -> SimNode:
         t = trio.current_time() if now is None else now
-        index = len(self.nodes) + 1
-        ip = SIM_BASE + index
-        addr = (str(ip), PORT)
-        core = Membership(
+        old = self.nodes.get(name)
+        addr = old.addr if old is not None else (str(SIM_BASE + len(self.nodes) + 1), PORT)
+        node = SimNode(name, addr, core=None, skew=skew)  # type: ignore[arg-type]
+        layers = None
+        if self.store_factory is not None:
+            node.store = StoreLayer(
+                self.store_factory(name), self.timing.retransmit_mult, lambda: self._wall(node)
+            )
+            layers = NodeLayers(None, node.store, lambda: node.core.num_members, trio.current_time)
+            meta = meta or encode_tags({"vxnet": "sim"})
+        node.core = Membership(
             name,
-            ip.packed,
+            ipaddress.ip_address(addr[0]).packed,
             PORT,
             now=t,
             rng=random.Random(self.rng.getrandbits(64)),
             meta=meta,
             timing=self.timing,
+            delegate=layers,
             compress_streams=self.compress_streams,
         )
-        node = SimNode(name, addr, core)
+        if old is not None:
+            node.generation = old.generation + 1
         self.nodes[name] = node
         self._by_addr[addr] = node
         self._schedule_wake(node, t)
+        if node.store is not None:
+            self._schedule_sync(node, t + self.rng.uniform(0, self.store_sync_interval))
         return node
+
+    def restart(self, name: str, seeds: Iterable[str]) -> SimNode:
+        """Start a crashed node again, with empty memory (its store too), and join ``seeds``."""
+        old = self.nodes[name]
+        old.up = False
+        node = self.add_node(name, skew=old.skew)
+        self.join(name, seeds)
+        return node
+
+    # --- the store ----------------------------------------------------------------------------
+
+    def _wall(self, node: SimNode) -> float:
+        return self.wall_epoch + trio.current_time() + node.skew
+
+    def put(self, name: str, key: str, value: Mapping[str, Any]) -> None:
+        node = self.nodes[name]
+        assert node.store is not None
+        node.store.put(key, value)
+        self._flush(node, trio.current_time())
+
+    def delete(self, name: str, key: str) -> None:
+        node = self.nodes[name]
+        assert node.store is not None
+        node.store.delete(key)
+        self._flush(node, trio.current_time())
+
+    def stores_agree(self) -> bool:
+        """Every live node with a store holds the same records."""
+        views = [
+            sorted((r.key, r.version, r.value is None) for r in n.store.store.records())
+            for n in self.live()
+            if n.store is not None
+        ]
+        return all(v == views[0] for v in views[1:])
+
+    def _schedule_sync(self, node: SimNode, when: float) -> None:
+        generation = node.generation
+
+        def fire(t: float) -> None:
+            if node.generation != generation or self.nodes[node.name] is not node:
+                return
+            self._schedule_sync(node, t + self.store_sync_interval * self.rng.uniform(0.5, 1.5))
+            if node.up:
+                self._start_sync(node, t)
+
+        self._push(when, fire)
+
+    def _start_sync(self, node: SimNode, now: float) -> None:
+        assert node.store is not None
+        peers = [
+            m.name
+            for m in node.core.members()
+            if m.name != node.name and m.status is NodeStatus.ALIVE
+        ]
+        if not peers:
+            return
+        peer = self.nodes.get(self.rng.choice(peers))
+        if peer is None or peer.store is None:
+            return
+        self._store_round(node, peer, node.store.store.sync_request(), now)
+
+    def _store_round(self, src: SimNode, dst: SimNode, frame: bytes, now: float) -> None:
+        """One request/response of the store's anti-entropy, carried like a TCP exchange."""
+        self.bytes += len(frame)
+        self.sync_bytes += len(frame)
+        if not self._reachable(src, dst) or not self._reachable(dst, src):
+            return
+
+        def serve(t: float) -> None:
+            if not dst.up or dst.store is None:
+                return
+            try:
+                reply = dst.store.store.handle_sync(frame, self._wall(dst))
+            except StoreError:
+                return
+            self._flush(dst, t)
+            self.bytes += len(reply)
+            self.sync_bytes += len(reply)
+
+            def answer(t2: float) -> None:
+                if not src.up or src.store is None or not self._reachable(dst, src):
+                    return
+                try:
+                    follow_up = src.store.store.sync_step(reply, self._wall(src))
+                except StoreError:
+                    return
+                self._flush(src, t2)
+                if follow_up is not None:
+                    self._store_round(src, dst, follow_up, t2)
+
+            self._push(t + self._delay(), answer)
+
+        self._push(now + self._delay(), serve)
 
     def form(self, count: int, prefix: str = "n") -> list[str]:
         """Add ``count`` nodes that already know each other (a formed cluster, no join storm)."""
@@ -120,9 +239,10 @@ class SimNetwork:
         vsn = bytes([PROTOCOL_MIN, PROTOCOL_MAX, PROTOCOL_SPOKEN, 2, 5, 5])
         states = [
             PushNodeState(
-                n.name, ipaddress.ip_address(n.addr[0]).packed, PORT, b"", 1, NodeStatus.ALIVE, vsn
+                n.name, ipaddress.ip_address(n.addr[0]).packed, PORT, meta, 1, NodeStatus.ALIVE, vsn
             )
             for n in nodes
+            for meta in [n.core.self_meta]
         ]
         for n in nodes:
             n.core.adopt(states, now)
@@ -271,7 +391,13 @@ class SimNetwork:
             self._send_datagram(node, addr, data, now)
         for request in node.core.streams_to_open():
             self._open_stream(node, request, now)
-        node.core.events()
+        events = node.core.events()
+        if node.store is not None:
+            for event in events:
+                if event.kind == "join":
+                    node.store.store.owner_up(event.member.name)
+                elif event.kind == "leave":
+                    node.store.store.owner_down(event.member.name, self._wall(node))
         self._schedule_wake(node, now)
 
     def _delay(self) -> float:

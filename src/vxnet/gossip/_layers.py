@@ -1,0 +1,209 @@
+"""What rides on the membership core: the Serf layer and the replicated store, as one delegate.
+
+Rules:
+
+* User messages whose first byte is ``STORE_MAGIC`` are store deltas; every other user message is
+  Serf's. Store deltas are only ever sent to peers whose tags carry ``vxnet`` (Serf would log an
+  error about a message type it does not know), from a queue of their own.
+* Push-pull user state is Serf's alone; the store repairs itself by its own anti-entropy exchange
+  (two request/response rounds on the gossip TCP port, see :mod:`._store`).
+* The store keeps wall time (its versions must compare across nodes); the membership core keeps
+  monotonic time. The layer converts deadlines between the two with the clocks it is given.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+from typing import TYPE_CHECKING, Any
+
+from vxnet.gossip._errors import WireError
+from vxnet.gossip._queue import BroadcastQueue
+from vxnet.gossip._serf import SerfState, decode_tags
+from vxnet.gossip._store import STORE_MAGIC, Store, StoreError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+
+__all__ = ["NodeLayers", "SerfLayer", "StoreLayer", "is_vxnet_meta"]
+
+log = logging.getLogger("vxnet.gossip")
+
+RETRACT_CHECK_INTERVAL = 5.0
+
+
+@functools.lru_cache(maxsize=4096)
+def is_vxnet_meta(meta: bytes | None) -> bool:
+    """Whether node meta carries the ``vxnet`` tag (a vxnet peer, not a plain Serf agent)."""
+    if not meta:
+        return False
+    try:
+        return "vxnet" in decode_tags(meta)
+    except WireError:
+        return False
+
+
+class SerfLayer:
+    """Serf's intents, clocks and push-pull state, with a broadcast queue."""
+
+    def __init__(self, name: str, retransmit_mult: int) -> None:
+        self.state = SerfState(name)
+        self.queue = BroadcastQueue(retransmit_mult)
+        self.errors = 0
+
+    def receive(self, payload: bytes, now: float) -> None:
+        self._rebroadcast("Serf message", lambda: self.state.receive(payload, now))
+
+    def merge_remote_state(self, data: bytes, now: float) -> None:
+        self._rebroadcast("Serf push-pull state", lambda: self.state.merge_remote_state(data, now))
+
+    def _rebroadcast(self, what: str, handle: Callable[[], list[bytes]]) -> None:
+        """Run ``handle`` on a peer's bytes and queue what it says to pass on; count bad input."""
+        try:
+            out = handle()
+        except WireError as exc:
+            self.errors += 1
+            log.debug("bad %s: %s", what, exc)
+            return
+        for message in out:
+            self.queue.put(message)
+
+
+class StoreLayer:
+    """The replicated store on gossip: local writes, deltas in and out, maintenance.
+
+    The owner is the source of truth for its records. A node that starts with an empty store
+    (a restart) re-publishes what it still owns; records it owned before the restart and has not
+    re-published within ``republish_grace`` seconds are retracted (deleted), so that a record of
+    something that died with the old process does not live on in the cluster.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        retransmit_mult: int,
+        wall: Callable[[], float],
+        *,
+        republish_grace: float = 30.0,
+    ) -> None:
+        self.store = store
+        self.queue = BroadcastQueue(retransmit_mult)
+        self.wall = wall
+        self.errors = 0
+        self.started = wall()
+        self.republish_grace = republish_grace
+        self._next_retract = self.started + republish_grace
+
+    def put(self, key: str, value: Mapping[str, Any]) -> None:
+        """Write a record owned by this node and spread it.
+
+        Raises:
+            ValueError: A bad key or value (the message says which rule it breaks).
+        """
+        self.queue.put(self.store.put(key, value, self.wall()), key=key)
+
+    def delete(self, key: str) -> bool:
+        """Delete a record and spread the tombstone; False if there was nothing to delete."""
+        delta = self.store.delete(key, self.wall())
+        if delta is None:
+            return False
+        self.queue.put(delta, key=key)
+        return True
+
+    def receive(self, payload: bytes) -> None:
+        try:
+            out = self.store.receive(payload, self.wall())
+        except StoreError as exc:
+            self.errors += 1
+            log.debug("bad store delta: %s", exc)
+            return
+        for delta in out:
+            self.queue.put(delta)
+
+    def tick(self) -> None:
+        wall = self.wall()
+        for delta in self.store.tick(wall):
+            self.queue.put(delta)
+        if wall >= self._next_retract:
+            self._next_retract = wall + RETRACT_CHECK_INTERVAL
+            self.retract_stale_own_records()
+
+    def retract_stale_own_records(self) -> list[str]:
+        """Delete our records written before this process started and not re-published."""
+        started_ms = int(self.started * 1000)
+        stale = [
+            r.key
+            for r in self.store.items()
+            if r.owner == self.store.node and (r.version.hlc >> 16) < started_ms
+        ]
+        for key in stale:
+            self.delete(key)
+        return stale
+
+    def next_deadline(self) -> float:
+        """Wall time of the next maintenance."""
+        return min(self.store.next_deadline(), self._next_retract)
+
+
+class NodeLayers:
+    """The membership core's delegate: routes user messages, fills packets, runs timers.
+
+    Args:
+        serf: The Serf layer, or ``None`` (simulations).
+        store: The store layer, or ``None``.
+        num_members: How many members there are (for retransmit limits).
+        monotonic: The membership core's clock, to turn the store's wall deadlines into its own.
+    """
+
+    def __init__(
+        self,
+        serf: SerfLayer | None,
+        store: StoreLayer | None,
+        num_members: Callable[[], int],
+        monotonic: Callable[[], float],
+    ) -> None:
+        self.serf = serf
+        self.store = store
+        self._num_members = num_members
+        self._monotonic = monotonic
+
+    def broadcasts(self, overhead: int, limit: int, peer_meta: bytes | None) -> list[bytes]:
+        n = self._num_members()
+        out = self.serf.queue.take(overhead, limit, n) if self.serf is not None else []
+        if self.store is not None and is_vxnet_meta(peer_meta):
+            used = sum(len(m) + overhead for m in out)
+            out += self.store.queue.take(overhead, limit - used, n)
+        return out
+
+    def notify_user(self, payload: bytes, now: float) -> None:
+        if payload[:1] == bytes([STORE_MAGIC]):
+            if self.store is not None:
+                self.store.receive(payload)
+        elif self.serf is not None:
+            self.serf.receive(payload, now)
+
+    def local_state(self, join: bool) -> bytes:
+        return self.serf.state.local_state(join) if self.serf is not None else b""
+
+    def merge_remote_state(self, data: bytes, join: bool, now: float) -> None:
+        if self.serf is not None:
+            self.serf.merge_remote_state(data, now)
+
+    def next_deadline(self) -> float:
+        deadline = math.inf
+        if self.serf is not None:
+            serf_deadline = self.serf.state.next_deadline()
+            if serf_deadline is not None:
+                deadline = serf_deadline
+        if self.store is not None:
+            store_deadline = self.store.next_deadline()
+            if store_deadline != math.inf:
+                deadline = min(deadline, self._monotonic() + store_deadline - self.store.wall())
+        return deadline
+
+    def tick(self, now: float) -> None:
+        if self.serf is not None:
+            self.serf.state.tick(now)
+        if self.store is not None:
+            self.store.tick()
