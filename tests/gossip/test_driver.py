@@ -105,3 +105,27 @@ async def test_encrypted_nodes_ignore_a_node_without_the_key() -> None:
         assert "x" not in statuses(a)
         assert a.core.stats.bad_packets > 0
         nursery.cancel_scope.cancel()
+
+
+async def test_store_changes_reach_subscribers_and_a_slow_one_is_cut_off() -> None:
+    a = GossipService(settings("a"), role="agent")
+    async with trio.open_nursery() as nursery:
+        host, port = await nursery.start(a.serve)
+        b = GossipService(settings("b", (f"{host}:{port}",)), role="agent")
+        await nursery.start(b.serve)
+        await until(lambda: statuses(a).get("b") == "alive" and statuses(b).get("a") == "alive")
+        feed = b.subscribe("tasks/")
+        slow = b.subscribe("tasks/", buffer=2)
+        a.put("overlay/a", {"vtep": "44.128.0.1"})  # not under the prefix
+        for i in range(5):
+            a.put(f"tasks/a/t{i}", {"ip": f"9.0.1.{i + 2}"})
+        with trio.fail_after(10):
+            seen = [await feed.changes.receive() for _ in range(5)]
+        assert sorted(c.key for c in seen) == [f"tasks/a/t{i}" for i in range(5)]
+        assert all(c.new.owner == "a" for c in seen)
+        assert slow.overflowed
+        with trio.fail_after(1):
+            got = [c async for c in slow.changes]  # what it buffered, then the end
+        assert len(got) == 2
+        assert [r["key"] for r in b.records("tasks/")] == [f"tasks/a/t{i}" for i in range(5)]
+        nursery.cancel_scope.cancel()

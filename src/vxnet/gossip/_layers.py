@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from vxnet.gossip._errors import WireError
 from vxnet.gossip._queue import BroadcastQueue
 from vxnet.gossip._serf import SerfState, decode_tags
-from vxnet.gossip._store import STORE_MAGIC, Store, StoreError
+from vxnet.gossip._store import STORE_MAGIC, Store, StoreError, delta_key
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -31,6 +31,11 @@ __all__ = ["NodeLayers", "SerfLayer", "StoreLayer", "is_vxnet_meta"]
 log = logging.getLogger("vxnet.gossip")
 
 RETRACT_CHECK_INTERVAL = 5.0
+FAST_SYNC_INTERVAL = 0.25  # anti-entropy pace while news outruns what packets can carry
+BACKLOG_BYTES = 2 * 1400  # unsent deltas beyond two packets' worth: gossip alone is too slow
+BURST_RECORDS = 8.0  # this many records merged lately (decaying): a bulk change is under way
+BURST_HALF_LIFE = 1.0  # seconds
+MAX_QUEUED_DELTAS = 512  # anti-entropy carries what the queue drops
 
 
 @functools.lru_cache(maxsize=4096)
@@ -94,6 +99,70 @@ class StoreLayer:
         self.started = wall()
         self.republish_grace = republish_grace
         self._next_retract = self.started + republish_grace
+        self._sync_targets: list[str] = []
+        self._burst = 0.0
+        self._burst_at = self.started
+
+    # --- when to run anti-entropy, and with whom ------------------------------------------------
+
+    @property
+    def backlogged(self) -> bool:
+        """Whether news outruns gossip: unsent deltas beyond what packets carry soon, or a burst
+        of records merged lately (a bulk change spreading: anti-entropy finishes it faster)."""
+        return self.queue.unsent_bytes > BACKLOG_BYTES or self._recent() > BURST_RECORDS
+
+    def _recent(self) -> float:
+        wall = self.wall()
+        self._burst *= 0.5 ** (max(wall - self._burst_at, 0.0) / BURST_HALF_LIFE)
+        self._burst_at = wall
+        return self._burst
+
+    def _note_merged(self, count: int) -> None:
+        self._burst = self._recent() + count
+
+    def sync_request(self) -> bytes:
+        """Round 1 of an anti-entropy exchange we start."""
+        return self.store.sync_request()
+
+    def sync_step(self, reply: bytes) -> bytes | None:
+        """Feed a reply of our exchange; the next request, or ``None`` when done.
+
+        Raises:
+            StoreError: The peer's reply is malformed.
+        """
+        before = self.store.stats.records_merged
+        follow_up = self.store.sync_step(reply, self.wall())
+        self._note_merged(self.store.stats.records_merged - before)
+        return follow_up
+
+    def handle_sync(self, frame: bytes) -> bytes:
+        """Answer a peer's anti-entropy request.
+
+        Raises:
+            StoreError: The request is malformed.
+        """
+        before = self.store.stats.records_merged
+        reply = self.store.handle_sync(frame, self.wall())
+        self._note_merged(self.store.stats.records_merged - before)
+        return reply
+
+    def member_joined(self, name: str) -> None:
+        """A member (re)appeared: exchange state with it first (a healed partition, a restart)."""
+        if name != self.store.node and name not in self._sync_targets:
+            self._sync_targets.append(name)
+
+    def take_sync_target(self) -> str | None:
+        """The member to sync with next, if one asked for it; else pick at random."""
+        return self._sync_targets.pop(0) if self._sync_targets else None
+
+    def sync_delay(self, normal: float, jitter: float) -> float:
+        """Seconds until the next anti-entropy exchange (``jitter`` around 1)."""
+        urgent = self._sync_targets or self.backlogged
+        return (FAST_SYNC_INTERVAL if urgent else normal) * jitter
+
+    def _queue_delta(self, delta: bytes, key: str | None = None) -> None:
+        self.queue.put(delta, key=key)
+        self.queue.prune(MAX_QUEUED_DELTAS)
 
     def put(self, key: str, value: Mapping[str, Any]) -> None:
         """Write a record owned by this node and spread it.
@@ -101,14 +170,14 @@ class StoreLayer:
         Raises:
             ValueError: A bad key or value (the message says which rule it breaks).
         """
-        self.queue.put(self.store.put(key, value, self.wall()), key=key)
+        self._queue_delta(self.store.put(key, value, self.wall()), key)
 
     def delete(self, key: str) -> bool:
         """Delete a record and spread the tombstone; False if there was nothing to delete."""
         delta = self.store.delete(key, self.wall())
         if delta is None:
             return False
-        self.queue.put(delta, key=key)
+        self._queue_delta(delta, key)
         return True
 
     def receive(self, payload: bytes) -> None:
@@ -118,13 +187,14 @@ class StoreLayer:
             self.errors += 1
             log.debug("bad store delta: %s", exc)
             return
+        self._note_merged(len(out))
         for delta in out:
-            self.queue.put(delta)
+            self._queue_delta(delta, delta_key(delta))
 
     def tick(self) -> None:
         wall = self.wall()
         for delta in self.store.tick(wall):
-            self.queue.put(delta)
+            self._queue_delta(delta, delta_key(delta))
         if wall >= self._next_retract:
             self._next_retract = wall + RETRACT_CHECK_INTERVAL
             self.retract_stale_own_records()

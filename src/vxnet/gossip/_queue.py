@@ -42,6 +42,7 @@ class BroadcastQueue:
         self._by_key: dict[str, _Item] = {}
         self._seq = 0
         self._live = 0
+        self.unsent_bytes = 0  # bytes of live broadcasts not sent even once yet
 
     def __len__(self) -> int:
         return self._live
@@ -51,14 +52,14 @@ class BroadcastQueue:
         if key is not None:
             old = self._by_key.pop(key, None)
             if old is not None and old.live:
-                old.live = False
-                self._live -= 1
+                self._drop(old)
         self._seq += 1
         item = _Item(0, -self._seq, message, key)
         heapq.heappush(self._heap, item)
         if key is not None:
             self._by_key[key] = item
         self._live += 1
+        self.unsent_bytes += len(message)
         if len(self._heap) > 2 * self._live + 64:
             self._compact()
 
@@ -82,22 +83,39 @@ class BroadcastQueue:
                 continue
             room -= cost
             taken.append(item.message)
+            if item.transmits == 0:
+                self.unsent_bytes -= len(item.message)
             item.transmits += 1
             if item.transmits >= max_transmits:
-                item.live = False
-                self._live -= 1
-                if item.key is not None and self._by_key.get(item.key) is item:
-                    del self._by_key[item.key]
+                self._drop(item)
             else:
                 kept.append(item)
         for item in kept:
             heapq.heappush(self._heap, item)
         return taken
 
+    def prune(self, keep: int) -> None:
+        """Keep only the ``keep`` least-sent, newest broadcasts (a cap on the queue's size)."""
+        if self._live <= keep:
+            return
+        live = sorted(i for i in self._heap if i.live)
+        for item in live[keep:]:
+            self._drop(item)
+        self._compact()
+
     def clear(self) -> None:
         self._heap.clear()
         self._by_key.clear()
         self._live = 0
+        self.unsent_bytes = 0
+
+    def _drop(self, item: _Item) -> None:
+        item.live = False
+        self._live -= 1
+        if item.transmits == 0:
+            self.unsent_bytes -= len(item.message)
+        if item.key is not None and self._by_key.get(item.key) is item:
+            del self._by_key[item.key]
 
     def _compact(self) -> None:
         self._heap = [i for i in self._heap if i.live]

@@ -30,7 +30,13 @@ from vxnet.gossip._config import GossipTiming
 from vxnet.gossip._driver import GossipDriver
 from vxnet.gossip._errors import WireError
 from vxnet.gossip._keyring import Keyring
-from vxnet.gossip._layers import NodeLayers, SerfLayer, StoreLayer, is_vxnet_meta
+from vxnet.gossip._layers import (
+    FAST_SYNC_INTERVAL,
+    NodeLayers,
+    SerfLayer,
+    StoreLayer,
+    is_vxnet_meta,
+)
 from vxnet.gossip._messages import NodeStatus
 from vxnet.gossip._serf import MemberStatus, decode_tags, encode_tags
 from vxnet.gossip._store import Change, Record, Store, StoreError
@@ -188,6 +194,8 @@ class GossipService:
             on_frame=self._handle_store_frame,
         )
         self._subscriptions: list[Subscription] = []
+        self._sync_wanted = trio.Event()
+        self._waiting_slow = False
         self.sync_errors = 0
         self.advertise: Address | None = None
 
@@ -220,6 +228,9 @@ class GossipService:
             if event.kind == "join":
                 self.serf.state.notify_join(event.member.name)
                 self.store.store.owner_up(event.member.name)
+                if is_vxnet_meta(event.member.meta):
+                    self.store.member_joined(event.member.name)
+                    self._sync_wanted.set()
             elif event.kind == "leave":
                 self.serf.state.notify_leave(event.member.name, now)
                 self.store.store.owner_down(event.member.name, time.time())
@@ -274,6 +285,8 @@ class GossipService:
         changes = self.store.store.changes()
         if changes and self._subscriptions:
             self._publish(changes)
+        if self._waiting_slow and self.store.backlogged:
+            self._sync_wanted.set()  # a bulk change is spreading: anti-entropy now, not later
         self._stepped.set()
         self._stepped = trio.Event()
 
@@ -323,7 +336,7 @@ class GossipService:
 
     def _handle_store_frame(self, frame: bytes) -> bytes:
         try:
-            return self.store.store.handle_sync(frame, time.time())
+            return self.store.handle_sync(frame)
         except StoreError as exc:
             self.sync_errors += 1
             raise WireError(f"store sync: {exc}") from exc
@@ -331,29 +344,38 @@ class GossipService:
     async def _sync_loop(self) -> None:
         jitter = random.Random()
         while True:
-            await trio.sleep(self.store_sync_interval * jitter.uniform(0.5, 1.5))
-            await self.sync_once()
+            delay = self.store.sync_delay(self.store_sync_interval, jitter.uniform(0.5, 1.5))
+            self._waiting_slow = delay > 2 * FAST_SYNC_INTERVAL
+            with trio.move_on_after(delay):
+                await self._sync_wanted.wait()
+            self._waiting_slow = False
+            self._sync_wanted = trio.Event()
+            await self.sync_once(self.store.take_sync_target())
 
-    async def sync_once(self) -> bool:
-        """Run the store's anti-entropy with one random live vxnet peer; True if it completed."""
+    async def sync_once(self, target: str | None = None) -> bool:
+        """Run the store's anti-entropy with ``target`` (default: a random live vxnet peer).
+
+        Returns:
+            Whether the exchange completed.
+        """
         core = self.core
         peers = [
             m
             for m in core.members()
             if m.name != self.name and m.status is NodeStatus.ALIVE and is_vxnet_meta(m.meta)
         ]
-        if not peers:
+        chosen = [m for m in peers if m.name == target] or peers
+        if not chosen:
             return False
-        peer = random.choice(peers)
-        store = self.store.store
-        frame: bytes | None = store.sync_request()
+        peer = random.choice(chosen)
+        frame: bytes | None = self.store.sync_request()
         while frame is not None:
             deadline = trio.current_time() + self.timing.tcp_timeout
             reply = await self.driver.exchange((peer.addr, peer.port), frame, deadline)
             if reply is None:
                 return False
             try:
-                frame = store.sync_step(reply, time.time())
+                frame = self.store.sync_step(reply)
             except StoreError as exc:
                 self.sync_errors += 1
                 log.debug("store sync with %s: %s", peer.name, exc)

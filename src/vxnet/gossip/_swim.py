@@ -421,6 +421,11 @@ class Membership:
         node = self._nodes.get(name)
         return None if node is None else node.snapshot()
 
+    def random_alive_member(self) -> str | None:
+        """The name of a random live member other than ourselves, if there is one."""
+        peers = self._random_nodes(1, lambda n: n.name != self.name and n.state is NodeStatus.ALIVE)
+        return peers[0].name if peers else None
+
     @property
     def self_meta(self) -> bytes:
         """Our own node meta (Serf tags)."""

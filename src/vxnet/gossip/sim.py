@@ -9,6 +9,7 @@ events need. Given the same seed, a run is the same run.
 
 from __future__ import annotations
 
+import functools
 import heapq
 import ipaddress
 import math
@@ -20,7 +21,7 @@ import trio
 import trio.lowlevel
 
 from vxnet.gossip._config import GossipTiming
-from vxnet.gossip._layers import NodeLayers, StoreLayer
+from vxnet.gossip._layers import FAST_SYNC_INTERVAL, NodeLayers, StoreLayer
 from vxnet.gossip._messages import (
     PROTOCOL_MAX,
     PROTOCOL_MIN,
@@ -61,6 +62,8 @@ class SimNode:
     up: bool = True
     wake: float = 0.0
     skew: float = 0.0  # this node's wall clock minus the simulation's
+    next_sync: float = 0.0
+    sync_token: int = 0  # the scheduled sync that is current
     generation: int = 0  # bumped by a restart: timers of the old incarnation stop
 
 
@@ -174,30 +177,35 @@ class SimNetwork:
         return all(v == views[0] for v in views[1:])
 
     def _schedule_sync(self, node: SimNode, when: float) -> None:
-        generation = node.generation
+        node.sync_token += 1
+        node.next_sync = when
+        token = node.sync_token
 
         def fire(t: float) -> None:
-            if node.generation != generation or self.nodes[node.name] is not node:
+            if node.sync_token != token or self.nodes[node.name] is not node:
                 return
-            self._schedule_sync(node, t + self.store_sync_interval * self.rng.uniform(0.5, 1.5))
+            assert node.store is not None
             if node.up:
-                self._start_sync(node, t)
+                self._start_sync(node, t, node.store.take_sync_target())
+            delay = node.store.sync_delay(self.store_sync_interval, self.rng.uniform(0.5, 1.5))
+            self._schedule_sync(node, t + delay)
 
         self._push(when, fire)
 
-    def _start_sync(self, node: SimNode, now: float) -> None:
+    def _sync_now(self, node: SimNode, now: float) -> None:
+        if node.up and node.store is not None and self.nodes.get(node.name) is node:
+            self._start_sync(node, now, node.store.take_sync_target())
+
+    def _start_sync(self, node: SimNode, now: float, target: str | None = None) -> None:
         assert node.store is not None
-        peers = [
-            m.name
-            for m in node.core.members()
-            if m.name != node.name and m.status is NodeStatus.ALIVE
-        ]
-        if not peers:
-            return
-        peer = self.nodes.get(self.rng.choice(peers))
+        if target is not None and node.core.member(target) is not None:
+            peer = self.nodes.get(target)
+        else:
+            peer_name = node.core.random_alive_member()
+            peer = None if peer_name is None else self.nodes.get(peer_name)
         if peer is None or peer.store is None:
             return
-        self._store_round(node, peer, node.store.store.sync_request(), now)
+        self._store_round(node, peer, node.store.sync_request(), now)
 
     def _store_round(self, src: SimNode, dst: SimNode, frame: bytes, now: float) -> None:
         """One request/response of the store's anti-entropy, carried like a TCP exchange."""
@@ -210,7 +218,7 @@ class SimNetwork:
             if not dst.up or dst.store is None:
                 return
             try:
-                reply = dst.store.store.handle_sync(frame, self._wall(dst))
+                reply = dst.store.handle_sync(frame)
             except StoreError:
                 return
             self._flush(dst, t)
@@ -221,7 +229,7 @@ class SimNetwork:
                 if not src.up or src.store is None or not self._reachable(dst, src):
                     return
                 try:
-                    follow_up = src.store.store.sync_step(reply, self._wall(src))
+                    follow_up = src.store.sync_step(reply)
                 except StoreError:
                     return
                 self._flush(src, t2)
@@ -392,10 +400,19 @@ class SimNetwork:
         for request in node.core.streams_to_open():
             self._open_stream(node, request, now)
         events = node.core.events()
+        if (
+            node.store is not None
+            and node.next_sync > now + FAST_SYNC_INTERVAL
+            and node.store.backlogged
+        ):
+            self._schedule_sync(node, now + self.rng.uniform(0, FAST_SYNC_INTERVAL))
         if node.store is not None:
             for event in events:
                 if event.kind == "join":
                     node.store.store.owner_up(event.member.name)
+                    if event.member.name != node.name:
+                        node.store.member_joined(event.member.name)
+                        self._push(now, functools.partial(self._sync_now, node))
                 elif event.kind == "leave":
                     node.store.store.owner_down(event.member.name, self._wall(node))
         self._schedule_wake(node, now)
