@@ -112,15 +112,12 @@ def test_two_labs_coexist_with_separate_names_and_addresses() -> None:
 OWNER = textwrap.dedent("""
     import os, signal, sys, time
     from vxnet.lab import Lab
-    lab = Lab(2).__enter__()
-    lab.hosts[0].spawn(["sleep", "300"])
-    print(lab.prefix, flush=True)
-    if sys.argv[1] == "crash":
-        os.kill(os.getpid(), signal.SIGKILL)
-    try:
+    with Lab(2) as lab:
+        lab.hosts[0].spawn(["sleep", "300"])
+        print(lab.prefix, flush=True)
+        if sys.argv[1] == "crash":
+            os.kill(os.getpid(), signal.SIGKILL)
         time.sleep(60)
-    finally:
-        lab.close()
 """)
 
 
