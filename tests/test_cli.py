@@ -104,3 +104,13 @@ def test_agent_with_a_bad_config_exits_2(
     path.write_text("[agent]\n[gossip]\nprofile = 'fast'\n")
     assert main(["agent", "-c", str(path)]) == 2
     assert "gossip.profile: 'fast' is not a profile" in capsys.readouterr().err
+
+
+def test_store_put_with_a_value_that_is_not_json(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["store", "--api", "127.0.0.1:1", "put", "overlay/a", "{not json"]) == 2
+    assert "VALUE is not JSON" in capsys.readouterr().err
+
+
+def test_store_ls_without_a_running_agent(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["store", "--api", "127.0.0.1:1", "ls", "overlay/"]) == 1
+    assert "is the agent running?" in capsys.readouterr().err

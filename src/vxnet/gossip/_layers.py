@@ -36,6 +36,7 @@ BACKLOG_BYTES = 2 * 1400  # unsent deltas beyond two packets' worth: gossip alon
 BURST_RECORDS = 8.0  # this many records merged lately (decaying): a bulk change is under way
 BURST_HALF_LIFE = 1.0  # seconds
 MAX_QUEUED_DELTAS = 512  # anti-entropy carries what the queue drops
+MAX_SYNC_TARGETS = 3  # after a heal, a few exchanges with the other side are enough
 
 
 @functools.lru_cache(maxsize=4096)
@@ -148,7 +149,11 @@ class StoreLayer:
 
     def member_joined(self, name: str) -> None:
         """A member (re)appeared: exchange state with it first (a healed partition, a restart)."""
-        if name != self.store.node and name not in self._sync_targets:
+        if (
+            name != self.store.node
+            and name not in self._sync_targets
+            and len(self._sync_targets) < MAX_SYNC_TARGETS
+        ):
             self._sync_targets.append(name)
 
     def take_sync_target(self) -> str | None:

@@ -1,0 +1,835 @@
+"""Multi-Paxos for the masters' replicated log: the sans-IO replica (acceptor, learner, proposer).
+
+``n = 2 * quorum - 1`` replicas, numbered ``0 .. n-1``, hold the same log. Any replica may become
+the coordinator (proposer); clients append through it and are answered once the value is chosen.
+The replica is fed messages, client requests and the time, and says what to send and when it
+next needs waking; it writes through a :class:`~._logstore.LogStorage` and answers a peer only
+after the write its answer depends on has returned (durable).
+
+Rules (Mesos's replicated log, ``src/log/``, is the model):
+
+Ballots
+  A ballot is ``round * 256 + replica``: unique per replica, totally ordered. A replica keeps one
+  promised ballot for the whole log (the implicit promise of Multi-Paxos): it never accepts, nor
+  promises, below it. Fencing is by ballot alone: a deposed coordinator's accepts are refused.
+
+Election (phase 1)
+  A replica that hears no coordinator for an election timeout (random in ``[T, 2T)``) prepares a
+  ballot above every ballot it has seen, from its commit index (all positions below are chosen and
+  known to it). A voting replica whose lease for another coordinator has expired promises (durably)
+  and returns what it accepted from that position on. With promises from a quorum the candidate is
+  coordinator: for every position up to the highest end reported it re-proposes the value accepted
+  under the highest ballot, or a no-op where there was none (filling holes).
+
+Appends (phase 2) and group commit
+  The coordinator assigns the next positions and sends one accept for the batch; appends that
+  arrive while a batch is in flight wait and go out together in the next batch. A position is
+  chosen when a quorum accepted it under the coordinator's ballot; the client is answered then.
+  Accepts carry the coordinator's commit index; a follower marks its entries below it chosen only
+  where it accepted them under that same ballot (the others it learns by fetching).
+
+Lease
+  Followers that accepted from the coordinator refuse to promise anyone else until ``lease`` has
+  passed since they last heard from it; the coordinator heartbeats every ``lease / 4``. This avoids
+  duelling proposers; safety never depends on it.
+
+Learning and catch-up
+  Every replica tracks its commit index and asks a peer for the chosen entries it lacks (or the
+  snapshot, when the peer has truncated them); chosen entries are applied in order.
+
+Recovery (EMPTY, STARTING, RECOVERING, VOTING)
+  A replica with an empty or corrupt disk does not vote: it could have forgotten a promise or an
+  acceptance and so un-choose a value. It asks every replica for its status. A new cluster starts
+  in two phases (Mesos's auto-initialisation): an EMPTY replica that sees a quorum (itself
+  included) EMPTY or STARTING becomes STARTING, and a STARTING replica that sees a quorum STARTING
+  or VOTING becomes VOTING; neither ever promised or accepted anything, so neither can have
+  forgotten anything. Otherwise (an EMPTY replica among voting ones, or a corrupt disk), once a
+  quorum of voting replicas other than itself answered, it adopts the highest ballot they
+  promised and catches up until it has learned every position below the highest end they
+  reported, then votes again (durably VOTING).
+
+Stepping down
+  A coordinator that has not heard a quorum for a lease period steps down and fails its pending
+  appends (they may or may not be chosen: clients retry idempotently); so does one fenced by a
+  higher ballot.
+
+Snapshots
+  The state machine above may :meth:`Replica.compact` the log below a position with a snapshot of
+  its state; a replica that needs truncated positions installs the snapshot instead.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from vxnet.master._logstore import Durable, Entry, ReplicaStatus, Snapshot
+
+if TYPE_CHECKING:
+    import random
+    from collections.abc import Sequence
+
+    from vxnet.master._logstore import LogStorage
+
+__all__ = [
+    "Accept",
+    "Accepted",
+    "AppendDone",
+    "AppendFailed",
+    "Applied",
+    "Fetch",
+    "Heartbeat",
+    "Learned",
+    "LogTiming",
+    "Message",
+    "Prepare",
+    "Promise",
+    "RecoverRequest",
+    "RecoverResponse",
+    "Reject",
+    "Replica",
+    "Role",
+    "SnapshotInstalled",
+    "ballot_round",
+    "make_ballot",
+]
+
+MAX_REPLICAS = 256
+MAX_BATCH = 1024  # appends per accept round
+MAX_FETCH = 512  # entries per catch-up answer
+
+
+def make_ballot(round_: int, replica: int) -> int:
+    return round_ * MAX_REPLICAS + replica
+
+
+def ballot_round(ballot: int) -> int:
+    return ballot // MAX_REPLICAS
+
+
+def ballot_owner(ballot: int) -> int:
+    return ballot % MAX_REPLICAS
+
+
+# --- messages -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Prepare:
+    ballot: int
+    from_pos: int
+
+
+@dataclass(frozen=True, slots=True)
+class Promise:
+    ballot: int
+    accepted: tuple[Entry, ...]  # entries at or above the prepare's from_pos
+    end: int  # one past the highest position this replica holds
+
+
+@dataclass(frozen=True, slots=True)
+class Accept:
+    ballot: int
+    entries: tuple[tuple[int, bytes], ...]  # (position, value)
+    commit: int  # the coordinator's commit index
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    ballot: int
+    positions: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    ballot: int
+    commit: int
+    end: int
+
+
+@dataclass(frozen=True, slots=True)
+class Reject:
+    """A refused prepare or accept; ``promised`` is the refuser's promise (fencing news)."""
+
+    ballot: int
+    promised: int
+
+
+@dataclass(frozen=True, slots=True)
+class Fetch:
+    from_pos: int
+    to_pos: int
+
+
+@dataclass(frozen=True, slots=True)
+class Learned:
+    entries: tuple[tuple[int, bytes], ...]  # chosen (position, value), ascending
+    snapshot: Snapshot | None = None
+    commit: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class RecoverRequest:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class RecoverResponse:
+    status: ReplicaStatus
+    promised: int
+    end: int
+    commit: int
+
+
+Message = (
+    Prepare
+    | Promise
+    | Accept
+    | Accepted
+    | Heartbeat
+    | Reject
+    | Fetch
+    | Learned
+    | RecoverRequest
+    | RecoverResponse
+)
+
+
+# --- events for the layer above ------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """Position ``position`` is chosen; apply ``value`` (``b""`` is a no-op). In log order."""
+
+    position: int
+    value: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotInstalled:
+    """Replace the state machine's state with ``snapshot`` (covers positions below it)."""
+
+    snapshot: Snapshot
+
+
+@dataclass(frozen=True, slots=True)
+class AppendDone:
+    request: int
+    position: int
+
+
+@dataclass(frozen=True, slots=True)
+class AppendFailed:
+    """The append may or may not be chosen (retry idempotently); ``leader`` is a hint."""
+
+    request: int
+    reason: str
+    leader: int | None
+
+
+Event = Applied | SnapshotInstalled | AppendDone | AppendFailed
+
+
+class Role(enum.Enum):
+    FOLLOWER = "follower"
+    CANDIDATE = "candidate"
+    COORDINATOR = "coordinator"
+
+
+@dataclass(frozen=True, slots=True)
+class LogTiming:
+    """Timeouts of the replicated log (seconds)."""
+
+    election: float = 0.3  # T: elect after [T, 2T) without a coordinator
+    lease: float = 1.0  # followers refuse other candidates this long after hearing the coordinator
+    retry: float = 0.1  # resend unanswered accepts, prepares, fetches after [T, 2T)
+    heartbeat: float = 0.25
+
+    @classmethod
+    def local(cls) -> LogTiming:
+        return cls()
+
+
+@dataclass(slots=True)
+class _Pending:
+    request: int
+    value: bytes
+
+
+@dataclass(slots=True)
+class _Round:
+    """An accept round in flight: positions and who accepted them."""
+
+    ballot: int
+    entries: dict[int, bytes]
+    acks: dict[int, set[int]]
+    requests: dict[int, int]  # position -> client request
+    resend_at: float
+
+
+@dataclass(slots=True)
+class _Election:
+    ballot: int
+    from_pos: int
+    promises: dict[int, Promise] = field(default_factory=dict)
+    resend_at: float = 0.0
+
+
+class Replica:
+    """One replica of the log; see the module docstring for the rules.
+
+    Args:
+        replica_id: This replica's number, ``0 .. n-1``.
+        n: How many replicas there are (``2 * quorum - 1``).
+        storage: The durable state.
+        rng: The only randomness (election and retry jitter).
+        now: The current time.
+        timing: Timeouts.
+    """
+
+    def __init__(
+        self,
+        replica_id: int,
+        n: int,
+        storage: LogStorage,
+        *,
+        rng: random.Random,
+        now: float,
+        timing: LogTiming | None = None,
+    ) -> None:
+        if not 0 <= replica_id < n <= MAX_REPLICAS or n % 2 == 0:
+            raise ValueError(f"replica {replica_id} of {n}: need an odd n up to {MAX_REPLICAS}")
+        self.id = replica_id
+        self.n = n
+        self.quorum = n // 2 + 1
+        self.storage = storage
+        self.rng = rng
+        self.timing = timing or LogTiming()
+        durable: Durable = storage.load()
+        self.status = durable.status
+        self.promised = durable.promised
+        self.snapshot = durable.snapshot
+        self.entries: dict[int, Entry] = dict(durable.entries)
+        self._top = max(self.entries, default=-1) + 1
+        base = self.snapshot.position if self.snapshot else 0
+        self.commit = base  # every position below is chosen and known here
+        self.applied = base  # every position below was handed to the state machine
+        self._advance_commit()
+        self.role = Role.FOLLOWER
+        self.leader: int | None = None
+        self.max_seen = self.promised
+        self.lease_until = -math.inf
+        self._out: list[tuple[int, Message]] = []
+        self._events: list[Event] = []
+        self._pending: list[_Pending] = []
+        self._round: _Round | None = None
+        self._election: _Election | None = None
+        self._next_pos = self._end()
+        self._peer_acked: dict[int, float] = {}
+        self._election_at = now + self._jitter(self.timing.election)
+        self._heartbeat_at = math.inf
+        self._fetch_at = math.inf
+        self._fetching_to = 0
+        self._recover: dict[int, RecoverResponse] | None = None
+        self._recover_goal: int | None = None
+        self._recover_at = math.inf
+        self._elected_at = math.inf
+        if durable.corrupt and self.status is ReplicaStatus.VOTING:
+            self.status = ReplicaStatus.RECOVERING  # persisted by _begin_recovery
+            self.storage.set_meta(self.status, self.promised)
+        if self.status is not ReplicaStatus.VOTING:
+            self._begin_recovery(now)
+        if self.snapshot is not None:
+            self._events.append(SnapshotInstalled(self.snapshot))
+        self._apply_ready()
+
+    # --- outputs -------------------------------------------------------------------------------
+
+    def messages_to_send(self) -> list[tuple[int, Message]]:
+        """(replica, message) pairs to send; emptied by the call."""
+        out, self._out = self._out, []
+        return out
+
+    def events(self) -> list[Event]:
+        """What happened for the layer above (applied entries, append results); emptied."""
+        out, self._events = self._events, []
+        return out
+
+    def next_deadline(self) -> float:
+        """The latest time :meth:`tick` must be called at (only timers that can act count)."""
+        times = [self._heartbeat_at, self._fetch_at, self._recover_at]
+        if self.status is ReplicaStatus.VOTING and self.role is not Role.COORDINATOR:
+            times.append(max(self._election_at, self.lease_until))
+        if self._round is not None:
+            times.append(self._round.resend_at)
+        if self._election is not None:
+            times.append(self._election.resend_at)
+        return min(times)
+
+    # --- client requests --------------------------------------------------------------------------
+
+    def append(self, request: int, value: bytes, now: float) -> None:
+        """Append ``value``; an :class:`AppendDone` or :class:`AppendFailed` event answers."""
+        if self.role is not Role.COORDINATOR:
+            self._events.append(AppendFailed(request, "not the coordinator", self.leader))
+            return
+        self._pending.append(_Pending(request, value))
+        if self._round is None:
+            self._start_round(now)
+
+    def compact(self, position: int, data: bytes) -> None:
+        """Truncate the log below ``position``; ``data`` is the state after applying it all."""
+        if position > self.applied:
+            raise ValueError(f"cannot compact to {position}: only {self.applied} applied")
+        if self.snapshot is not None and position <= self.snapshot.position:
+            return
+        snapshot = Snapshot(position, data)
+        self.storage.install_snapshot(snapshot)
+        self.snapshot = snapshot
+        for pos in [p for p in self.entries if p < position]:
+            del self.entries[pos]
+
+    # --- time ------------------------------------------------------------------------------------
+
+    def tick(self, now: float) -> None:
+        if self._recover is not None and now >= self._recover_at:
+            self._recover_at = now + self._jitter(self.timing.retry * 5)
+            self._broadcast(RecoverRequest())
+            self._evaluate_recovery(now)
+        if (
+            self.status is ReplicaStatus.VOTING
+            and self.role is not Role.COORDINATOR
+            and now >= self._election_at
+            and now >= self.lease_until
+        ):
+            self._start_election(now)
+        if self._election is not None and now >= self._election.resend_at:
+            self._election.resend_at = now + self._jitter(self.timing.retry)
+            prepare = Prepare(self._election.ballot, self._election.from_pos)
+            for peer in self._peers():
+                if peer not in self._election.promises:
+                    self._out.append((peer, prepare))
+        if self._round is not None and now >= self._round.resend_at:
+            self._resend_round(now)
+        if self.role is Role.COORDINATOR and now >= self._elected_at + self.timing.lease:
+            heard = sum(1 for t in self._peer_acked.values() if t >= now - self.timing.lease)
+            if heard + 1 < self.quorum:
+                self._step_down("lost contact with a quorum")
+                self._election_at = now + self._jitter(self.timing.election)
+        if self.role is Role.COORDINATOR and now >= self._heartbeat_at:
+            self._heartbeat_at = now + self.timing.heartbeat
+            self._broadcast(Heartbeat(self.promised, self.commit, self._next_pos))
+        if now >= self._fetch_at:
+            self._fetch_at = math.inf
+            self._request_catch_up(now)
+
+    # --- messages --------------------------------------------------------------------------------
+
+    def receive(self, src: int, msg: Message, now: float) -> None:
+        """A message from replica ``src``."""
+        if not 0 <= src < self.n or src == self.id:
+            return
+        if isinstance(msg, Prepare):
+            self._on_prepare(src, msg, now)
+        elif isinstance(msg, Promise):
+            self._on_promise(src, msg, now)
+        elif isinstance(msg, Accept):
+            self._on_accept(src, msg, now)
+        elif isinstance(msg, Accepted):
+            self._on_accepted(src, msg, now)
+        elif isinstance(msg, Heartbeat):
+            self._on_heartbeat(src, msg, now)
+        elif isinstance(msg, Reject):
+            self._on_reject(msg, now)
+        elif isinstance(msg, Fetch):
+            self._on_fetch(src, msg)
+        elif isinstance(msg, Learned):
+            self._on_learned(msg, now)
+        elif isinstance(msg, RecoverRequest):
+            self._out.append(
+                (src, RecoverResponse(self.status, self.promised, self._end(), self.commit))
+            )
+        elif isinstance(msg, RecoverResponse):
+            self._on_recover_response(src, msg, now)
+
+    # --- acceptor --------------------------------------------------------------------------------
+
+    def _on_prepare(self, src: int, msg: Prepare, now: float) -> None:
+        self.max_seen = max(self.max_seen, msg.ballot)
+        if self.status is not ReplicaStatus.VOTING:
+            return
+        if msg.ballot < self.promised or (
+            msg.ballot > self.promised
+            and now < self.lease_until
+            and self.leader is not None
+            and self.leader != src
+        ):
+            self._out.append((src, Reject(msg.ballot, self.promised)))
+            return
+        if msg.ballot > self.promised:
+            self._promise(msg.ballot)
+        accepted = tuple(e for p, e in sorted(self.entries.items()) if p >= msg.from_pos)
+        self._out.append((src, Promise(msg.ballot, accepted, self._end())))
+
+    def _promise(self, ballot: int) -> None:
+        self.storage.set_meta(self.status, ballot)  # durable before anyone hears of it
+        self.promised = ballot
+        if self.role is not Role.FOLLOWER and ballot_owner(ballot) != self.id:
+            self._step_down("a higher ballot was promised")
+
+    def _on_accept(self, src: int, msg: Accept, now: float) -> None:
+        self.max_seen = max(self.max_seen, msg.ballot)
+        if self.status is not ReplicaStatus.VOTING:
+            return
+        if msg.ballot < self.promised:
+            self._out.append((src, Reject(msg.ballot, self.promised)))
+            return
+        if msg.ballot > self.promised:
+            self._promise(msg.ballot)
+        self._follow(src, now)
+        fresh = [
+            Entry(pos, msg.ballot, value, chosen=False)
+            for pos, value in msg.entries
+            if not self._known_chosen(pos)
+            and (self.snapshot is None or pos >= self.snapshot.position)
+        ]
+        self._store(fresh)  # durable before we say so
+        self._out.append((src, Accepted(msg.ballot, tuple(p for p, _ in msg.entries))))
+        self._learn_commit(msg.ballot, msg.commit, now)
+
+    def _on_heartbeat(self, src: int, msg: Heartbeat, now: float) -> None:
+        self.max_seen = max(self.max_seen, msg.ballot)
+        if msg.ballot < self.promised or self.status is not ReplicaStatus.VOTING:
+            if self.status is ReplicaStatus.VOTING:
+                self._out.append((src, Reject(msg.ballot, self.promised)))
+            else:
+                self._note_behind(msg.commit, now)
+            return
+        if msg.ballot > self.promised:
+            self._promise(msg.ballot)
+        self._follow(src, now)
+        self._learn_commit(msg.ballot, msg.commit, now)
+        self._out.append((src, Accepted(msg.ballot, ())))
+
+    def _follow(self, leader: int, now: float) -> None:
+        self.leader = leader
+        self.lease_until = now + self.timing.lease
+        self._election_at = now + self.timing.lease + self._jitter(self.timing.election)
+        if self.role is not Role.FOLLOWER and leader != self.id:
+            self._step_down("another coordinator leads")
+
+    def _learn_commit(self, ballot: int, commit: int, now: float) -> None:
+        """Entries below the coordinator's commit that we accepted under its ballot are chosen."""
+        marked = []
+        pos = self.commit
+        while pos < commit:
+            e = self.entries.get(pos)
+            if e is None or e.ballot != ballot:
+                break
+            if not e.chosen:
+                marked.append(Entry(e.position, e.ballot, e.value, True))
+            pos += 1
+        self._store(marked)
+        self._advance_commit()
+        self._note_behind(commit, now)
+
+    # --- proposer --------------------------------------------------------------------------------
+
+    def _start_election(self, now: float) -> None:
+        round_ = ballot_round(max(self.max_seen, self.promised)) + 1
+        ballot = make_ballot(round_, self.id)
+        self._promise(ballot)
+        self.max_seen = ballot
+        self.role = Role.CANDIDATE
+        self.leader = None
+        own = Promise(
+            ballot,
+            tuple(e for p, e in sorted(self.entries.items()) if p >= self.commit),
+            self._end(),
+        )
+        self._election = _Election(
+            ballot, self.commit, {self.id: own}, now + self._jitter(self.timing.retry)
+        )
+        self._election_at = now + self._jitter(self.timing.election) * 2
+        self._broadcast(Prepare(ballot, self.commit))
+        self._maybe_elected(now)
+
+    def _on_promise(self, src: int, msg: Promise, now: float) -> None:
+        election = self._election
+        if election is None or msg.ballot != election.ballot:
+            return
+        election.promises[src] = msg
+        self._maybe_elected(now)
+
+    def _maybe_elected(self, now: float) -> None:
+        election = self._election
+        if election is None or len(election.promises) < self.quorum:
+            return
+        self._election = None
+        self.role = Role.COORDINATOR
+        self.leader = self.id
+        end = max(p.end for p in election.promises.values())
+        best: dict[int, Entry] = {}
+        for promise in election.promises.values():
+            for e in promise.accepted:
+                if e.position >= election.from_pos and (
+                    e.position not in best or e.ballot > best[e.position].ballot
+                ):
+                    best[e.position] = e
+        refill = {
+            pos: (best[pos].value if pos in best else b"")
+            for pos in range(election.from_pos, end)
+            if not self._known_chosen(pos)
+        }
+        self._next_pos = max(end, self._end())
+        self._heartbeat_at = now
+        self._peer_acked = {}
+        self._elected_at = now
+        if refill:
+            self._send_round(refill, {}, now)
+        elif self._pending:
+            self._start_round(now)
+
+    def _start_round(self, now: float) -> None:
+        batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+        if not batch:
+            return
+        entries: dict[int, bytes] = {}
+        requests: dict[int, int] = {}
+        for item in batch:
+            entries[self._next_pos] = item.value
+            requests[self._next_pos] = item.request
+            self._next_pos += 1
+        self._send_round(entries, requests, now)
+
+    def _send_round(self, entries: dict[int, bytes], requests: dict[int, int], now: float) -> None:
+        ballot = self.promised
+        self._store([Entry(pos, ballot, value) for pos, value in entries.items()])  # ours first
+        self._round = _Round(
+            ballot,
+            dict(entries),
+            {p: {self.id} for p in entries},
+            requests,
+            now + self._jitter(self.timing.retry),
+        )
+        self._broadcast(Accept(ballot, tuple(sorted(entries.items())), self.commit))
+        self._heartbeat_at = now + self.timing.heartbeat
+        self._check_round(now)
+
+    def _resend_round(self, now: float) -> None:
+        rnd = self._round
+        assert rnd is not None
+        rnd.resend_at = now + self._jitter(self.timing.retry)
+        waiting = {p: v for p, v in rnd.entries.items() if len(rnd.acks[p]) < self.quorum}
+        accept = Accept(rnd.ballot, tuple(sorted(waiting.items())), self.commit)
+        for peer in self._peers():
+            if any(peer not in rnd.acks[p] for p in waiting):
+                self._out.append((peer, accept))
+
+    def _on_accepted(self, src: int, msg: Accepted, now: float) -> None:
+        if self.role is not Role.COORDINATOR or msg.ballot != self.promised:
+            return
+        self._peer_acked[src] = now
+        rnd = self._round
+        if rnd is None or rnd.ballot != msg.ballot:
+            return
+        for pos in msg.positions:
+            if pos in rnd.acks:
+                rnd.acks[pos].add(src)
+        self._check_round(now)
+
+    def _check_round(self, now: float) -> None:
+        rnd = self._round
+        if rnd is None or any(len(acks) < self.quorum for acks in rnd.acks.values()):
+            return
+        self._round = None
+        self._store([Entry(p, rnd.ballot, v, True) for p, v in sorted(rnd.entries.items())])
+        self._advance_commit()
+        for pos, request in sorted(rnd.requests.items()):
+            self._events.append(AppendDone(request, pos))
+        self._apply_ready()
+        # Tell the followers at once, so they can apply too (the next accept would also do).
+        self._broadcast(Heartbeat(self.promised, self.commit, self._next_pos))
+        self._heartbeat_at = now + self.timing.heartbeat
+        if self._pending:
+            self._start_round(now)
+
+    def _on_reject(self, msg: Reject, now: float) -> None:
+        self.max_seen = max(self.max_seen, msg.promised)
+        if msg.promised > self.promised and self.role is not Role.FOLLOWER:
+            self._step_down("fenced by a higher ballot")
+            self._election_at = now + self._jitter(self.timing.election)
+
+    def _step_down(self, reason: str) -> None:
+        self.role = Role.FOLLOWER
+        self._election = None
+        self._heartbeat_at = math.inf
+        if self._round is not None:
+            for request in self._round.requests.values():
+                self._events.append(AppendFailed(request, reason, None))
+            self._round = None
+        for item in self._pending:
+            self._events.append(AppendFailed(item.request, reason, None))
+        self._pending = []
+
+    # --- learning --------------------------------------------------------------------------------
+
+    def _known_chosen(self, pos: int) -> bool:
+        if self.snapshot is not None and pos < self.snapshot.position:
+            return True
+        e = self.entries.get(pos)
+        return e is not None and e.chosen
+
+    def _advance_commit(self) -> None:
+        while self._known_chosen(self.commit):
+            self.commit += 1
+
+    def _end(self) -> int:
+        return max(self._top, self.snapshot.position if self.snapshot else 0, self.commit)
+
+    def _store(self, entries: Sequence[Entry]) -> None:
+        """Persist entries (durable on return), then hold them."""
+        if not entries:
+            return
+        self.storage.put_entries(entries)
+        for e in entries:
+            self.entries[e.position] = e
+            self._top = max(self._top, e.position + 1)
+
+    def _note_behind(self, commit: int, now: float) -> None:
+        if commit > self.commit:
+            self._fetching_to = max(self._fetching_to, commit)
+            if self._fetch_at == math.inf:
+                self._fetch_at = now
+        self._apply_ready()
+
+    def _request_catch_up(self, now: float) -> None:
+        if self.commit >= self._fetching_to:
+            return
+        peers = [p for p in self._peers() if p == self.leader] or self._peers()
+        peer = self.rng.choice(peers)
+        self._out.append((peer, Fetch(self.commit, self._fetching_to)))
+        self._fetch_at = now + self._jitter(self.timing.retry)
+
+    def _on_fetch(self, src: int, msg: Fetch) -> None:
+        snapshot = None
+        start = msg.from_pos
+        if self.snapshot is not None and start < self.snapshot.position:
+            snapshot = self.snapshot
+            start = self.snapshot.position
+        chosen = []
+        for pos in range(start, min(msg.to_pos, self.commit, start + MAX_FETCH)):
+            chosen.append((pos, self.entries[pos].value))
+        if chosen or snapshot is not None:
+            self._out.append((src, Learned(tuple(chosen), snapshot, self.commit)))
+
+    def _on_learned(self, msg: Learned, now: float) -> None:
+        if msg.snapshot is not None and msg.snapshot.position > self.commit:
+            self.storage.install_snapshot(msg.snapshot)
+            self.snapshot = msg.snapshot
+            for pos in [p for p in self.entries if p < msg.snapshot.position]:
+                del self.entries[pos]
+            self.commit = max(self.commit, msg.snapshot.position)
+            self.applied = max(self.applied, msg.snapshot.position)
+            self._events.append(SnapshotInstalled(msg.snapshot))
+        fresh = []
+        for pos, value in msg.entries:
+            if self._known_chosen(pos):
+                continue
+            old = self.entries.get(pos)
+            fresh.append(Entry(pos, old.ballot if old else 0, value, True))
+        self._store(fresh)
+        self._advance_commit()
+        self._fetching_to = max(self._fetching_to, msg.commit)
+        self._apply_ready()
+        self._maybe_recovered()
+        if self.commit < self._fetching_to:
+            self._fetch_at = now
+
+    def _apply_ready(self) -> None:
+        while self.applied < self.commit:
+            e = self.entries.get(self.applied)
+            if e is None:
+                break
+            self._events.append(Applied(self.applied, e.value))
+            self.applied += 1
+
+    # --- recovery --------------------------------------------------------------------------------
+
+    def _begin_recovery(self, now: float) -> None:
+        self._recover = {}
+        self._recover_goal = None
+        self._recover_at = now
+
+    def _on_recover_response(self, src: int, msg: RecoverResponse, now: float) -> None:
+        if self._recover is None:
+            return
+        self._recover[src] = msg
+        self._evaluate_recovery(now)
+
+    def _evaluate_recovery(self, now: float) -> None:
+        if self._recover is None:
+            return
+        statuses = [r.status for r in self._recover.values()]
+        if self.status is ReplicaStatus.EMPTY:
+            fresh = 1 + sum(s in (ReplicaStatus.EMPTY, ReplicaStatus.STARTING) for s in statuses)
+            if fresh >= self.quorum:
+                self._set_status(ReplicaStatus.STARTING)
+                return
+        if self.status is ReplicaStatus.STARTING:
+            started = 1 + sum(s in (ReplicaStatus.STARTING, ReplicaStatus.VOTING) for s in statuses)
+            if started >= self.quorum:
+                self._set_status(ReplicaStatus.VOTING)
+                self._recover = None
+                self._recover_at = math.inf
+            return
+        voting = {k: r for k, r in self._recover.items() if r.status is ReplicaStatus.VOTING}
+        if self._recover_goal is None and len(voting) >= self.quorum:
+            if self.status is ReplicaStatus.EMPTY:
+                self._set_status(ReplicaStatus.RECOVERING)  # a wiped disk in a live cluster
+            promised = max(r.promised for r in voting.values())
+            self.max_seen = max(self.max_seen, promised)
+            if promised > self.promised:
+                self.storage.set_meta(self.status, promised)
+                self.promised = promised
+            self._recover_goal = max(r.end for r in voting.values())
+            self._fetching_to = max(self._fetching_to, max(r.commit for r in voting.values()))
+            self._fetch_at = now
+        self._maybe_recovered()
+
+    def _set_status(self, status: ReplicaStatus) -> None:
+        self.storage.set_meta(status, self.promised)
+        self.status = status
+
+    def _maybe_recovered(self) -> None:
+        if self._recover_goal is None or self.commit < self._recover_goal:
+            if self._recover_goal is not None:
+                self._fetching_to = max(self._fetching_to, self._recover_goal)
+            return
+        self._set_status(ReplicaStatus.VOTING)
+        self._recover = None
+        self._recover_goal = None
+        self._recover_at = math.inf
+
+    # --- helpers ---------------------------------------------------------------------------------
+
+    def _peers(self) -> list[int]:
+        return [p for p in range(self.n) if p != self.id]
+
+    def _broadcast(self, msg: Message) -> None:
+        for peer in self._peers():
+            self._out.append((peer, msg))
+
+    def _jitter(self, t: float) -> float:
+        return t * (1 + self.rng.random())
+
+    def chosen_entries(self) -> list[tuple[int, bytes]]:
+        """Every chosen (position, value) this replica holds, for checkers."""
+        return [(p, e.value) for p, e in sorted(self.entries.items()) if e.chosen]
+
+    def pending(self) -> Sequence[int]:
+        """Client requests waiting for a batch."""
+        return [p.request for p in self._pending]
