@@ -418,6 +418,66 @@ BAD_FILES = [
 ]
 
 
+LOG = "[master]\n[log]\n"
+THREE = "replicas = ['198.18.0.1:61090', '198.18.0.2:61090', '198.18.0.3:61090']\n"
+BAD_FILES += [
+    (
+        "log-even-replicas",
+        LOG + "replicas = ['a:1', 'b:1']\nadvertise = 'a:1'\nquorum = 2\n",
+        None,
+        "log.quorum",
+        "2 replicas cannot form a majority quorum: use 1 or 3",
+    ),
+    (
+        "log-wrong-quorum",
+        LOG + THREE + "advertise = '198.18.0.1:61090'\nquorum = 3\n",
+        None,
+        "log.quorum",
+        "quorum 3 does not fit 3 replicas (replicas must number 2 * quorum - 1; "
+        "3 replicas need quorum 2)",
+    ),
+    (
+        "log-alone-quorum",
+        LOG + "quorum = 2\n",
+        None,
+        "log.quorum",
+        "quorum 2 does not fit 1 replica",
+    ),
+    ("log-zero-quorum", LOG + "quorum = 0\n", None, "log.quorum", "at least 1"),
+    (
+        "log-replica-twice",
+        LOG + "replicas = ['a:1', 'b:1', 'a:1']\nadvertise = 'a:1'\nquorum = 2\n",
+        None,
+        "log.replicas[2]",
+        "listed twice",
+    ),
+    ("log-replica-no-port", LOG + "replicas = ['a']\n", None, "log.replicas[0]", "has no port"),
+    (
+        "log-who-am-i",
+        LOG + THREE + "quorum = 2\n",
+        None,
+        "log.advertise",
+        "log.listen '0.0.0.0:61090' is not one of log.replicas",
+    ),
+    (
+        "log-advertise-elsewhere",
+        LOG + THREE + "quorum = 2\nadvertise = '198.18.0.9:61090'\n",
+        None,
+        "log.advertise",
+        "log.advertise '198.18.0.9:61090' is not one of log.replicas",
+    ),
+]
+
+
+def test_three_masters_with_quorum_two_are_accepted() -> None:
+    config = parse_config(
+        LOG + THREE + "quorum = 2\nadvertise = '198.18.0.2:61090'\n", source="m.toml"
+    )
+    assert isinstance(config, MasterConfig)
+    assert config.log.quorum == 2
+    assert config.log.replicas.index(config.log.advertise or "") == 1
+
+
 GOSSIP = "[agent]\n[gossip]\n"
 BAD_FILES += [
     ("gossip-name", GOSSIP + "name = ' a'\n", None, "gossip.name", "not a usable node name"),

@@ -44,6 +44,7 @@ from vxnet.config._model import (
     AgentConfig,
     AgentSettings,
     GossipSettings,
+    LogSettings,
     MasterConfig,
     MasterSettings,
     NetworkConfig,
@@ -137,6 +138,7 @@ def parse_config(text: str, *, source: str, role: Role | None = None) -> MasterC
         master: MasterConfig = loader.build(MasterConfig, data, "")
         _check_master(master.master, "master", loader)
         _check_network(master.network, "network", loader)
+        _check_log(master.log, "log", loader)
         _check_gossip(master.gossip, "gossip", loader)
         config = master
     else:
@@ -428,6 +430,53 @@ def _check_agent(a: AgentSettings, path: str, loader: _Loader) -> None:
     for name in ("state_dir", "cni_dir"):
         if loader.ok(f"{path}.{name}"):
             _check_dir(getattr(a, name), f"{path}.{name}", loader)
+
+
+MAX_LOG_REPLICAS = 255
+
+
+def _check_log(log: LogSettings, path: str, loader: _Loader) -> None:
+    if loader.ok(f"{path}.listen"):
+        _check_listen(log.listen, f"{path}.listen", loader)
+    key = f"{path}.replicas"
+    replicas_ok = loader.ok(key)
+    if replicas_ok:
+        seen: dict[str, int] = {}
+        for i, entry in enumerate(log.replicas):
+            try:
+                parse_hostport(entry)
+            except ValueError as exc:
+                loader.fail(f"{key}[{i}]", str(exc))
+            if entry in seen:
+                loader.fail(f"{key}[{i}]", f"{entry!r} is listed twice (also {key}[{seen[entry]}])")
+            seen.setdefault(entry, i)
+        if len(log.replicas) > MAX_LOG_REPLICAS:
+            loader.fail(key, f"{len(log.replicas)} replicas; at most {MAX_LOG_REPLICAS}")
+    qkey = f"{path}.quorum"
+    if loader.ok(qkey) and replicas_ok:
+        n = len(log.replicas) or 1
+        if log.quorum < 1:
+            loader.fail(qkey, f"{log.quorum} is not a quorum: at least 1")
+        elif n != 2 * log.quorum - 1:
+            if n % 2 == 1:
+                hint = f"{n} replica{'s' if n != 1 else ''} need quorum {n // 2 + 1}"
+            else:
+                hint = f"{n} replicas cannot form a majority quorum: use {n - 1} or {n + 1}"
+            loader.fail(
+                qkey,
+                f"quorum {log.quorum} does not fit {n} replica"
+                f"{'s' if n != 1 else ''} (replicas must number 2 * quorum - 1; {hint})",
+            )
+    akey = f"{path}.advertise"
+    if log.replicas and replicas_ok and loader.ok(akey, f"{path}.listen"):
+        me = log.advertise if log.advertise is not None else log.listen
+        if me not in log.replicas:
+            which = "log.advertise" if log.advertise is not None else "log.listen"
+            loader.fail(
+                akey,
+                f"{which} {me!r} is not one of log.replicas, so this master cannot "
+                "tell which replica it is; set log.advertise to its entry",
+            )
 
 
 GOSSIP_PROFILES = ("lan", "local")

@@ -20,6 +20,7 @@ __all__ = [
     "AgentConfig",
     "AgentSettings",
     "GossipSettings",
+    "LogSettings",
     "MasterConfig",
     "MasterSettings",
     "NetworkConfig",
@@ -138,6 +139,32 @@ class GossipSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class LogSettings:
+    """The masters' replicated log (Multi-Paxos): who the replicas are and the quorum."""
+
+    listen: str = setting(
+        "0.0.0.0:61090",
+        doc="Address and port this master's log replica listens on for its peers (TCP).",
+    )
+    replicas: tuple[str, ...] = setting(
+        (),
+        doc="Every master's log address (host:port), in the same order on every master. Empty: "
+        "this master alone (quorum 1).",
+    )
+    advertise: str | None = setting(
+        None,
+        doc="This master's own entry in replicas. Leave out when listen names a specific address "
+        "that appears in replicas.",
+        example="198.18.0.1:61090",
+    )
+    quorum: int = setting(
+        1,
+        doc="How many replicas must accept an append. The replicas must number 2 * quorum - 1: "
+        "1, 3 or 5 masters for a quorum of 1, 2 or 3.",
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class MasterSettings:
     """Settings of one master process."""
 
@@ -181,10 +208,11 @@ class AgentSettings:
 
 @dataclass(frozen=True, slots=True)
 class MasterConfig:
-    """A master's configuration file: ``[master]``, ``[network]`` and ``[gossip]``."""
+    """A master's configuration file: ``[master]``, ``[network]``, ``[log]``, ``[gossip]``."""
 
     master: MasterSettings = field(default_factory=MasterSettings)
     network: NetworkConfig = field(default_factory=NetworkConfig)
+    log: LogSettings = field(default_factory=LogSettings)
     gossip: GossipSettings = field(default_factory=GossipSettings)
 
 
