@@ -402,20 +402,25 @@ def _check_master(m: MasterSettings, path: str, loader: _Loader) -> None:
         _check_dir(m.data_dir, f"{path}.data_dir", loader)
 
 
+def _check_addresses(entries: tuple[str, ...], key: str, loader: _Loader, *, unique: bool) -> None:
+    """Each entry is host:port; with ``unique``, none is listed twice."""
+    seen: dict[str, int] = {}
+    for i, entry in enumerate(entries):
+        try:
+            parse_hostport(entry)
+        except ValueError as exc:
+            loader.fail(f"{key}[{i}]", str(exc))
+        if unique and entry in seen:
+            loader.fail(f"{key}[{i}]", f"{entry!r} is listed twice (also {key}[{seen[entry]}])")
+        seen.setdefault(entry, i)
+
+
 def _check_agent(a: AgentSettings, path: str, loader: _Loader) -> None:
     key = f"{path}.masters"
     if loader.ok(key):
         if not a.masters:
             loader.fail(key, "lists no master; the agent needs at least one to register with")
-        seen: dict[str, int] = {}
-        for i, entry in enumerate(a.masters):
-            try:
-                parse_hostport(entry)
-            except ValueError as exc:
-                loader.fail(f"{key}[{i}]", str(exc))
-            if entry in seen:
-                loader.fail(f"{key}[{i}]", f"{entry!r} is listed twice (also {key}[{seen[entry]}])")
-            seen.setdefault(entry, i)
+        _check_addresses(a.masters, key, loader, unique=True)
     key = f"{path}.ip"
     if (
         a.ip is not None
@@ -441,15 +446,7 @@ def _check_log(log: LogSettings, path: str, loader: _Loader) -> None:
     key = f"{path}.replicas"
     replicas_ok = loader.ok(key)
     if replicas_ok:
-        seen: dict[str, int] = {}
-        for i, entry in enumerate(log.replicas):
-            try:
-                parse_hostport(entry)
-            except ValueError as exc:
-                loader.fail(f"{key}[{i}]", str(exc))
-            if entry in seen:
-                loader.fail(f"{key}[{i}]", f"{entry!r} is listed twice (also {key}[{seen[entry]}])")
-            seen.setdefault(entry, i)
+        _check_addresses(log.replicas, key, loader, unique=True)
         if len(log.replicas) > MAX_LOG_REPLICAS:
             loader.fail(key, f"{len(log.replicas)} replicas; at most {MAX_LOG_REPLICAS}")
     qkey = f"{path}.quorum"
@@ -509,11 +506,7 @@ def _check_gossip(g: GossipSettings, path: str, loader: _Loader) -> None:
             loader.fail(key, f"{exc} (give this node's own IP address and port)")
     key = f"{path}.seeds"
     if loader.ok(key):
-        for i, seed in enumerate(g.seeds):
-            try:
-                parse_hostport(seed)
-            except ValueError as exc:
-                loader.fail(f"{key}[{i}]", str(exc))
+        _check_addresses(g.seeds, key, loader, unique=False)
     key = f"{path}.keys"
     if loader.ok(key):
         for i, text in enumerate(g.keys):
