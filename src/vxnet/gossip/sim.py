@@ -10,9 +10,7 @@ events need. Given the same seed, a run is the same run.
 from __future__ import annotations
 
 import functools
-import heapq
 import ipaddress
-import math
 import random
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -38,11 +36,13 @@ from vxnet.gossip._serf import encode_tags
 from vxnet.gossip._store import Store, StoreError
 from vxnet.gossip._swim import Membership, StreamRequest
 from vxnet.gossip._wire import StreamDecoder, WireError
+from vxnet.simtime import EventQueue
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping
 
     from trio.testing import MockClock
+
 
 __all__ = ["SimNetwork", "SimNode"]
 
@@ -89,7 +89,6 @@ class SimNetwork:
         store_sync_interval: float = 10.0,
         wall_epoch: float = 1.8e9,
     ) -> None:
-        self.clock = clock
         self.store_factory = store
         self.store_sync_interval = store_sync_interval
         self.wall_epoch = wall_epoch  # the store's versions need a wall clock: sim time + epoch
@@ -99,8 +98,7 @@ class SimNetwork:
         self.faults = _Faults()
         self.nodes: dict[str, SimNode] = {}
         self._by_addr: dict[Address, SimNode] = {}
-        self._heap: list[tuple[float, int, Callable[[float], None]]] = []
-        self._seq = 0
+        self.events = EventQueue(clock)
         self.packets = 0
         self.bytes = 0
         self.sync_bytes = 0
@@ -190,7 +188,7 @@ class SimNetwork:
             delay = node.store.sync_delay(self.store_sync_interval, self.rng.uniform(0.5, 1.5))
             self._schedule_sync(node, t + delay)
 
-        self._push(when, fire)
+        self.events.push(when, fire)
 
     def _sync_now(self, node: SimNode, now: float) -> None:
         if node.up and node.store is not None and self.nodes.get(node.name) is node:
@@ -236,9 +234,9 @@ class SimNetwork:
                 if follow_up is not None:
                     self._store_round(src, dst, follow_up, t2)
 
-            self._push(t + self._delay(), answer)
+            self.events.push(t + self._delay(), answer)
 
-        self._push(now + self._delay(), serve)
+        self.events.push(now + self._delay(), serve)
 
     def form(self, count: int, prefix: str = "n") -> list[str]:
         """Add ``count`` nodes that already know each other (a formed cluster, no join storm)."""
@@ -323,28 +321,18 @@ class SimNetwork:
                 if until():
                     return True
                 next_check = now + check_every
-            upcoming = self._heap[0][0] if self._heap else math.inf
+            upcoming = self.events.next_time
             if until is not None and next_check < min(upcoming, deadline):
-                await self._advance_to(next_check)
+                await self.events.advance_to(next_check)
                 continue
             if upcoming > deadline:
-                await self._advance_to(deadline)
+                await self.events.advance_to(deadline)
                 return until() if until is not None else True
-            await self._advance_to(upcoming)
-            when, _, action = heapq.heappop(self._heap)
-            action(when)
+            await self.events.advance_to(upcoming)
+            self.events.run_next()
             steps += 1
             if steps % 2000 == 0:
                 await trio.lowlevel.checkpoint()  # let other tasks (and cancellation) in
-
-    async def _advance_to(self, when: float) -> None:
-        now = trio.current_time()
-        if when <= now:
-            return
-        if self.clock is not None:
-            self.clock.jump(when - now)  # no checkpoint per event: a large cluster stays fast
-        else:
-            await trio.sleep_until(when)
 
     # --- views -----------------------------------------------------------------------------------
 
@@ -376,10 +364,6 @@ class SimNetwork:
 
     # --- internals -------------------------------------------------------------------------------
 
-    def _push(self, when: float, action: Callable[[float], None]) -> None:
-        self._seq += 1
-        heapq.heappush(self._heap, (when, self._seq, action))
-
     def _schedule_wake(self, node: SimNode, now: float) -> None:
         wake = max(node.core.next_deadline(), now)
         node.wake = wake
@@ -390,7 +374,7 @@ class SimNetwork:
             node.core.tick(t)
             self._flush(node, t)
 
-        self._push(wake, fire)
+        self.events.push(wake, fire)
 
     def _flush(self, node: SimNode, now: float) -> None:
         if not node.up:
@@ -412,7 +396,7 @@ class SimNetwork:
                     node.store.store.owner_up(event.member.name)
                     if event.member.name != node.name:
                         node.store.member_joined(event.member.name)
-                        self._push(now, functools.partial(self._sync_now, node))
+                        self.events.push(now, functools.partial(self._sync_now, node))
                 elif event.kind == "leave":
                     node.store.store.owner_down(event.member.name, self._wall(node))
         self._schedule_wake(node, now)
@@ -441,7 +425,7 @@ class SimNetwork:
                 dst.core.receive_packet(data, src.addr, t)
                 self._flush(dst, t)
 
-            self._push(now + self._delay(), deliver)
+            self.events.push(now + self._delay(), deliver)
 
     def _open_stream(self, src: SimNode, request: StreamRequest, now: float) -> None:
         self.bytes += len(request.payload)
@@ -469,9 +453,9 @@ class SimNetwork:
                     src.core.stream_reply(request.id, answer, t2)
                     self._flush(src, t2)
 
-            self._push(t + self._delay(), respond)
+            self.events.push(t + self._delay(), respond)
 
-        self._push(now + self._delay(), serve)
+        self.events.push(now + self._delay(), serve)
 
 
 def _decode_stream(data: bytes) -> PushPull | Ping | Ack | User | ErrorResponse | None:

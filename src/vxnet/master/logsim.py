@@ -16,7 +16,6 @@ linearizable (:mod:`._lincheck`, timed-out appends as maybe-applied).
 from __future__ import annotations
 
 import functools
-import heapq
 import math
 import random
 from dataclasses import dataclass, field
@@ -37,11 +36,13 @@ from vxnet.master._paxos import (
     SnapshotInstalled,
 )
 from vxnet.master._simdisk import SimCrash, SimDisk
+from vxnet.simtime import EventQueue
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Hashable
 
     from trio.testing import MockClock
+
 
 __all__ = ["GappedLog", "LogSim", "SimReplica"]
 
@@ -114,11 +115,9 @@ class LogSim:
     ) -> None:
         self.rng = random.Random(seed)
         self.n = n
-        self.clock = clock
         self.timing = timing or LogTiming()
         self.faults = _Faults()
-        self._heap: list[tuple[float, int, Callable[[float], None]]] = []
-        self._seq = 0
+        self.events = EventQueue(clock)
         self.replicas = [
             SimReplica(i, SimDisk(crash_hook=self._crash_hook, torn=self._torn)) for i in range(n)
         ]
@@ -266,31 +265,18 @@ class LogSim:
         while True:
             if until is not None and until():
                 return True
-            upcoming = self._heap[0][0] if self._heap else math.inf
+            upcoming = self.events.next_time
             if min(upcoming, next_client) > deadline:
-                await self._advance(deadline)
+                await self.events.advance_to(deadline)
                 return until() if until is not None else True
             if upcoming <= next_client:
-                await self._advance(upcoming)
-                when, _, action = heapq.heappop(self._heap)
-                action(when)
+                await self.events.advance_to(upcoming)
+                self.events.run_next()
             else:
-                await self._advance(next_client)
+                await self.events.advance_to(next_client)
                 self.client_step(next_client)
                 assert client_every is not None
                 next_client += client_every
-
-    async def _advance(self, when: float) -> None:
-        now = trio.current_time()
-        if when > now:
-            if self.clock is not None:
-                self.clock.jump(when - now)
-            else:
-                await trio.sleep_until(when)
-
-    def _push(self, when: float, action: Callable[[float], None]) -> None:
-        self._seq += 1
-        heapq.heappush(self._heap, (when, self._seq, action))
 
     def _step(self, r: SimReplica, action: Callable[[Replica], None], now: float) -> None:
         core = r.core
@@ -327,7 +313,7 @@ class LogSim:
                 return
             self._step(r, lambda c: c.tick(t), t)
 
-        self._push(max(wake, now), fire)
+        self.events.push(max(wake, now), fire)
 
     def _send(self, src: int, dst: int, msg: Message, now: float) -> None:
         if (src, dst) in self.faults.blocked:
@@ -342,7 +328,7 @@ class LogSim:
             def deliver(t: float, target: SimReplica = target) -> None:
                 self._step(target, lambda c: c.receive(src, msg, t), t)
 
-            self._push(now + self.rng.uniform(low, high), deliver)
+            self.events.push(now + self.rng.uniform(low, high), deliver)
 
     def _on_event(self, r: SimReplica, event: object, now: float) -> None:
         if isinstance(event, Applied):
