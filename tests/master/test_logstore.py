@@ -143,6 +143,17 @@ def test_everything_survives_a_reopen(disk: Disk) -> None:
     )
 
 
+def test_unsynced_entries_become_durable_with_the_next_synced_call(disk: Disk) -> None:
+    store = disk.open()
+    store.put_entries(entries(0, 1))
+    store.put_entries([Entry(0, 1, b"value-0", chosen=True)], sync=False)
+    store.set_meta(VOTING, 3)
+    store.close()
+    loaded = disk.open().load()
+    assert loaded.entries[0].chosen
+    assert not loaded.entries[1].chosen
+
+
 def test_put_entries_is_atomic_when_the_write_fails(disk: Disk) -> None:
     store = disk.open()
     store.put_entries(entries(0, 1))
@@ -211,6 +222,16 @@ def test_sqlite_uses_wal_with_full_sync(db: Path) -> None:
     try:
         assert store._conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
         assert store._conn.execute("PRAGMA synchronous").fetchone() == (2,)  # FULL
+    finally:
+        store.close()
+
+
+def test_sqlite_an_unsynced_write_leaves_full_sync_on(db: Path) -> None:
+    store = SqliteLogStorage(db)
+    try:
+        store.put_entries(entries(99), sync=False)
+        assert store._conn.execute("PRAGMA synchronous").fetchone() == (2,)  # FULL again
+        assert store.load().entries[99] == entries(99)[0]
     finally:
         store.close()
 
@@ -363,6 +384,30 @@ def test_simdisk_a_crash_before_the_sync_loses_the_call(point: CrashPoint) -> No
             call()
         assert info.value.point == point
         assert disk.load() == before
+
+
+def test_simdisk_unsynced_writes_are_lost_by_a_restart_or_a_crash_before_the_next_sync() -> None:
+    armed = False
+    disk = SimDisk(crash_hook=lambda p: armed and p == "after-write")
+    disk.put_entries(entries(0))
+    disk.put_entries(entries(1), sync=False)
+    assert disk.load() == Durable(entries={0: entries(0)[0]})  # a restart
+    disk.put_entries(entries(2), sync=False)
+    armed = True
+    with pytest.raises(SimCrash):
+        disk.set_meta(VOTING, 1)
+    assert disk.load() == Durable(entries={0: entries(0)[0]})
+    armed = False
+    disk.put_entries(entries(3), sync=False)
+    disk.set_meta(VOTING, 1)
+    assert set(disk.load().entries) == {0, 3}
+
+
+def test_simdisk_an_unsynced_write_can_crash_before_it_is_written() -> None:
+    disk = SimDisk(crash_hook=crash_at("before-write"))
+    with pytest.raises(SimCrash):
+        disk.put_entries(entries(0), sync=False)
+    assert disk.load() == Durable()
 
 
 def test_simdisk_a_crash_after_the_sync_keeps_the_call() -> None:

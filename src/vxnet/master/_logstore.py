@@ -19,6 +19,10 @@ Rules for implementations:
   cannot persist must not answer as if it had).
 * ``put_entries`` is atomic: after a crash either all of its entries are durable or none is, except
   for a simulated torn write, which the checksum then exposes.
+* ``put_entries(..., sync=False)`` skips the fsync: a crash may lose the write (whole), and the
+  next synced call makes it durable too (writes become durable in the order they were made). The
+  replica uses it only for what it can learn again: that entries are chosen, and chosen entries
+  learned from a peer.
 """
 
 from __future__ import annotations
@@ -101,8 +105,8 @@ class LogStorage(Protocol):
         """Persist the status and the promised proposal number."""
         ...
 
-    def put_entries(self, entries: Sequence[Entry]) -> None:
-        """Persist entries (insert or replace by position), atomically."""
+    def put_entries(self, entries: Sequence[Entry], *, sync: bool = True) -> None:
+        """Persist entries (insert or replace by position), atomically; durable if ``sync``."""
         ...
 
     def install_snapshot(self, snapshot: Snapshot) -> None:

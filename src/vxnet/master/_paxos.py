@@ -532,7 +532,7 @@ class Replica:
             if not e.chosen:
                 marked.append(Entry(e.position, e.ballot, e.value, True))
             pos += 1
-        self._store(marked)
+        self._store(marked, sync=False)  # a chosen mark can be learned again
         self._advance_commit()
         self._note_behind(commit, now)
 
@@ -646,7 +646,8 @@ class Replica:
         if rnd is None or any(len(acks) < self.quorum for acks in rnd.acks.values()):
             return
         self._round = None
-        self._store([Entry(p, rnd.ballot, v, True) for p, v in sorted(rnd.entries.items())])
+        marks = [Entry(p, rnd.ballot, v, True) for p, v in sorted(rnd.entries.items())]
+        self._store(marks, sync=False)  # chosen already: a quorum holds it durably
         self._advance_commit()
         for pos, request in sorted(rnd.requests.items()):
             self._events.append(AppendDone(request, pos))
@@ -690,11 +691,11 @@ class Replica:
     def _end(self) -> int:
         return max(self._top, self.snapshot.position if self.snapshot else 0, self.commit)
 
-    def _store(self, entries: Sequence[Entry]) -> None:
-        """Persist entries (durable on return), then hold them."""
+    def _store(self, entries: Sequence[Entry], *, sync: bool = True) -> None:
+        """Persist entries (durable on return if ``sync``), then hold them."""
         if not entries:
             return
-        self.storage.put_entries(entries)
+        self.storage.put_entries(entries, sync=sync)
         for e in entries:
             self.entries[e.position] = e
             self._top = max(self._top, e.position + 1)
@@ -741,7 +742,7 @@ class Replica:
                 continue
             old = self.entries.get(pos)
             fresh.append(Entry(pos, old.ballot if old else 0, value, True))
-        self._store(fresh)
+        self._store(fresh, sync=False)  # chosen elsewhere; synced before this replica votes
         self._advance_commit()
         self._fetching_to = max(self._fetching_to, msg.commit)
         self._apply_ready()

@@ -25,6 +25,9 @@ crash point             what survives the crash (:class:`SimCrash` is then raise
   above the position) or the disk is wiped.
 * ``rot(kind, position)`` damages a *synced* record (bit rot): ``load`` leaves it out and flags
   ``corrupt``, which makes the replica recover before it votes again.
+* ``put_entries(..., sync=False)`` only writes to the page cache (crash point ``before-write``);
+  the next synced call's fsync makes it durable with its own records, in order. A crash at any
+  point, or a restart (``load``), loses what is still unsynced.
 * ``load`` decodes the records afresh each time: no aliasing with the disk's own structures.
 * ``wipe()`` loses the disk: the next ``load`` is EMPTY. ``close()`` releases nothing; the same
   disk is handed to the restarted replica.
@@ -102,9 +105,11 @@ class SimDisk:
         self._records: dict[_Key, bytes] = {}  # durable and valid
         self._garbage: dict[_Key, bytes] = {}  # durable torn records (their checksum fails)
         self._fail_next_sync = False
+        self._unsynced: list[tuple[_Key, bytes]] = []  # page cache of sync=False writes
 
     def load(self) -> Durable:
         """Everything durable, minus records whose checksum fails (then ``corrupt`` is set)."""
+        self._unsynced = []  # a new process: what the crashed one did not sync is gone
         durable = Durable()
         for record in self._records.values():
             if not _apply(durable, record):
@@ -139,8 +144,8 @@ class SimDisk:
         body = _META.pack(b"M", int(ReplicaStatus(status)), promised)
         self._run([(_META_KEY, _seal(body))])
 
-    def put_entries(self, entries: Sequence[Entry]) -> None:
-        """Persist entries (insert or replace by position), atomically.
+    def put_entries(self, entries: Sequence[Entry], *, sync: bool = True) -> None:
+        """Persist entries (insert or replace by position), atomically; durable if ``sync``.
 
         Raises:
             SimCrash: The crash hook crashed the call.
@@ -153,7 +158,13 @@ class SimDisk:
             _check_int64("ballot", e.ballot)
             body = _ENTRY.pack(b"E", e.position, e.ballot, e.chosen) + e.value
             writes.append((("entry", e.position), _seal(body)))
-        self._run(writes)
+        if sync:
+            self._run(writes)
+        elif self._crashes_at("before-write"):
+            self._unsynced = []
+            raise SimCrash("before-write")
+        else:
+            self._unsynced.extend(writes)
 
     def install_snapshot(self, snapshot: Snapshot) -> None:
         """Persist a snapshot and drop every entry below its position.
@@ -174,6 +185,7 @@ class SimDisk:
         """Lose the whole disk: the next ``load`` is EMPTY."""
         self._records.clear()
         self._garbage.clear()
+        self._unsynced = []
 
     def fail_next_sync(self) -> None:
         """Make the next fsync raise :class:`StorageFailure` (the call's writes are dropped)."""
@@ -183,18 +195,18 @@ class SimDisk:
         return self._crash_hook is not None and self._crash_hook(point)
 
     def _run(self, writes: list[tuple[_Key, bytes]], drop_below: int | None = None) -> None:
+        earlier, self._unsynced = self._unsynced, []
         if self._crashes_at("before-write"):
             raise SimCrash("before-write")
-        page_cache = writes  # written, not synced: a crash from here on loses it
         if self._crashes_at("after-write"):
-            if page_cache and self._torn():
-                key, record = page_cache[-1]
+            if writes and self._torn():
+                key, record = writes[-1]
                 self._garbage[key] = _tear(record)
             raise SimCrash("after-write")
         if self._fail_next_sync:
             self._fail_next_sync = False
             raise StorageFailure("simulated disk: fsync failed")
-        for key, record in page_cache:
+        for key, record in [*earlier, *writes]:  # the fsync makes the page cache durable
             self._records[key] = record
             self._garbage.pop(key, None)
         if drop_below is not None:

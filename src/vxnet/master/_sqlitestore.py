@@ -241,8 +241,11 @@ class SqliteLogStorage:
             ],
         )
 
-    def put_entries(self, entries: Sequence[Entry]) -> None:
+    def put_entries(self, entries: Sequence[Entry], *, sync: bool = True) -> None:
         """Persist entries (insert or replace by position), atomically.
+
+        With ``sync=False`` the commit is not fsynced (``synchronous=NORMAL`` for this
+        transaction): the WAL keeps the order, so the next synced commit makes it durable too.
 
         Raises:
             StorageFailure: The write or the commit (fsync) failed, now or earlier; nothing of
@@ -264,7 +267,8 @@ class SqliteLogStorage:
         ]
         self._transaction(
             "put_entries",
-            [
+            sync=sync,
+            statements=[
                 (
                     "INSERT OR REPLACE INTO entries (position, ballot, value, chosen, crc) "
                     "VALUES (?, ?, ?, ?, ?)",
@@ -308,7 +312,11 @@ class SqliteLogStorage:
             raise ValueError(f"{self._path}: the replica log is closed")
 
     def _transaction(
-        self, operation: str, statements: Sequence[tuple[str, Sequence[tuple[object, ...]]]]
+        self,
+        operation: str,
+        statements: Sequence[tuple[str, Sequence[tuple[object, ...]]]],
+        *,
+        sync: bool = True,
     ) -> None:
         self._check_open()
         if self._failed is not None:
@@ -316,10 +324,16 @@ class SqliteLogStorage:
                 f"{self._path}: {operation} refused: an earlier write failed"
             ) from self._failed
         try:
-            self._conn.execute("BEGIN IMMEDIATE")
-            for sql, params in statements:
-                self._conn.executemany(sql, params)
-            self._conn.execute("COMMIT")
+            if not sync:
+                self._conn.execute("PRAGMA synchronous=NORMAL")
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+                for sql, params in statements:
+                    self._conn.executemany(sql, params)
+                self._conn.execute("COMMIT")
+            finally:
+                if not sync:
+                    self._conn.execute("PRAGMA synchronous=FULL")
         except sqlite3.Error as exc:
             _rollback(self._conn)
             self._failed = StorageFailure(f"{self._path}: {operation} failed: {exc}")

@@ -1,0 +1,148 @@
+"""A replicated log of real ``vxnet log serve`` processes on loopback, for tests and benchmarks.
+
+Each replica is a child process with its own master config and data directory under ``root``;
+every process is stopped by its PID (SIGTERM, then SIGKILL) when the cluster closes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import socket
+import subprocess
+import sys
+from typing import IO, TYPE_CHECKING, Any
+
+import trio
+
+from vxnet.master.logclient import LogUnavailable, request_once
+
+if TYPE_CHECKING:
+    from pathlib import Path
+    from types import TracebackType
+
+__all__ = ["LogProcesses", "free_ports"]
+
+
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """``count`` TCP ports that were free a moment ago (held open together, then released)."""
+    socks = []
+    try:
+        for _ in range(count):
+            s = socket.socket()
+            s.bind((host, 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+class LogProcesses:
+    """``n`` replicas as processes; :meth:`start` and :meth:`kill` them one by one.
+
+    Args:
+        root: A directory of this cluster's own (configs, data, logs).
+        n: The number of replicas (odd).
+    """
+
+    def __init__(self, root: Path, n: int = 3, host: str = "127.0.0.1") -> None:
+        self.root = root
+        self.n = n
+        root.mkdir(parents=True, exist_ok=True)
+        self.addresses = [(host, p) for p in free_ports(n, host)]
+        self.procs: dict[int, subprocess.Popen[bytes]] = {}
+        self._logs: dict[int, IO[bytes]] = {}
+        replicas = ", ".join(f'"{h}:{p}"' for h, p in self.addresses)
+        for i, (h, p) in enumerate(self.addresses):
+            self.config(i).write_text(
+                f'[master]\ndata_dir = "{root / f"data{i}"}"\n\n'
+                f'[log]\nlisten = "{h}:{p}"\nreplicas = [{replicas}]\nquorum = {n // 2 + 1}\n'
+            )
+
+    def config(self, i: int) -> Path:
+        """Replica ``i``'s master config file."""
+        return self.root / f"master{i}.toml"
+
+    def start(self, i: int) -> None:
+        """Start replica ``i`` (its data directory is kept between starts)."""
+        if i in self.procs and self.procs[i].poll() is None:
+            raise RuntimeError(f"replica {i} is already running")
+        log = (self.root / f"replica{i}.log").open("ab")
+        self._logs[i] = log
+        self.procs[i] = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "vxnet",
+                "log",
+                "serve",
+                "-c",
+                str(self.root / f"master{i}.toml"),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+
+    def start_all(self) -> None:
+        for i in range(self.n):
+            self.start(i)
+
+    def kill(self, i: int, sig: int = signal.SIGKILL) -> None:
+        """Send ``sig`` to replica ``i`` and reap it."""
+        proc = self.procs.pop(i)
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(sig)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+        self._logs.pop(i).close()
+
+    def running(self) -> list[int]:
+        return sorted(i for i, p in self.procs.items() if p.poll() is None)
+
+    def log_text(self, i: int) -> str:
+        path = self.root / f"replica{i}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    async def status(self, i: int) -> dict[str, Any] | None:
+        """Replica ``i``'s view, or None when it does not answer."""
+        try:
+            answer = await request_once(self.addresses[i], {"op": "status"}, answer_within=1.0)
+        except LogUnavailable:
+            return None
+        return answer if answer.get("ok") else None
+
+    async def leader(self, within: float = 30.0) -> int:
+        """The replica that coordinates (and that the others follow); waits up to ``within``.
+
+        Raises:
+            TimeoutError: No replica coordinates in time.
+        """
+        with trio.move_on_after(within):
+            while True:
+                for i in self.running():
+                    view = await self.status(i)
+                    if view is not None and view["role"] == "coordinator":
+                        return i
+                await trio.sleep(0.05)
+        logs = "\n".join(f"--- replica {i}\n{self.log_text(i)[-2000:]}" for i in range(self.n))
+        raise TimeoutError(f"no log coordinator within {within:g} s\n{logs}")
+
+    def close(self) -> None:
+        for i in list(self.procs):
+            self.kill(i, signal.SIGTERM)
+
+    def __enter__(self) -> LogProcesses:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
