@@ -7,7 +7,8 @@ appends 256-byte values one after another for ``--seconds``: vxnet through
 one keep-alive HTTP/1.1 connection per client, requests spread over the members as etcd's own client
 does). Figures: appends per second, p50 and p99 latency, at 1 and 64 concurrent clients. Failover:
 with 8 clients appending, SIGKILL the coordinator (etcd: the leader) and time from the kill to the
-first append sent after it that is accepted.
+first append sent after it that is accepted (clients give up on a request after 0.25 s and
+send another, so a request parked at a leaderless member does not hide the recovery).
 
 Prints JSON lines: ``setup``, one ``appends`` line per system and client count, one ``failover``
 line per system, and ``targets`` (throughput at 64 clients at least half of etcd's, p50 at 1
@@ -43,6 +44,8 @@ from vxnet.master.logprocs import LogProcesses, free_ports
 
 VALUE_SIZE = 256
 FAILOVER_CLIENTS = 8
+LOAD_TIMEOUT = 5.0  # seconds a client waits for one append under load
+FAILOVER_TIMEOUT = 0.25  # during failover: give up on a request this soon and send another
 
 
 def emit(**fields: Any) -> None:
@@ -56,7 +59,9 @@ class Appender(Protocol):
 class System(Protocol):
     name: str
 
-    def client(self, index: int) -> contextlib.AbstractAsyncContextManager[Appender]: ...
+    def client(
+        self, index: int, patience: float
+    ) -> contextlib.AbstractAsyncContextManager[Appender]: ...
 
     async def leader(self) -> int: ...
 
@@ -76,7 +81,7 @@ async def load(system: System, clients: int, seconds: float) -> dict[str, Any]:
     stop_at = trio.current_time() + seconds
 
     async def worker(index: int) -> None:
-        async with system.client(index) as append:
+        async with system.client(index, LOAD_TIMEOUT) as append:
             while trio.current_time() < stop_at:
                 value = f"{next(counter):012d}".encode().ljust(VALUE_SIZE, b"x")
                 t0 = time.perf_counter()
@@ -113,7 +118,7 @@ async def failover(system: System) -> dict[str, Any]:
     counter = itertools.count()
 
     async def worker(index: int) -> None:
-        async with system.client(index) as append:
+        async with system.client(index, FAILOVER_TIMEOUT) as append:
             while not done.is_set():
                 sent = time.perf_counter()
                 value = f"f{next(counter):011d}".encode().ljust(VALUE_SIZE, b"y")
@@ -153,8 +158,8 @@ class Vxnet:
         self.cluster.start_all()
 
     @contextlib.asynccontextmanager
-    async def client(self, index: int) -> Any:
-        async with open_log_client(self.cluster.addresses, answer_within=5.0) as client:
+    async def client(self, index: int, patience: float) -> Any:
+        async with open_log_client(self.cluster.addresses, answer_within=patience) as client:
 
             async def append(value: bytes) -> None:
                 await client.append(value)
@@ -232,7 +237,7 @@ class Etcd:
         raise TimeoutError("no etcd leader in 30 s")
 
     @contextlib.asynccontextmanager
-    async def client(self, index: int) -> Any:
+    async def client(self, index: int, patience: float) -> Any:
         state = {"member": sorted(self._alive)[index % len(self._alive)]}
         conn: list[RawHttp] = []
 
@@ -247,7 +252,7 @@ class Etcd:
                 if not conn:
                     port = self.client_ports[state["member"]]
                     conn.append(await RawHttp.connect("127.0.0.1", port))
-                with trio.fail_after(5.0):
+                with trio.fail_after(patience):
                     status, text = await conn[0].post("/v3/kv/put", body)
             except (OSError, trio.BrokenResourceError, trio.TooSlowError, EOFError) as exc:
                 if conn:
