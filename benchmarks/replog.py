@@ -38,6 +38,7 @@ from typing import Any, Protocol
 
 import trio
 
+from _rawhttp import RawHttp  # benchmarks/ is the script's directory
 from vxnet import __version__
 from vxnet.master.logclient import AppendUncertain, LogUnavailable, open_log_client
 from vxnet.master.logprocs import LogProcesses, free_ports
@@ -287,52 +288,6 @@ class Etcd:
                 proc.kill()
                 proc.wait(timeout=10)
         self.procs.clear()
-
-
-class RawHttp:
-    """A lean HTTP/1.1 keep-alive client (httpx's per-request cost would bound etcd, not etcd)."""
-
-    def __init__(self, stream: trio.SocketStream, host: str) -> None:
-        self.stream = stream
-        self.host = host
-        self.buf = bytearray()
-
-    @classmethod
-    async def connect(cls, host: str, port: int) -> RawHttp:
-        with trio.fail_after(1.0):
-            return cls(await trio.open_tcp_stream(host, port), f"{host}:{port}")
-
-    async def post(self, path: str, body: bytes) -> tuple[int, bytes]:
-        head = (
-            f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n"
-        ).encode()
-        await self.stream.send_all(head + body)
-        while b"\r\n\r\n" not in self.buf:
-            await self._fill()
-        header, _, rest = bytes(self.buf).partition(b"\r\n\r\n")
-        lines = header.split(b"\r\n")
-        status = int(lines[0].split()[1])
-        length = 0
-        for line in lines[1:]:
-            name, _, val = line.partition(b":")
-            if name.strip().lower() == b"content-length":
-                length = int(val)
-        self.buf = bytearray(rest)
-        while len(self.buf) < length:
-            await self._fill()
-        answer = bytes(self.buf[:length])
-        del self.buf[:length]
-        return status, answer
-
-    async def _fill(self) -> None:
-        data = await self.stream.receive_some(65536)
-        if not data:
-            raise EOFError("connection closed")
-        self.buf += data
-
-    async def aclose(self) -> None:
-        await trio.aclose_forcefully(self.stream)
 
 
 def etcd_version() -> str:

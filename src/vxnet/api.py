@@ -105,7 +105,8 @@ def fetch_json(url: str, *, method: str = "GET", body: Any = None, timeout: floa
     import httpx
 
     try:
-        response = httpx.request(method, url, json=body, timeout=timeout)
+        with httpx.Client(trust_env=False, follow_redirects=True, timeout=timeout) as client:
+            response = client.request(method, url, json=body)
         response.raise_for_status()
         return response.json()
     except httpx.HTTPStatusError as exc:

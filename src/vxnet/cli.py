@@ -151,6 +151,90 @@ def _store(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _master(args: argparse.Namespace) -> int:
+    if args.action == "state":
+        return _master_state(args)
+    if args.config is None:
+        print("vxnet master: give --config FILE (or a command: state)", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    import logging
+
+    import trio
+
+    from vxnet.config import ConfigError, MasterConfig, load_config
+    from vxnet.master._logstore import StorageFailure
+    from vxnet.master._service import MasterConfigError, run_master
+
+    try:
+        config = load_config(args.config, role="master")
+    except ConfigError as exc:
+        for line in exc.lines():
+            print(line, file=sys.stderr)
+        return EXIT_BAD_INPUT
+    assert isinstance(config, MasterConfig)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        trio.run(run_master, config)
+    except MasterConfigError as exc:
+        print(f"vxnet master: {args.config}: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except StorageFailure as exc:
+        print(f"vxnet master: the log replica stopped: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except OSError as exc:
+        print(f"vxnet master: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def _master_state(args: argparse.Namespace) -> int:
+    import json
+
+    from vxnet.api import ApiError, fetch_json
+
+    url = _api_url(args.api)
+    try:
+        state = fetch_json(f"{url}/overlay-master/state")
+    except ApiError as exc:
+        print(f"vxnet master state: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    if args.json:
+        print(json.dumps(state, indent=2))
+        return EXIT_OK
+    names = [o["name"] for o in state["network"]["overlays"]]
+    header = ("AGENT", "VTEP IP", "VTEP MAC", *(n.upper() for n in names))
+    rows = []
+    for agent in state["agents"]:
+        overlays = {o["info"]["name"]: o for o in agent["overlays"]}
+        vxlan: dict[str, str] = next(
+            (o["backend"]["vxlan"] for o in agent["overlays"] if "backend" in o), {}
+        )
+        cells = []
+        for name in names:
+            o = overlays.get(name)
+            if o is None:
+                cells.append("-")
+            elif o.get("state", {}).get("status") == "STATUS_FAILED":
+                cells.append("FAILED")
+            else:
+                cells.append(" ".join(x for x in (o.get("subnet"), o.get("subnet6")) if x))
+        rows.append((agent["ip"], vxlan.get("vtep_ip", "-"), vxlan.get("vtep_mac", "-"), *cells))
+    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(header)]
+    for row in [header, *rows]:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    print()
+    free = state.get("free", {})
+    for name, counts in free.items():
+        print(
+            f"{name}: {counts.get('used', 0)} of {counts.get('total', 0)} in use, "
+            f"{counts.get('free', 0)} free"
+        )
+    return EXIT_OK
+
+
 def _log_serve(args: argparse.Namespace) -> int:
     import logging
 
@@ -387,6 +471,30 @@ def build_parser() -> argparse.ArgumentParser:
     delete = store_cmds.add_parser("delete", help="delete a record")
     delete.add_argument("key", metavar="KEY")
     store.set_defaults(func=_store)
+
+    master = commands.add_parser(
+        "master",
+        help="run a master, or show the allocation state",
+        description="Run one master: its replica of the replicated log, the subnet allocator "
+        "and the HTTP API (/overlay-master/...), until SIGINT or SIGTERM. With a command, "
+        "query a running master instead.",
+    )
+    master.add_argument("--config", "-c", metavar="FILE", help="master TOML file")
+    master.add_argument("--verbose", "-v", action="store_true", help="log debug messages")
+    master_cmds = master.add_subparsers(title="master commands", dest="action", metavar="ACTION")
+    mstate = master_cmds.add_parser(
+        "state",
+        help="print the agents and their allocations (a table, or --json)",
+        description="Print every agent's VTEP and subnets per network, and free counts.",
+    )
+    mstate.add_argument(
+        "--api",
+        default="127.0.0.1:61080",
+        metavar="HOST:PORT",
+        help="any master's API (a follower sends on to the leader; default 127.0.0.1:61080)",
+    )
+    mstate.add_argument("--json", action="store_true", help="print the JSON state")
+    master.set_defaults(func=_master)
 
     replog = commands.add_parser(
         "log",

@@ -400,6 +400,11 @@ def _check_master(m: MasterSettings, path: str, loader: _Loader) -> None:
         _check_listen(m.listen, f"{path}.listen", loader)
     if loader.ok(f"{path}.data_dir"):
         _check_dir(m.data_dir, f"{path}.data_dir", loader)
+    if m.token is not None and loader.ok(f"{path}.token"):
+        if len(m.token) < 8:
+            loader.fail(f"{path}.token", "too short: use at least 8 characters")
+        elif not m.token.isascii() or not m.token.isprintable() or " " in m.token:
+            loader.fail(f"{path}.token", "must be printable ASCII without spaces")
 
 
 def _check_addresses(entries: tuple[str, ...], key: str, loader: _Loader, *, unique: bool) -> None:

@@ -176,6 +176,12 @@ class MasterSettings:
         "/var/lib/vxnet/master",
         doc="Directory of the master's durable state (the replicated log).",
     )
+    token: str | None = setting(
+        None,
+        doc="Bearer token that register and delete requests must carry (`Authorization: Bearer "
+        "<token>`). Leave out to accept them from anyone who can reach the API.",
+        example="s3cret-token",
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -337,6 +337,7 @@ class Replica:
         self._recover_goal: int | None = None
         self._recover_at = math.inf
         self._elected_at = math.inf
+        self._ready_pos = math.inf  # a new coordinator has applied every position below this
         if durable.corrupt and self.status is ReplicaStatus.VOTING:
             self.status = ReplicaStatus.RECOVERING  # persisted by _begin_recovery
             self.storage.set_meta(self.status, self.promised)
@@ -506,6 +507,7 @@ class Replica:
             if self.status is ReplicaStatus.VOTING:
                 self._out.append((src, Reject(msg.ballot, self.promised)))
             else:
+                self.leader = src  # a hint for clients while this replica recovers
                 self._note_behind(msg.commit, now)
             return
         if msg.ballot > self.promised:
@@ -585,6 +587,7 @@ class Replica:
             if not self._known_chosen(pos)
         }
         self._next_pos = max(end, self._end())
+        self._ready_pos = self._next_pos
         self._heartbeat_at = now
         self._peer_acked = {}
         self._elected_at = now
@@ -778,8 +781,7 @@ class Replica:
         if self.status is ReplicaStatus.EMPTY:
             fresh = 1 + sum(s in (ReplicaStatus.EMPTY, ReplicaStatus.STARTING) for s in statuses)
             if fresh >= self.quorum:
-                self._set_status(ReplicaStatus.STARTING)
-                return
+                self._set_status(ReplicaStatus.STARTING)  # and on, with the same answers
         if self.status is ReplicaStatus.STARTING:
             started = 1 + sum(s in (ReplicaStatus.STARTING, ReplicaStatus.VOTING) for s in statuses)
             if started >= self.quorum:
@@ -826,6 +828,15 @@ class Replica:
 
     def _jitter(self, t: float) -> float:
         return t * (1 + self.rng.random())
+
+    @property
+    def leading(self) -> bool:
+        """Coordinator, and every position chosen before its election is applied here.
+
+        Only then does the state above the log include everything any earlier coordinator
+        acknowledged, so reads from it (and idempotent answers without a write) are safe.
+        """
+        return self.role is Role.COORDINATOR and self.applied >= self._ready_pos
 
     def chosen_entries(self) -> list[tuple[int, bytes]]:
         """Every chosen (position, value) this replica holds, for checkers."""

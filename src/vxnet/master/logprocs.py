@@ -11,7 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, Self
 
 import trio
 
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from pathlib import Path
     from types import TracebackType
 
-__all__ = ["LogProcesses", "free_ports"]
+__all__ = ["LogProcesses", "MasterProcesses", "free_ports"]
 
 
 def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
@@ -46,6 +46,8 @@ class LogProcesses:
         n: The number of replicas (odd).
     """
 
+    command: tuple[str, ...] = ("log", "serve")
+
     def __init__(self, root: Path, n: int = 3, host: str = "127.0.0.1") -> None:
         self.root = root
         self.n = n
@@ -53,12 +55,17 @@ class LogProcesses:
         self.addresses = [(host, p) for p in free_ports(n, host)]
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
         self._logs: dict[int, IO[bytes]] = {}
+        for i in range(n):
+            self.config(i).write_text(self.config_text(i))
+
+    def config_text(self, i: int) -> str:
+        """Replica ``i``'s master config (TOML)."""
         replicas = ", ".join(f'"{h}:{p}"' for h, p in self.addresses)
-        for i, (h, p) in enumerate(self.addresses):
-            self.config(i).write_text(
-                f'[master]\ndata_dir = "{root / f"data{i}"}"\n\n'
-                f'[log]\nlisten = "{h}:{p}"\nreplicas = [{replicas}]\nquorum = {n // 2 + 1}\n'
-            )
+        h, p = self.addresses[i]
+        return (
+            f'[master]\ndata_dir = "{self.root / f"data{i}"}"\n\n'
+            f'[log]\nlisten = "{h}:{p}"\nreplicas = [{replicas}]\nquorum = {self.n // 2 + 1}\n'
+        )
 
     def config(self, i: int) -> Path:
         """Replica ``i``'s master config file."""
@@ -75,8 +82,7 @@ class LogProcesses:
                 sys.executable,
                 "-m",
                 "vxnet",
-                "log",
-                "serve",
+                *self.command,
                 "-c",
                 str(self.root / f"master{i}.toml"),
             ],
@@ -136,7 +142,7 @@ class LogProcesses:
         for i in list(self.procs):
             self.kill(i, signal.SIGTERM)
 
-    def __enter__(self) -> LogProcesses:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(
@@ -146,3 +152,66 @@ class LogProcesses:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+class MasterProcesses(LogProcesses):
+    """``n`` ``vxnet master`` processes on 127.0.0.1, 127.0.0.2, ... (one loopback address each,
+    the same API and log ports on all, as on real hosts).
+
+    Args:
+        root: A directory of this cluster's own.
+        n: The number of masters (odd).
+        network: TOML text of the ``[network]`` section (and its overlays).
+        extra: More TOML for the ``[master]`` section (for example a token).
+    """
+
+    command = ("master",)
+
+    def __init__(self, root: Path, n: int = 3, network: str = "", extra: str = "") -> None:
+        self.network = network
+        self.extra = extra
+        api_port, log_port = free_ports(2)
+        self.api_port = api_port
+        self._log_port = log_port
+        super().__init__(root, n)
+
+    def _hosts(self) -> list[str]:
+        return [f"127.0.0.{i + 1}" for i in range(self.n)]
+
+    def config_text(self, i: int) -> str:
+        hosts = self._hosts()
+        self.addresses = [(h, self._log_port) for h in hosts]
+        replicas = ", ".join(f'"{h}:{self._log_port}"' for h in hosts)
+        return (
+            f'[master]\nlisten = "{hosts[i]}:{self.api_port}"\n'
+            f'data_dir = "{self.root / f"data{i}"}"\n{self.extra}\n'
+            f'[log]\nlisten = "{hosts[i]}:{self._log_port}"\nreplicas = [{replicas}]\n'
+            f"quorum = {self.n // 2 + 1}\n\n{self.network}\n"
+        )
+
+    def url(self, i: int) -> str:
+        """Master ``i``'s API."""
+        return f"http://{self._hosts()[i]}:{self.api_port}"
+
+    async def status(self, i: int) -> dict[str, Any] | None:
+        """Master ``i``'s ``/overlay-master/leader`` answer, or None."""
+        import httpx
+
+        try:
+            async with httpx.AsyncClient(trust_env=False, timeout=1.0) as http:
+                r = await http.get(f"{self.url(i)}/overlay-master/leader")
+            return dict(r.json()) if r.status_code == 200 else None
+        except (httpx.HTTPError, ValueError):
+            return None
+
+    async def leader(self, within: float = 30.0) -> int:
+        """The master that leads and is ready to answer; waits up to ``within``."""
+        with trio.move_on_after(within):
+            while True:
+                for i in self.running():
+                    view = await self.status(i)
+                    if view is not None and view["is_leader"] and view["ready"]:
+                        return i
+                await trio.sleep(0.05)
+        logs = "\n".join(f"--- master {i}\n{self.log_text(i)[-2000:]}" for i in range(self.n))
+        raise TimeoutError(f"no ready master leader within {within:g} s\n{logs}")

@@ -98,6 +98,10 @@ class _Faults:
     torn: float = 0.5
 
 
+def _unique_value(client: int, seq: int) -> bytes:
+    return f"c{client}-{seq}".encode()
+
+
 def _append(core: Replica, *, request: int, value: bytes, now: float) -> None:
     core.append(request, value, now)
 
@@ -112,8 +116,10 @@ class LogSim:
         *,
         clock: MockClock | None = None,
         timing: LogTiming | None = None,
+        make_value: Callable[[int, int], bytes] | None = None,
     ) -> None:
         self.rng = random.Random(seed)
+        self.make_value = make_value or _unique_value
         self.n = n
         self.timing = timing or LogTiming()
         self.faults = _Faults()
@@ -215,7 +221,7 @@ class LogSim:
             if c.busy:
                 continue
             c.seq += 1
-            value = f"c{c.id}-{c.seq}".encode()
+            value = self.make_value(c.id, c.seq)
             self._request += 1
             request = self._request
             self._open[request] = len(self.history)

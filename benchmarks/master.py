@@ -1,0 +1,212 @@
+"""Master registrations: throughput, latency and failover with three masters (fsync on).
+
+Three ``vxnet master`` processes on 127.0.0.1-3 (SQLite log with synchronous=FULL). Each client
+registers new agents one after another for ``--seconds`` (every registration allocates a VTEP and
+a subnet per network, so every one is written to the log), over one keep-alive HTTP/1.1
+connection to the leader. Figures: registrations per second, p50 and p99 latency, at 1 and 64
+concurrent clients. Failover: with 8 clients registering, SIGKILL the leader and time from the
+kill to the first registration sent after it that succeeds (clients give up on a request after
+0.25 s and try the next master). Targets: at least 1,000 registrations per second at 64 clients;
+failover under 3 s.
+
+    .venv/bin/python benchmarks/master.py [--seconds 5] [--clients 1 64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import itertools
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from _rawhttp import RawHttp  # benchmarks/ is the script's directory
+from vxnet import __version__
+from vxnet.master.logprocs import MasterProcesses
+
+NETWORK = """
+[network]
+vtep_subnet = "44.128.0.0/14"
+
+[[network.overlays]]
+name = "dcos"
+subnet = "9.0.0.0/8"
+prefix = 24
+"""
+FAILOVER_CLIENTS = 8
+FAILOVER_PATIENCE = 0.25
+
+
+def emit(**fields: Any) -> None:
+    print(json.dumps(fields), flush=True)
+
+
+def agent_ip(n: int) -> str:
+    return f"10.{(n >> 16) & 255}.{(n >> 8) & 255}.{n & 255}"
+
+
+class Registrar:
+    """One client: a connection to a master, moving to the next one when it fails."""
+
+    def __init__(self, masters: MasterProcesses, start: int, patience: float) -> None:
+        self.masters = masters
+        self.target = start
+        self.patience = patience
+        self.conn: RawHttp | None = None
+
+    async def register(self, ip: str) -> bool:
+        """Whether the registration succeeded (False: retry with another request)."""
+        body = json.dumps({"ip": ip}).encode()
+        try:
+            with trio.fail_after(self.patience):
+                if self.conn is None:
+                    host = f"127.0.0.{self.target + 1}"
+                    self.conn = await RawHttp.connect(host, self.masters.api_port)
+                status, answer = await self.conn.post("/overlay-master/register", body)
+        except (OSError, trio.BrokenResourceError, trio.TooSlowError, EOFError):
+            await self.close()
+            self.target = (self.target + 1) % self.masters.n
+            return False
+        if status in (200, 201):
+            return True
+        if status == 307:
+            leader = json.loads(answer).get("leader") or ""
+            host = leader.removeprefix("http://").rpartition(":")[0]
+            await self.close()
+            if host.startswith("127.0.0."):
+                self.target = int(host.rpartition(".")[2]) - 1
+        elif status == 503:
+            await trio.sleep(0.02)
+        else:
+            raise RuntimeError(f"register {ip}: HTTP {status}: {answer[:200]!r}")
+        return False
+
+    async def close(self) -> None:
+        if self.conn is not None:
+            await self.conn.aclose()
+            self.conn = None
+
+
+async def load(m: MasterProcesses, leader: int, clients: int, seconds: float, ips: Any) -> dict:
+    latencies: list[float] = []
+    retries = 0
+    stop_at = trio.current_time() + seconds
+
+    async def worker() -> None:
+        nonlocal retries
+        r = Registrar(m, leader, 5.0)
+        try:
+            while trio.current_time() < stop_at:
+                ip = agent_ip(next(ips))
+                t0 = time.perf_counter()
+                while not await r.register(ip):
+                    retries += 1
+                latencies.append(time.perf_counter() - t0)
+        finally:
+            await r.close()
+
+    wall = time.perf_counter()
+    async with trio.open_nursery() as nursery:
+        for _ in range(clients):
+            nursery.start_soon(worker)
+    wall = time.perf_counter() - wall
+    latencies.sort()
+
+    def pct(q: float) -> float:
+        return round(latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000, 3)
+
+    return {
+        "clients": clients,
+        "registrations": len(latencies),
+        "per_s": round(len(latencies) / wall, 1),
+        "p50_ms": pct(0.5),
+        "p99_ms": pct(0.99),
+        "retries": retries,
+        "seconds": round(wall, 2),
+    }
+
+
+async def failover(m: MasterProcesses, leader: int, ips: Any) -> dict[str, Any]:
+    killed_at: list[float] = []
+    first_ok: list[float] = []
+    done = trio.Event()
+
+    async def worker(k: int) -> None:
+        r = Registrar(m, leader, FAILOVER_PATIENCE)
+        try:
+            while not done.is_set():
+                sent = time.perf_counter()
+                ok = await r.register(agent_ip(next(ips)))
+                if ok and killed_at and sent > killed_at[0] and not first_ok:
+                    first_ok.append(time.perf_counter())
+                    done.set()
+        finally:
+            await r.close()
+
+    with trio.move_on_after(30):
+        async with trio.open_nursery() as nursery:
+            for k in range(FAILOVER_CLIENTS):
+                nursery.start_soon(worker, k)
+            await trio.sleep(1.0)
+            killed_at.append(time.perf_counter())
+            m.kill(leader)
+            await done.wait()
+            nursery.cancel_scope.cancel()
+    seconds = first_ok[0] - killed_at[0] if first_ok else None
+    return {"killed": leader, "seconds": None if seconds is None else round(seconds, 3)}
+
+
+async def bench(args: argparse.Namespace) -> None:
+    with tempfile.TemporaryDirectory(prefix="vxnet-master-bench-", dir=args.dir) as tmp:
+        emit(
+            metric="setup",
+            vxnet=__version__,
+            python=platform.python_version(),
+            machine=platform.machine(),
+            cpus=os.cpu_count(),
+            masters=3,
+            seconds_per_run=args.seconds,
+            data_dir=tmp,
+            fsync="SQLite WAL synchronous=FULL",
+            client="one keep-alive HTTP/1.1 connection per client",
+        )
+        ips = itertools.count(1)
+        results: dict[Any, Any] = {}
+        with MasterProcesses(Path(tmp), 3, NETWORK) as m:
+            m.start_all()
+            leader = await m.leader()
+            await load(m, leader, 4, 1.0, ips)  # warm up
+            for clients in args.clients:
+                r = await load(m, leader, clients, args.seconds, ips)
+                results[clients] = r
+                emit(metric="registrations", **r)
+            f = await failover(m, leader, ips)
+            emit(metric="failover", load_clients=FAILOVER_CLIENTS, **f)
+        per_s = results.get(64, {}).get("per_s")
+        emit(
+            metric="targets",
+            per_s_64=per_s,
+            throughput_target_met=None if per_s is None else per_s >= 1000,
+            failover_s=f["seconds"],
+            failover_target_met=f["seconds"] is not None and f["seconds"] < 3.0,
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=5.0, help="per load run (default 5)")
+    parser.add_argument("--clients", type=int, nargs="+", default=[1, 64])
+    parser.add_argument("--dir", default=None, help="where the data directories go (a disk)")
+    trio.run(bench, parser.parse_args())
+
+
+with contextlib.suppress(KeyboardInterrupt):
+    if __name__ == "__main__":
+        main()

@@ -1,0 +1,316 @@
+"""One master: the replicated log, the allocator applied from it, and the rules between them.
+
+Every master runs a replica of the log and applies its chosen entries, in order, to its own
+:class:`~._allocator.Allocator`; so every master holds the same allocation state. Only the
+coordinator of the log answers registrations: it appends the registration and answers with the
+outcome of applying it, so an answer is never given before the allocation is in the log. A
+registration that would change nothing is answered from the state without a write, once the
+coordinator has applied every entry chosen before its election (:attr:`Replica.leading`).
+
+The network configuration in force is replicated too: the first entry a new log gets is the
+coordinator's ``[network]``; a coordinator whose configuration differs appends it when the change
+is safe (networks added, or changed or removed where no agent holds a subnet) and refuses it
+otherwise. At start, a master whose configuration would change or remove a network that agents
+still use (by its own copy of the log) stops with an error naming them.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from vxnet.master._allocator import Allocator, Outcome, network_json
+from vxnet.master._logserver import (
+    LOG_FILE,
+    AppendUncertain,
+    NotLeader,
+    ReplicatedLog,
+    log_addresses,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from vxnet.config import MasterConfig
+    from vxnet.master._logstore import LogStorage, Snapshot
+    from vxnet.master._paxos import LogTiming
+
+__all__ = [
+    "COMPACT_EVERY",
+    "AllocationFailed",
+    "MasterConfigError",
+    "MasterService",
+    "MasterUnavailable",
+    "run_master",
+]
+
+log = logging.getLogger("vxnet.master")
+
+COMPACT_EVERY = 1000  # applied entries between snapshots of the allocator
+OUTCOMES_KEPT = 65536
+CONFIG_CHECK_EVERY = 0.5
+
+
+class MasterUnavailable(Exception):
+    """This master cannot answer now: it does not lead (``leader`` says who does, if known), it
+    is catching up, or the append's fate is unknown. ``retry_after`` is a hint in seconds."""
+
+    def __init__(self, message: str, leader: str | None = None, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.leader = leader
+        self.retry_after = retry_after
+
+
+class AllocationFailed(Exception):
+    """The registration was applied and refused (for example no VTEP address is left)."""
+
+
+class MasterConfigError(Exception):
+    """The master's configuration conflicts with the allocations in the log."""
+
+
+class MasterService:
+    """The state of one master and the operations of its API.
+
+    Args:
+        config: The master configuration.
+        storage: The log's disk (default: SQLite in ``master.data_dir``).
+        timing: The log's timeouts.
+    """
+
+    def __init__(
+        self,
+        config: MasterConfig,
+        *,
+        storage: LogStorage | None = None,
+        timing: LogTiming | None = None,
+    ) -> None:
+        from pathlib import Path
+
+        from vxnet.config import parse_hostport
+        from vxnet.master._sqlitestore import SqliteLogStorage
+
+        self.config = config
+        self.allocator = Allocator(config.network)
+        self.network_in_log = False
+        replica_id, addresses, listen = log_addresses(config.log)
+        if storage is None:
+            storage = SqliteLogStorage(Path(config.master.data_dir) / LOG_FILE)
+        self.log = ReplicatedLog(
+            replica_id,
+            addresses,
+            storage,
+            listen=listen,
+            timing=timing,
+            on_apply=self._apply,
+            on_snapshot=self._install,
+        )
+        self.api_port = parse_hostport(config.master.listen, any_port=True)[1]
+        self.config_conflict: list[str] = []
+        self.append_seconds: list[float] = []  # recent log append latencies, for metrics
+        self._outcomes: collections.OrderedDict[int, Outcome] = collections.OrderedDict()
+        self._last_snapshot = 0
+
+    # --- applying the log ----------------------------------------------------------------------
+
+    def _apply(self, position: int, value: bytes) -> None:
+        if value:
+            outcome = self.allocator.apply(value)
+            if outcome.ok and _is_network_command(value):
+                self.network_in_log = True
+            self._outcomes[position] = outcome
+            while len(self._outcomes) > OUTCOMES_KEPT:
+                self._outcomes.popitem(last=False)
+        if position + 1 - self._last_snapshot >= COMPACT_EVERY:
+            self._last_snapshot = position + 1
+            self.log.compact(position + 1, self._snapshot_bytes())
+
+    def _install(self, snapshot: Snapshot) -> None:
+        import msgpack
+
+        data = msgpack.unpackb(snapshot.data, raw=False)
+        self.allocator = Allocator.restore(data["allocator"])
+        self.network_in_log = bool(data["network_in_log"])
+        self._last_snapshot = snapshot.position
+
+    def _snapshot_bytes(self) -> bytes:
+        import msgpack
+
+        data: bytes = msgpack.packb(
+            {"allocator": self.allocator.snapshot(), "network_in_log": self.network_in_log},
+            use_bin_type=True,
+        )
+        return data
+
+    # --- serving --------------------------------------------------------------------------------
+
+    async def serve(
+        self, *, task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Run the log replica and keep the replicated network config in line with ours.
+
+        Raises:
+            MasterConfigError: Our ``[network]`` would change or remove networks agents hold.
+            StorageFailure: The log's disk failed.
+        """
+        async with trio.open_nursery() as nursery:
+            bound = await nursery.start(self.log.serve)
+            if self.network_in_log:
+                problems = self.allocator.network_change_problems(self.config.network)
+                if problems:
+                    raise MasterConfigError(
+                        "the [network] configuration conflicts with the allocations in the "
+                        "replicated log: " + "; ".join(problems)
+                    )
+            nursery.start_soon(self._keep_network)
+            task_status.started(bound)
+
+    async def _keep_network(self) -> None:
+        """As the coordinator, append our network config when the log's differs and it is safe."""
+        while True:
+            await trio.sleep(CONFIG_CHECK_EVERY if self.network_in_log else 0.02)
+            core = self.log.replica
+            if core is None or not core.leading:
+                continue
+            if self.network_in_log and network_json(self.allocator.network) == network_json(
+                self.config.network
+            ):
+                self.config_conflict = []
+                continue
+            problems = self.allocator.network_change_problems(self.config.network)
+            if problems and self.network_in_log:
+                if problems != self.config_conflict:
+                    for line in problems:
+                        log.error("refusing this master's [network] configuration: %s", line)
+                self.config_conflict = problems
+                continue
+            try:
+                await self._append(Allocator.network_command(self.config.network))
+            except (NotLeader, AppendUncertain) as exc:
+                log.info("network configuration not written yet: %s", exc)
+            else:
+                log.info("network configuration written to the replicated log")
+
+    # --- operations -----------------------------------------------------------------------------
+
+    def leader_url(self) -> str | None:
+        """The coordinator's API (its log host, this master's API port), if known."""
+        address = self.log.leader_address()
+        if address is None:
+            return None
+        host = address.rpartition(":")[0]
+        return f"http://{host}:{self.api_port}"
+
+    def ensure_leading(self) -> None:
+        """Return if this master may answer now; raise :class:`MasterUnavailable` otherwise."""
+        core = self.log.replica
+        if core is None:
+            raise MasterUnavailable("the master is starting")
+        if not self.log.is_leader():
+            leader = self.leader_url()
+            if leader is None:
+                raise MasterUnavailable(
+                    f"no master leads yet (this replica is {core.status.name.lower()})",
+                    retry_after=1.0,
+                )
+            raise MasterUnavailable(f"this master does not lead; the leader is {leader}", leader)
+        if not core.leading or not self.network_in_log:
+            raise MasterUnavailable("the leader is catching up the replicated log", None, 0.2)
+
+    async def register(
+        self,
+        ip: str,
+        networks: Sequence[str] | None,
+        *,
+        mesos_bridge: bool = True,
+        docker_bridge: bool = True,
+    ) -> tuple[dict[str, Any], bool]:
+        """Allocate for agent ``ip``; its AgentInfo, and whether the log was written.
+
+        Raises:
+            MasterUnavailable: Not the leader, catching up, or the write's fate is unknown.
+            AllocationFailed: The allocation was refused (the message says why).
+        """
+        self.ensure_leading()
+        if self.allocator.satisfied(ip, networks, mesos_bridge, docker_bridge):
+            info = self.allocator.agent_info(ip)
+            assert info is not None
+            return info, False
+        command = Allocator.register_command(ip, networks, mesos_bridge, docker_bridge)
+        outcome = await self._append(command)
+        if not outcome.ok or outcome.agent is None:
+            raise AllocationFailed(outcome.error or "registration refused")
+        return outcome.agent, True
+
+    async def delete(self, ips: Sequence[str]) -> Outcome:
+        """Free everything the agents ``ips`` hold (through the log)."""
+        self.ensure_leading()
+        return await self._append(Allocator.delete_command(ips))
+
+    async def _append(self, command: bytes) -> Outcome:
+        start = time.perf_counter()
+        try:
+            position = await self.log.append(command)
+        except NotLeader as exc:
+            raise MasterUnavailable(str(exc), self.leader_url()) from None
+        except AppendUncertain as exc:
+            raise MasterUnavailable(
+                f"the write may or may not be in the log ({exc}); retry", None, 0.5
+            ) from None
+        self.append_seconds.append(time.perf_counter() - start)
+        if len(self.append_seconds) > 4096:
+            del self.append_seconds[:2048]
+        outcome = self._outcomes.pop(position, None)
+        if outcome is None:  # applied through a snapshot: the state has the answer
+            raise MasterUnavailable("the write was compacted before it was read; retry", None, 0)
+        return outcome
+
+
+def _is_network_command(value: bytes) -> bool:
+    import msgpack
+
+    try:
+        body = msgpack.unpackb(value, raw=False)
+    except (ValueError, msgpack.UnpackException):
+        return False
+    return isinstance(body, dict) and body.get("op") == "network"
+
+
+async def run_master(
+    config: MasterConfig,
+    *,
+    task_status: trio.TaskStatus[MasterService] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run one master (log replica, allocator, HTTP API) until SIGINT/SIGTERM.
+
+    Raises:
+        MasterConfigError: The configuration conflicts with the log's allocations.
+        StorageFailure: The log's disk cannot be used or failed.
+        OSError: An address cannot be bound.
+    """
+    import signal
+
+    from vxnet.api import serve_api
+    from vxnet.master._api import build_master_app
+    from vxnet.master._logserver import raise_plain
+    from vxnet.master._logstore import StorageFailure
+
+    master = MasterService(config)
+    with (
+        trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals,
+        raise_plain(StorageFailure),
+        raise_plain(MasterConfigError),
+    ):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(master.serve)
+            url = await nursery.start(serve_api, build_master_app(master), config.master.listen)
+            log.info("master API on %s", url)
+            task_status.started(master)
+            async for signum in signals:
+                log.info("received %s: stopping", signal.Signals(signum).name)
+                nursery.cancel_scope.cancel()
+                break
