@@ -133,7 +133,8 @@ async def load(m: MasterProcesses, leader: int, clients: int, seconds: float, ip
     }
 
 
-async def failover(m: MasterProcesses, leader: int, ips: Any) -> dict[str, Any]:
+async def failover(m: MasterProcesses, ips: Any) -> dict[str, Any]:
+    leader = await m.leader()
     killed_at: list[float] = []
     first_ok: list[float] = []
     done = trio.Event()
@@ -187,7 +188,7 @@ async def bench(args: argparse.Namespace) -> None:
                 r = await load(m, leader, clients, args.seconds, ips)
                 results[clients] = r
                 emit(metric="registrations", **r)
-            f = await failover(m, leader, ips)
+            f = await failover(m, ips)
             emit(metric="failover", load_clients=FAILOVER_CLIENTS, **f)
         per_s = results.get(64, {}).get("per_s")
         emit(

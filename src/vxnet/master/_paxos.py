@@ -247,6 +247,7 @@ class LogTiming:
     lease: float = 1.0  # followers refuse other candidates this long after hearing the coordinator
     retry: float = 0.1  # resend unanswered accepts, prepares, fetches after [T, 2T)
     heartbeat: float = 0.25
+    commit_notify: float = 0.01  # tell followers of a new commit index this soon at the latest
 
     @classmethod
     def local(cls) -> LogTiming:
@@ -338,6 +339,7 @@ class Replica:
         self._recover_at = math.inf
         self._elected_at = math.inf
         self._ready_pos = math.inf  # a new coordinator has applied every position below this
+        self._unmarked: dict[int, Entry] = {}  # chosen marks held in memory, not yet written
         if durable.corrupt and self.status is ReplicaStatus.VOTING:
             self.status = ReplicaStatus.RECOVERING  # persisted by _begin_recovery
             self.storage.set_meta(self.status, self.promised)
@@ -392,6 +394,7 @@ class Replica:
         self.snapshot = snapshot
         for pos in [p for p in self.entries if p < position]:
             del self.entries[pos]
+            self._unmarked.pop(pos, None)
 
     # --- time ------------------------------------------------------------------------------------
 
@@ -534,7 +537,7 @@ class Replica:
             if not e.chosen:
                 marked.append(Entry(e.position, e.ballot, e.value, True))
             pos += 1
-        self._store(marked, sync=False)  # a chosen mark can be learned again
+        self._mark(marked)
         self._advance_commit()
         self._note_behind(commit, now)
 
@@ -649,15 +652,14 @@ class Replica:
         if rnd is None or any(len(acks) < self.quorum for acks in rnd.acks.values()):
             return
         self._round = None
-        marks = [Entry(p, rnd.ballot, v, True) for p, v in sorted(rnd.entries.items())]
-        self._store(marks, sync=False)  # chosen already: a quorum holds it durably
+        self._mark([Entry(p, rnd.ballot, v, True) for p, v in sorted(rnd.entries.items())])
         self._advance_commit()
         for pos, request in sorted(rnd.requests.items()):
             self._events.append(AppendDone(request, pos))
         self._apply_ready()
-        # Tell the followers at once, so they can apply too (the next accept would also do).
-        self._broadcast(Heartbeat(self.promised, self.commit, self._next_pos))
-        self._heartbeat_at = now + self.timing.heartbeat
+        # Tell the followers soon, so they can apply too; the next accept, if it comes first,
+        # carries the commit index instead (no extra messages under load).
+        self._heartbeat_at = min(self._heartbeat_at, now + self.timing.commit_notify)
         if self._pending:
             self._start_round(now)
 
@@ -695,13 +697,30 @@ class Replica:
         return max(self._top, self.snapshot.position if self.snapshot else 0, self.commit)
 
     def _store(self, entries: Sequence[Entry], *, sync: bool = True) -> None:
-        """Persist entries (durable on return if ``sync``), then hold them."""
+        """Persist entries (durable on return if ``sync``), then hold them.
+
+        Chosen marks not yet written (:meth:`_mark`) go along, before ``entries``.
+        """
         if not entries:
             return
+        if self._unmarked:
+            fresh = {e.position for e in entries}
+            entries = [
+                *(e for p, e in sorted(self._unmarked.items()) if p not in fresh),
+                *entries,
+            ]
+            self._unmarked = {}
         self.storage.put_entries(entries, sync=sync)
         for e in entries:
             self.entries[e.position] = e
             self._top = max(self._top, e.position + 1)
+
+    def _mark(self, chosen: Sequence[Entry]) -> None:
+        """Hold entries as chosen now; write the marks with the next write (they can be learned
+        again, so a crash that loses them costs a catch-up, never a value)."""
+        for e in chosen:
+            self.entries[e.position] = e
+            self._unmarked[e.position] = e
 
     def _note_behind(self, commit: int, now: float) -> None:
         if commit > self.commit:
@@ -736,6 +755,7 @@ class Replica:
             self.snapshot = msg.snapshot
             for pos in [p for p in self.entries if p < msg.snapshot.position]:
                 del self.entries[pos]
+                self._unmarked.pop(pos, None)
             self.commit = max(self.commit, msg.snapshot.position)
             self.applied = max(self.applied, msg.snapshot.position)
             self._events.append(SnapshotInstalled(msg.snapshot))
@@ -749,7 +769,7 @@ class Replica:
         self._advance_commit()
         self._fetching_to = max(self._fetching_to, msg.commit)
         self._apply_ready()
-        self._maybe_recovered()
+        self._maybe_recovered(now)
         if self.commit < self._fetching_to:
             self._fetch_at = now
 
@@ -785,7 +805,7 @@ class Replica:
         if self.status is ReplicaStatus.STARTING:
             started = 1 + sum(s in (ReplicaStatus.STARTING, ReplicaStatus.VOTING) for s in statuses)
             if started >= self.quorum:
-                self._set_status(ReplicaStatus.VOTING)
+                self._start_voting(now)
                 self._recover = None
                 self._recover_at = math.inf
             return
@@ -801,18 +821,24 @@ class Replica:
             self._recover_goal = max(r.end for r in voting.values())
             self._fetching_to = max(self._fetching_to, max(r.commit for r in voting.values()))
             self._fetch_at = now
-        self._maybe_recovered()
+        self._maybe_recovered(now)
+
+    def _start_voting(self, now: float) -> None:
+        """Vote from now on; give a coordinator heard of meanwhile a lease to reach us first."""
+        self._set_status(ReplicaStatus.VOTING)
+        wait = self.timing.lease if self.leader is not None else 0.0
+        self._election_at = now + wait + self._jitter(self.timing.election)
 
     def _set_status(self, status: ReplicaStatus) -> None:
         self.storage.set_meta(status, self.promised)
         self.status = status
 
-    def _maybe_recovered(self) -> None:
+    def _maybe_recovered(self, now: float) -> None:
         if self._recover_goal is None or self.commit < self._recover_goal:
             if self._recover_goal is not None:
                 self._fetching_to = max(self._fetching_to, self._recover_goal)
             return
-        self._set_status(ReplicaStatus.VOTING)
+        self._start_voting(now)
         self._recover = None
         self._recover_goal = None
         self._recover_at = math.inf
