@@ -314,6 +314,9 @@ class ReplicatedLog:
                 raise self._failure
         finally:
             self._nursery = None
+            if self._failure is None and self.replica is not None:
+                with contextlib.suppress(StorageFailure):
+                    self.replica.flush()
             for answer in self._waiters.values():
                 answer(AppendUncertain("the replica stopped"))
             self._waiters.clear()

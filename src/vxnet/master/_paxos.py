@@ -40,10 +40,12 @@ Learning and catch-up
 Recovery (EMPTY, STARTING, RECOVERING, VOTING)
   A replica with an empty or corrupt disk does not vote: it could have forgotten a promise or an
   acceptance and so un-choose a value. It asks every replica for its status. A new cluster starts
-  in two phases (Mesos's auto-initialisation): an EMPTY replica that sees a quorum (itself
-  included) EMPTY or STARTING becomes STARTING, and a STARTING replica that sees a quorum STARTING
+  in two phases (after Mesos's auto-initialisation): an EMPTY replica that hears every replica
+  answer EMPTY or STARTING becomes STARTING, and a STARTING replica that sees a quorum STARTING
   or VOTING becomes VOTING; neither ever promised or accepted anything, so neither can have
-  forgotten anything. Otherwise (an EMPTY replica among voting ones, or a corrupt disk), once a
+  forgotten anything. (Mesos asks a quorum in the first phase; then two wiped disks that answer
+  each other first can start a new log beside the replica that holds the old one, which the
+  simulation found. So a new log needs all its replicas up once.) Otherwise (an EMPTY replica among voting ones, or a corrupt disk), once a
   quorum of voting replicas other than itself answered, it adopts the highest ballot they
   promised and catches up until it has learned every position below the highest end they
   reported, then votes again (durably VOTING).
@@ -715,6 +717,12 @@ class Replica:
             self.entries[e.position] = e
             self._top = max(self._top, e.position + 1)
 
+    def flush(self) -> None:
+        """Write the chosen marks held in memory (before a clean stop)."""
+        if self._unmarked:
+            marks, self._unmarked = list(self._unmarked.values()), {}
+            self.storage.put_entries(sorted(marks, key=lambda e: e.position))
+
     def _mark(self, chosen: Sequence[Entry]) -> None:
         """Hold entries as chosen now; write the marks with the next write (they can be learned
         again, so a crash that loses them costs a catch-up, never a value)."""
@@ -799,8 +807,10 @@ class Replica:
             return
         statuses = [r.status for r in self._recover.values()]
         if self.status is ReplicaStatus.EMPTY:
+            # A new log: every replica answered and none has ever voted. A quorum would not do:
+            # two wiped disks would then start a new log beside a replica holding the old one.
             fresh = 1 + sum(s in (ReplicaStatus.EMPTY, ReplicaStatus.STARTING) for s in statuses)
-            if fresh >= self.quorum:
+            if fresh == self.n:
                 self._set_status(ReplicaStatus.STARTING)  # and on, with the same answers
         if self.status is ReplicaStatus.STARTING:
             started = 1 + sum(s in (ReplicaStatus.STARTING, ReplicaStatus.VOTING) for s in statuses)
