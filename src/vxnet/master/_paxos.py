@@ -45,10 +45,10 @@ Recovery (EMPTY, STARTING, RECOVERING, VOTING)
   or VOTING becomes VOTING; neither ever promised or accepted anything, so neither can have
   forgotten anything. (Mesos asks a quorum in the first phase; then two wiped disks that answer
   each other first can start a new log beside the replica that holds the old one, which the
-  simulation found. So a new log needs all its replicas up once.) Otherwise (an EMPTY replica among voting ones, or a corrupt disk), once a
-  quorum of voting replicas other than itself answered, it adopts the highest ballot they
-  promised and catches up until it has learned every position below the highest end they
-  reported, then votes again (durably VOTING).
+  simulation found. So a new log needs all its replicas up once.) Otherwise (an EMPTY replica
+  among voting ones, or a corrupt disk), once a quorum of voting replicas other than itself
+  answered, it adopts the highest ballot they promised and catches up until it has learned every
+  position below the highest end they reported, then votes again (durably VOTING).
 
 Stepping down
   A coordinator that has not heard a quorum for a lease period steps down and fails its pending
