@@ -189,11 +189,18 @@ class MasterService:
                 self.config_conflict = problems
                 continue
             try:
-                await self._append(Allocator.network_command(self.config.network))
-            except (NotLeader, AppendUncertain) as exc:
+                outcome = await self._append(Allocator.network_command(self.config.network))
+            except MasterUnavailable as exc:
                 log.info("network configuration not written yet: %s", exc)
-            else:
+                continue
+            if outcome.ok:
                 log.info("network configuration written to the replicated log")
+                continue
+            problems = [outcome.error or "refused"]
+            if problems != self.config_conflict:
+                log.error("the log refused this master's [network] configuration: %s", problems[0])
+            self.config_conflict = problems
+            await trio.sleep(CONFIG_CHECK_EVERY * 10)
 
     # --- operations -----------------------------------------------------------------------------
 
