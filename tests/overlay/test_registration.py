@@ -1,0 +1,90 @@
+"""An agent's registration: with a master in-process, then from disk while no master answers."""
+
+from __future__ import annotations
+
+import json
+import random
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from vxnet.api import serve_api
+from vxnet.config import MasterConfig, parse_config
+from vxnet.master._api import build_master_app
+from vxnet.master._service import MasterService
+from vxnet.master.logprocs import free_ports
+from vxnet.overlay._registration import (
+    ALLOCATION_FILE,
+    Registration,
+    load_allocation,
+    save_allocation,
+)
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    import pytest
+
+
+def master_config(tmp: Path) -> MasterConfig:
+    api, log = free_ports(2)
+    cfg = parse_config(
+        f'[master]\nlisten = "127.0.0.1:{api}"\ndata_dir = "{tmp / "master"}"\n'
+        f'[log]\nlisten = "127.0.0.1:{log}"\n',
+        source="master.toml",
+        role="master",
+    )
+    assert isinstance(cfg, MasterConfig)
+    return cfg
+
+
+async def test_registers_saves_and_restarts_from_disk(tmp_path: Path) -> None:
+    cfg = master_config(tmp_path)
+    seen: list[dict[str, Any]] = []
+    state = tmp_path / "agent"
+    master = MasterService(cfg)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(master.serve)
+        url = await nursery.start(serve_api, build_master_app(master), cfg.master.listen)
+        reg = Registration([url.removeprefix("http://")], "198.18.0.11", state, refresh=0.2)
+        nursery.start_soon(reg.run, seen.append)
+        with trio.fail_after(10):
+            while not seen:  # noqa: ASYNC110 - polls the callback's list
+                await trio.sleep(0.02)
+        await trio.sleep(0.5)  # refreshes change nothing
+        assert len(seen) == 1
+        assert reg.attempts >= 2
+        nursery.cancel_scope.cancel()
+    info = seen[0]
+    assert info["ip"] == "198.18.0.11"
+    assert info["overlays"][0]["subnet"] == "9.0.0.0/24"
+    assert json.loads((state / ALLOCATION_FILE).read_text()) == info
+
+    # No master answers now: the agent has its allocation at once, from disk, and backs off.
+    dead = f"127.0.0.1:{free_ports(1)[0]}"
+    again = Registration(
+        [dead], "198.18.0.11", state, backoff=(0.05, 0.2), patience=0.1, rng=random.Random(1)
+    )
+    assert again.source == "disk"
+    got: list[dict[str, Any]] = []
+    with trio.move_on_after(2):
+        await again.run(got.append)
+    assert got == [info]
+    assert again.failures >= 3
+    assert again.last_error is not None
+    assert "nothing in" in again.last_error
+    bounds = [min(0.05 * 2**i, 0.2) for i in range(len(again.waits))]
+    assert all(0 <= w <= b for w, b in zip(again.waits, bounds, strict=True))
+
+
+def test_a_saved_allocation_of_another_agent_or_a_broken_file_is_ignored(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    save_allocation(tmp_path, {"ip": "198.18.0.12", "overlays": []})
+    assert load_allocation(tmp_path, "198.18.0.12") == {"ip": "198.18.0.12", "overlays": []}
+    assert load_allocation(tmp_path, "198.18.0.11") is None
+    assert "saved for agent 198.18.0.12, not 198.18.0.11" in caplog.text
+    (tmp_path / ALLOCATION_FILE).write_text("{not json")
+    assert load_allocation(tmp_path, "198.18.0.12") is None
+    assert "cannot use the saved allocation" in caplog.text
+    assert not list(tmp_path.glob(".*.tmp"))
