@@ -6,8 +6,8 @@ Routes (JSON):
     owners and versions (``live=1`` hides the records of owners that are down).
   * ``GET /v1/store/KEY``, ``PUT /v1/store/KEY`` (a JSON object), ``DELETE /v1/store/KEY``.
 
-The app is a Starlette application served by hypercorn on trio, bound to a loopback address by
-default (``agent.listen``).
+The app is a Starlette application served by :mod:`vxnet.httpd` (h11 on trio), bound to a
+loopback address by default (``agent.listen``).
 """
 
 from __future__ import annotations
@@ -15,8 +15,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import trio
-from hypercorn.config import Config as HypercornConfig
-from hypercorn.trio import serve as hypercorn_serve
 from starlette.applications import Starlette
 from starlette.responses import JSONResponse
 from starlette.routing import Route
@@ -82,18 +80,24 @@ async def serve_api(
     *,
     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve ``app`` on ``listen`` (host:port) until cancelled; report the bound URL."""
-    config = HypercornConfig()
-    config.bind = [listen]
-    config.accesslog = None
-    config.loglevel = "WARNING"
+    """Serve ``app`` on ``listen`` (host:port) until cancelled; report the bound URL.
 
-    async def started(binds: list[str]) -> None:
-        task_status.started(binds[0])
+    Raises:
+        OSError: The address cannot be bound.
+        ValueError: ``listen`` is not host:port.
+    """
+    from vxnet.config import parse_hostport
+    from vxnet.httpd import serve_asgi
+
+    host, port = parse_hostport(listen, any_port=True)
+
+    async def started(bound: tuple[str, int]) -> None:
+        shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
+        task_status.started(f"http://{shown}:{bound[1]}")
 
     async with trio.open_nursery() as nursery:
-        binds: list[str] = await nursery.start(hypercorn_serve, app, config)
-        await started(binds)
+        bound = await nursery.start(serve_asgi, app, host, port)
+        await started(bound)
 
 
 def fetch_json(url: str, *, method: str = "GET", body: Any = None, timeout: float = 5.0) -> Any:

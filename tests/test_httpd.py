@@ -1,0 +1,157 @@
+"""The small HTTP/1.1 server (h11 on trio) that serves the masters' and agents' APIs."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+import trio
+from starlette.applications import Starlette
+from starlette.responses import JSONResponse, StreamingResponse
+from starlette.routing import Route
+
+from vxnet.httpd import serve_asgi
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    import pytest
+    from starlette.requests import Request
+
+
+async def echo(request: Request) -> JSONResponse:
+    body = await request.body()
+    return JSONResponse(
+        {"len": len(body), "query": request.url.query, "method": request.method}, status_code=201
+    )
+
+
+async def key(request: Request) -> JSONResponse:
+    return JSONResponse({"key": request.path_params["key"]})
+
+
+async def boom(request: Request) -> JSONResponse:
+    raise RuntimeError("kaboom")
+
+
+async def stream(request: Request) -> StreamingResponse:
+    async def parts() -> AsyncIterator[bytes]:
+        for i in range(3):
+            yield f"part{i};".encode()
+
+    return StreamingResponse(parts(), media_type="text/plain")
+
+
+APP = Starlette(
+    routes=[
+        Route("/echo", echo, methods=["GET", "POST"]),
+        Route("/key/{key:path}", key),
+        Route("/boom", boom),
+        Route("/stream", stream),
+    ]
+)
+
+
+async def start(nursery: trio.Nursery, **kwargs: Any) -> tuple[str, int]:
+    bound: tuple[str, int] = await nursery.start(
+        lambda task_status: serve_asgi(APP, "127.0.0.1", 0, task_status=task_status, **kwargs)
+    )
+    return bound
+
+
+async def exchange(address: tuple[str, int], data: bytes, *, until_close: bool = True) -> bytes:
+    stream = await trio.open_tcp_stream(*address)
+    async with stream:
+        await stream.send_all(data)
+        out = b""
+        with trio.move_on_after(2 if until_close else 0.5):
+            while chunk := await stream.receive_some(65536):
+                out += chunk
+        return out
+
+
+async def test_keep_alive_and_pipelining_answer_in_order() -> None:
+    async with trio.open_nursery() as nursery:
+        address = await start(nursery)
+        requests = (
+            b"POST /echo?a=1 HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello"
+            b"GET /echo HTTP/1.1\r\nHost: x\r\n\r\n"
+            b"GET /nothing HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        out = await exchange(address, requests)
+        answers = out.split(b"HTTP/1.1 ")[1:]
+        assert [a[:3] for a in answers] == [b"201", b"201", b"404"]
+        assert b'"len":5' in answers[0]
+        assert b'"query":"a=1"' in answers[0]
+        assert b'"method":"GET"' in answers[1]
+        out = await exchange(
+            address,
+            b"GET /key/overlay%2F198.18.0.2 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+        assert b'"key":"overlay/198.18.0.2"' in out  # the path is percent-decoded
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_chunked_request_body_is_read() -> None:
+    async with trio.open_nursery() as nursery:
+        address = await start(nursery)
+        out = await exchange(
+            address,
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+            b"Connection: close\r\n\r\n3\r\nabc\r\n4\r\ndefg\r\n0\r\n\r\n",
+        )
+        assert out.startswith(b"HTTP/1.1 201")
+        assert b'"len":7' in out
+        nursery.cancel_scope.cancel()
+
+
+async def test_too_large_and_malformed_requests_are_refused() -> None:
+    async with trio.open_nursery() as nursery:
+        address = await start(nursery, max_body=10)
+        out = await exchange(
+            address, b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\n\r\nhello world"
+        )
+        assert out.startswith(b"HTTP/1.1 413")
+        assert b"body larger than 10 bytes" in out
+        out = await exchange(address, b"NOT HTTP AT ALL\r\n\r\n")
+        assert out.startswith(b"HTTP/1.1 400")
+        nursery.cancel_scope.cancel()
+
+
+async def test_an_application_error_is_a_500_and_the_server_goes_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with trio.open_nursery() as nursery:
+        address = await start(nursery)
+        out = await exchange(address, b"GET /boom HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert out.startswith(b"HTTP/1.1 500")
+        out = await exchange(address, b"GET /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert out.startswith(b"HTTP/1.1 201")
+        nursery.cancel_scope.cancel()
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert errors
+    assert "the application failed" in errors[0].getMessage()
+
+
+async def test_a_streamed_response_is_sent_chunked() -> None:
+    async with trio.open_nursery() as nursery:
+        address = await start(nursery)
+        out = await exchange(
+            address, b"GET /stream HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        assert out.startswith(b"HTTP/1.1 200")
+        assert b"transfer-encoding: chunked" in out.lower()
+        assert b"part0;" in out
+        assert b"part2;" in out
+        assert out.endswith(b"0\r\n\r\n")
+        nursery.cancel_scope.cancel()
+
+
+async def test_an_idle_connection_is_closed() -> None:
+    async with trio.open_nursery() as nursery:
+        address = await start(nursery, idle_timeout=0.2)
+        stream = await trio.open_tcp_stream(*address)
+        async with stream:
+            with trio.fail_after(2):
+                assert await stream.receive_some(100) == b""  # closed by the server
+        nursery.cancel_scope.cancel()
