@@ -126,7 +126,7 @@ SCHEDULES = {
 }
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(**SCHEDULES)
 def test_any_fault_schedule_keeps_the_log_safe_and_it_recovers(
     seed: int, n: int, steps: list[tuple[float, str, int, int, float]]
