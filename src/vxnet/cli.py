@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Literal
 
 from vxnet import __version__
 
@@ -51,25 +51,33 @@ def _config_reference(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _agent(args: argparse.Namespace) -> int:
+def _daemon_config(path: str, role: Literal["master", "agent"], verbose: bool) -> Any:
+    """The validated config of a long-running command, logging set up; None (printed) if bad."""
     import logging
 
-    import trio
-
-    from vxnet.agent import run_agent
-    from vxnet.config import AgentConfig, ConfigError, load_config
+    from vxnet.config import ConfigError, load_config
 
     try:
-        config = load_config(args.config, role="agent")
+        config = load_config(path, role=role)
     except ConfigError as exc:
         for line in exc.lines():
             print(line, file=sys.stderr)
-        return EXIT_BAD_INPUT
-    assert isinstance(config, AgentConfig)
+        return None
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
+        level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    return config
+
+
+def _agent(args: argparse.Namespace) -> int:
+    import trio
+
+    from vxnet.agent import run_agent
+
+    config = _daemon_config(args.config, "agent", args.verbose)
+    if config is None:
+        return EXIT_BAD_INPUT
     try:
         trio.run(run_agent, config)
     except OSError as exc:
@@ -157,25 +165,14 @@ def _master(args: argparse.Namespace) -> int:
     if args.config is None:
         print("vxnet master: give --config FILE (or a command: state)", file=sys.stderr)
         return EXIT_BAD_INPUT
-    import logging
-
     import trio
 
-    from vxnet.config import ConfigError, MasterConfig, load_config
     from vxnet.master._logstore import StorageFailure
     from vxnet.master._service import MasterConfigError, run_master
 
-    try:
-        config = load_config(args.config, role="master")
-    except ConfigError as exc:
-        for line in exc.lines():
-            print(line, file=sys.stderr)
+    config = _daemon_config(args.config, "master", args.verbose)
+    if config is None:
         return EXIT_BAD_INPUT
-    assert isinstance(config, MasterConfig)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
     try:
         trio.run(run_master, config)
     except MasterConfigError as exc:
@@ -236,25 +233,14 @@ def _master_state(args: argparse.Namespace) -> int:
 
 
 def _log_serve(args: argparse.Namespace) -> int:
-    import logging
-
     import trio
 
-    from vxnet.config import ConfigError, MasterConfig, load_config
     from vxnet.master._logserver import run_log_replica
     from vxnet.master._logstore import StorageFailure
 
-    try:
-        config = load_config(args.config, role="master")
-    except ConfigError as exc:
-        for line in exc.lines():
-            print(line, file=sys.stderr)
+    config = _daemon_config(args.config, "master", args.verbose)
+    if config is None:
         return EXIT_BAD_INPUT
-    assert isinstance(config, MasterConfig)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
     try:
         trio.run(run_log_replica, config)
     except StorageFailure as exc:
