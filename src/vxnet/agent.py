@@ -1,8 +1,8 @@
 """The ``vxnet agent`` process: the components of an agent in one trio nursery.
 
-For now an agent runs the gossip layer and its HTTP API; the overlay and DNS join in with their
-issues. The agent needs no root while it programs no kernel. On SIGINT or SIGTERM it leaves the
-cluster gracefully (members see it ``left``, not ``failed``) and exits.
+An agent runs the gossip layer, its HTTP API and, with ``agent.overlay`` (the default), the
+overlay (:mod:`vxnet.overlay._service`), which needs root; DNS joins in with its issue. On SIGINT
+or SIGTERM it leaves the cluster gracefully (members see it ``left``, not ``failed``) and exits.
 """
 
 from __future__ import annotations
@@ -34,6 +34,12 @@ async def run_agent(
             advertise = await nursery.start(gossip.serve)
             url = await nursery.start(serve_api, build_app(gossip), config.agent.listen)
             log.info("agent %s: gossip on %s:%d, API on %s", gossip.name, *advertise, url)
+            if config.agent.overlay:
+                from vxnet.overlay._service import OverlayService
+
+                agent_ip = str(config.agent.ip) if config.agent.ip else str(advertise[0])
+                overlay = OverlayService(config, gossip, agent_ip)
+                nursery.start_soon(overlay.run)
             task_status.started(url)
             async for signum in signals:
                 log.info("received %s: leaving the cluster", signal.Signals(signum).name)

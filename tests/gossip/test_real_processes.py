@@ -86,6 +86,7 @@ class Cluster:
         lines = [
             "[agent]",
             f'listen = "127.0.0.1:{api}"',
+            "overlay = false",
             "[gossip]",
             f'name = "{name}"',
             f'bind = "127.0.0.1:{port}"',

@@ -58,6 +58,7 @@ async def wait_caught_up(c: LogProcesses, goal: int, within: float = 30.0) -> li
 
 async def test_appends_resume_after_the_coordinator_is_killed(cluster: LogProcesses) -> None:
     c = cluster
+    await c.formed()
     first = await c.leader()
     acked: dict[bytes, tuple[int, float]] = {}  # value -> (position, when acknowledged)
     uncertain: set[bytes] = set()

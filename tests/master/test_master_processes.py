@@ -65,6 +65,7 @@ def holdings(state: dict[str, Any]) -> dict[str, list[str]]:
 
 async def test_registrations_survive_a_leader_sigkill(masters: MasterProcesses) -> None:
     m = masters
+    await m.formed()
     first = await m.leader()
     urls = [m.url(i) for i in range(m.n)]
     acked: dict[str, dict[str, Any]] = {}

@@ -400,11 +400,7 @@ def _check_master(m: MasterSettings, path: str, loader: _Loader) -> None:
         _check_listen(m.listen, f"{path}.listen", loader)
     if loader.ok(f"{path}.data_dir"):
         _check_dir(m.data_dir, f"{path}.data_dir", loader)
-    if m.token is not None and loader.ok(f"{path}.token"):
-        if len(m.token) < 8:
-            loader.fail(f"{path}.token", "too short: use at least 8 characters")
-        elif not m.token.isascii() or not m.token.isprintable() or " " in m.token:
-            loader.fail(f"{path}.token", "must be printable ASCII without spaces")
+    _check_token(m.token, f"{path}.token", loader)
 
 
 def _check_addresses(entries: tuple[str, ...], key: str, loader: _Loader, *, unique: bool) -> None:
@@ -440,6 +436,16 @@ def _check_agent(a: AgentSettings, path: str, loader: _Loader) -> None:
     for name in ("state_dir", "cni_dir"):
         if loader.ok(f"{path}.{name}"):
             _check_dir(getattr(a, name), f"{path}.{name}", loader)
+    _check_token(a.master_token, f"{path}.master_token", loader)
+
+
+def _check_token(token: str | None, key: str, loader: _Loader) -> None:
+    if token is None or not loader.ok(key):
+        return
+    if len(token) < 8:
+        loader.fail(key, "too short: use at least 8 characters")
+    elif not token.isascii() or not token.isprintable() or " " in token:
+        loader.fail(key, "must be printable ASCII without spaces")
 
 
 MAX_LOG_REPLICAS = 255

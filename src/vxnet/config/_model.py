@@ -210,6 +210,17 @@ class AgentSettings:
         "/etc/cni/net.d",
         doc="Directory the agent writes its CNI network configurations to.",
     )
+    overlay: bool = setting(
+        True,
+        doc="Register with the masters and program the overlay into the kernel (the VxLAN "
+        "device, bridges, routes, neighbour and FDB entries); needs root. Off: the agent only "
+        "gossips and serves its API.",
+    )
+    master_token: str | None = setting(
+        None,
+        doc="Bearer token the masters require for registrations (their master.token).",
+        example="s3cret-token",
+    )
 
 
 @dataclass(frozen=True, slots=True)

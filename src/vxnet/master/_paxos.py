@@ -41,14 +41,17 @@ Recovery (EMPTY, STARTING, RECOVERING, VOTING)
   A replica with an empty or corrupt disk does not vote: it could have forgotten a promise or an
   acceptance and so un-choose a value. It asks every replica for its status. A new cluster starts
   in two phases (after Mesos's auto-initialisation): an EMPTY replica that hears every replica
-  answer EMPTY or STARTING becomes STARTING, and a STARTING replica that sees a quorum STARTING
-  or VOTING becomes VOTING; neither ever promised or accepted anything, so neither can have
-  forgotten anything. (Mesos asks a quorum in the first phase; then two wiped disks that answer
-  each other first can start a new log beside the replica that holds the old one, which the
-  simulation found. So a new log needs all its replicas up once.) Otherwise (an EMPTY replica
-  among voting ones, or a corrupt disk), once a quorum of voting replicas other than itself
-  answered, it adopts the highest ballot they promised and catches up until it has learned every
-  position below the highest end they reported, then votes again (durably VOTING).
+  answer that it never took part (EMPTY, STARTING, or VOTING without a promise or an entry yet)
+  becomes STARTING, and a STARTING replica that sees a quorum STARTING or VOTING becomes VOTING;
+  neither ever promised or accepted anything, so neither can have forgotten anything. (Mesos
+  asks a quorum in the first phase; then two wiped disks that answer each other first can start
+  a new log beside the replica that holds the old one, which the simulation found. A replica
+  wiped after it promised or accepted is seen through the others: any promise that counted went
+  to a quorum, so another replica reports it. So a new log needs all its replicas up once.)
+  Otherwise (an EMPTY replica among voting ones, or a corrupt disk), once a quorum of voting
+  replicas other than itself answered, it adopts the highest ballot they promised and catches up
+  until it has learned every position below the highest end they reported, then votes again
+  (durably VOTING).
 
 Stepping down
   A coordinator that has not heard a quorum for a lease period steps down and fails its pending
@@ -336,6 +339,7 @@ class Replica:
         self._heartbeat_at = math.inf
         self._fetch_at = math.inf
         self._fetching_to = 0
+        self._fetch_tries = 0  # fetches since the last answer
         self._recover: dict[int, RecoverResponse] | None = None
         self._recover_goal: int | None = None
         self._recover_at = math.inf
@@ -402,7 +406,7 @@ class Replica:
 
     def tick(self, now: float) -> None:
         if self._recover is not None and now >= self._recover_at:
-            self._recover_at = now + self._jitter(self.timing.retry * 5)
+            self._recover_at = now + self._jitter(self.timing.retry * 2)
             self._broadcast(RecoverRequest())
             self._evaluate_recovery(now)
         if (
@@ -740,8 +744,13 @@ class Replica:
     def _request_catch_up(self, now: float) -> None:
         if self.commit >= self._fetching_to:
             return
-        peers = [p for p in self._peers() if p == self.leader] or self._peers()
+        # The coordinator first; after an unanswered fetch any peer (the coordinator this
+        # replica heard of may be the one that died).
+        peers = self._peers()
+        if self._fetch_tries == 0 and self.leader in peers:
+            peers = [self.leader]
         peer = self.rng.choice(peers)
+        self._fetch_tries += 1
         self._out.append((peer, Fetch(self.commit, self._fetching_to)))
         self._fetch_at = now + self._jitter(self.timing.retry)
 
@@ -767,6 +776,7 @@ class Replica:
             self.commit = max(self.commit, msg.snapshot.position)
             self.applied = max(self.applied, msg.snapshot.position)
             self._events.append(SnapshotInstalled(msg.snapshot))
+        self._fetch_tries = 0
         fresh = []
         for pos, value in msg.entries:
             if self._known_chosen(pos):
@@ -809,7 +819,7 @@ class Replica:
         if self.status is ReplicaStatus.EMPTY:
             # A new log: every replica answered and none has ever voted. A quorum would not do:
             # two wiped disks would then start a new log beside a replica holding the old one.
-            fresh = 1 + sum(s in (ReplicaStatus.EMPTY, ReplicaStatus.STARTING) for s in statuses)
+            fresh = 1 + sum(_never_voted(r) for r in self._recover.values())
             if fresh == self.n:
                 self._set_status(ReplicaStatus.STARTING)  # and on, with the same answers
         if self.status is ReplicaStatus.STARTING:
@@ -881,3 +891,11 @@ class Replica:
     def pending(self) -> Sequence[int]:
         """Client requests waiting for a batch."""
         return [p.request for p in self._pending]
+
+
+def _never_voted(r: RecoverResponse) -> bool:
+    """Whether a replica's answer shows it never took part: empty, starting, or voting without
+    having promised or accepted anything yet (the other replicas of a new log, a moment ahead)."""
+    if r.status in (ReplicaStatus.EMPTY, ReplicaStatus.STARTING):
+        return True
+    return r.status is ReplicaStatus.VOTING and r.promised == 0 and r.end == 0

@@ -138,6 +138,21 @@ class LogProcesses:
         logs = "\n".join(f"--- replica {i}\n{self.log_text(i)[-2000:]}" for i in range(self.n))
         raise TimeoutError(f"no log coordinator within {within:g} s\n{logs}")
 
+    async def formed(self, within: float = 30.0) -> None:
+        """Wait until every running replica votes (a new log needs all of them once).
+
+        Raises:
+            TimeoutError: Some replica is not voting in time.
+        """
+        views: list[Any] = []
+        with trio.move_on_after(within):
+            while True:
+                views = [await self.status(i) for i in self.running()]
+                if all(v is not None and _voting(v) for v in views):
+                    return
+                await trio.sleep(0.05)
+        raise TimeoutError(f"the replicas are not all voting within {within:g} s: {views}")
+
     def close(self) -> None:
         for i in list(self.procs):
             self.kill(i, signal.SIGTERM)
@@ -152,6 +167,11 @@ class LogProcesses:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def _voting(view: dict[str, Any]) -> bool:
+    log = view.get("log", view)  # a master's /overlay-master/leader view holds the log's
+    return isinstance(log, dict) and log.get("status") == "VOTING"
 
 
 class MasterProcesses(LogProcesses):
