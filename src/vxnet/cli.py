@@ -113,13 +113,18 @@ def _members(args: argparse.Namespace) -> int:
         )
         for m in members
     ]
-    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(HEADER)]
-    for row in [HEADER, *rows]:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    print_table(HEADER, rows)
     return EXIT_OK
 
 
 HEADER = ("NAME", "ADDRESS", "STATUS", "TAGS")
+
+
+def print_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    """Columns padded to their widest cell, two spaces apart."""
+    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(header)]
+    for row in [header, *rows]:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
 
 
 def _api_url(api: str) -> str:
@@ -219,9 +224,7 @@ def _master_state(args: argparse.Namespace) -> int:
             else:
                 cells.append(" ".join(x for x in (o.get("subnet"), o.get("subnet6")) if x))
         rows.append((agent["ip"], vxlan.get("vtep_ip", "-"), vxlan.get("vtep_mac", "-"), *cells))
-    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(header)]
-    for row in [header, *rows]:
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    print_table(header, rows)
     print()
     free = state.get("free", {})
     for name, counts in free.items():
@@ -325,9 +328,7 @@ def _log_client(args: argparse.Namespace) -> int:
             )
             for v in views
         ]
-        widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(header)]
-        for row in [header, *rows]:
-            print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+        print_table(header, rows)
         return EXIT_OK if all("error" not in v for v in views) else EXIT_FAILED
 
     async def read() -> int:
