@@ -18,6 +18,7 @@ from vxnet.gossip import GossipService
 
 if TYPE_CHECKING:
     from vxnet.config import AgentConfig
+    from vxnet.overlay._service import OverlayService
 
 __all__ = ["run_agent"]
 
@@ -29,20 +30,24 @@ async def run_agent(
 ) -> None:
     """Run the agent until SIGINT/SIGTERM; ``task_status`` gets the API's URL once serving."""
     gossip = GossipService(config.gossip, role="agent", agent_ip=config.agent.ip)
+    overlay: OverlayService | None = None
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
             advertise = await nursery.start(gossip.serve)
-            url = await nursery.start(serve_api, build_app(gossip), config.agent.listen)
-            log.info("agent %s: gossip on %s:%d, API on %s", gossip.name, *advertise, url)
             if config.agent.overlay:
                 from vxnet.overlay._service import OverlayService
 
                 agent_ip = str(config.agent.ip) if config.agent.ip else str(advertise[0])
                 overlay = OverlayService(config, gossip, agent_ip)
                 nursery.start_soon(overlay.run)
+            app = build_app(gossip, overlay)
+            url = await nursery.start(serve_api, app, config.agent.listen)
+            log.info("agent %s: gossip on %s:%d, API on %s", gossip.name, *advertise, url)
             task_status.started(url)
             async for signum in signals:
                 log.info("received %s: leaving the cluster", signal.Signals(signum).name)
                 await gossip.leave()
                 nursery.cancel_scope.cancel()
                 break
+    if overlay is not None:
+        overlay.close()

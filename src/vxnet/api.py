@@ -5,6 +5,10 @@ Routes (JSON):
   * ``GET /v1/store?prefix=P[&live=1]``: the replicated store's records under ``P``, with their
     owners and versions (``live=1`` hides the records of owners that are down).
   * ``GET /v1/store/KEY``, ``PUT /v1/store/KEY`` (a JSON object), ``DELETE /v1/store/KEY``.
+  * ``GET /overlay-agent/overlay``: the agent's AgentInfo, as the masters allocated it (503 until
+    the agent has an allocation; 404 when the agent runs without the overlay).
+  * ``GET /overlay-agent/status``: AgentInfo plus registration, every owned kernel object against
+    the desired state, egress NAT, CNI directory and counters (``vxnet overlay status``).
 
 The app is a Starlette application served by :mod:`vxnet.httpd` (h11 on trio), bound to a
 loopback address by default (``agent.listen``).
@@ -23,6 +27,7 @@ if TYPE_CHECKING:
     from starlette.requests import Request
 
     from vxnet.gossip import GossipService
+    from vxnet.overlay._service import OverlayService
 
 __all__ = ["ApiError", "build_app", "fetch_json", "serve_api"]
 
@@ -31,8 +36,31 @@ class ApiError(Exception):
     """The API of a running node could not be reached or answered badly."""
 
 
-def build_app(node: GossipService) -> Starlette:
-    """The application serving ``node``'s members and store."""
+def build_app(node: GossipService, overlay: OverlayService | None = None) -> Starlette:
+    """The application serving ``node``'s members and store, and ``overlay`` if given."""
+
+    def no_overlay() -> JSONResponse:
+        return JSONResponse(
+            {"error": "this agent runs without the overlay (agent.overlay = false)"},
+            status_code=404,
+        )
+
+    async def overlay_info(request: Request) -> JSONResponse:
+        if overlay is None:
+            return no_overlay()
+        if overlay.info is None:
+            error = overlay.registration.last_error or "no master has answered yet"
+            return JSONResponse(
+                {"error": f"not registered yet: {error}"},
+                status_code=503,
+                headers={"Retry-After": "1"},
+            )
+        return JSONResponse(overlay.info)
+
+    async def overlay_status(request: Request) -> JSONResponse:
+        if overlay is None:
+            return no_overlay()
+        return JSONResponse(await overlay.status())
 
     async def get_members(request: Request) -> JSONResponse:
         return JSONResponse({"members": node.members()})
@@ -70,6 +98,8 @@ def build_app(node: GossipService) -> Starlette:
             Route("/v1/members", get_members),
             Route("/v1/store", list_store),
             Route("/v1/store/{key:path}", one_record, methods=["GET", "PUT", "DELETE"]),
+            Route("/overlay-agent/overlay", overlay_info),
+            Route("/overlay-agent/status", overlay_status),
         ]
     )
 

@@ -235,6 +235,84 @@ def _master_state(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _overlay_status(args: argparse.Namespace) -> int:
+    import json
+
+    from vxnet.api import ApiError, fetch_json
+
+    url = _api_url(args.api)
+    try:
+        status = fetch_json(f"{url}/overlay-agent/status")
+    except ApiError as exc:
+        print(f"vxnet overlay status: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    if args.json:
+        print(json.dumps(status, indent=2))
+        return EXIT_OK
+    info = status.get("info")
+    registration = status.get("registration", {})
+    if info is None:
+        error = registration.get("last_error") or "no master has answered yet"
+        print(f"agent {status['agent_ip']}: not registered yet ({error})")
+        return EXIT_FAILED
+    vxlan: dict[str, Any] = next(
+        (o["backend"]["vxlan"] for o in info["overlays"] if "backend" in o), {}
+    )
+    print(
+        f"agent {status['agent_ip']}: allocation from {registration.get('source')}; "
+        f"{status['vtep']} {vxlan.get('vtep_ip', '-')} {vxlan.get('vtep_ip6', '')} "
+        f"{vxlan.get('vtep_mac', '-')}".replace("  ", " ")
+    )
+    if registration.get("last_error"):
+        print(f"last registration error: {registration['last_error']}")
+    rows = []
+    for o in info["overlays"]:
+        state = o.get("state", {})
+        ok = state.get("status") == "STATUS_OK"
+        rows.append(
+            (
+                o["info"]["name"],
+                "OK" if ok else f"FAILED: {state.get('error', '')}",
+                " ".join(x for x in (o.get("subnet"), o.get("subnet6")) if x) or "-",
+                o.get("mesos_bridge", {}).get("name", "-") if ok else "-",
+                o.get("docker_bridge", {}).get("name", "-") if ok else "-",
+            )
+        )
+    print_table(("NETWORK", "STATUS", "SUBNETS", "CNI BRIDGE", "DOCKER BRIDGE"), rows)
+    nat = "off"
+    if status.get("egress_nat"):
+        nat = "on" if status.get("nat_programmed") else "on, NOT programmed (see the agent's log)"
+    counters = status.get("counters", {})
+    print(
+        f"egress NAT: {nat}; CNI configuration in {status.get('cni_dir')}; "
+        f"remote agents: {len(status.get('remotes', []))}; "
+        + ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in counters.items())
+    )
+    for error in status.get("last_errors", []):
+        print(f"recent netlink error: {error}")
+    for key, problem in sorted(status.get("bad_records", {}).items()):
+        print(f"ignored record {key}: {problem}")
+    if status.get("kernel_error"):
+        print(f"cannot read the kernel: {status['kernel_error']}")
+        return EXIT_FAILED
+    objects = status.get("objects", [])
+    print()
+    print_table(
+        ("KIND", "OBJECT", "STATE"), [(o["kind"], o["object"], o["state"]) for o in objects]
+    )
+    wrong = sum(o["state"] != "ok" for o in objects)
+    print()
+    print(
+        f"{len(objects)} kernel objects, "
+        + (
+            f"{wrong} not as desired (repaired at the next reconcile)"
+            if wrong
+            else "all as desired"
+        )
+    )
+    return EXIT_OK
+
+
 def _log_serve(args: argparse.Namespace) -> int:
     import trio
 
@@ -482,6 +560,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     mstate.add_argument("--json", action="store_true", help="print the JSON state")
     master.set_defaults(func=_master)
+
+    overlay = commands.add_parser(
+        "overlay",
+        help="inspect a running agent's overlay",
+        description="Inspect a running agent's overlay through its API.",
+    )
+    overlay_cmds = overlay.add_subparsers(
+        title="overlay commands", dest="action", metavar="ACTION", required=True
+    )
+    ostatus = overlay_cmds.add_parser(
+        "status",
+        help="the agent's allocation and its kernel objects against the desired state",
+        description="Print the agent's allocation (VTEP, subnets per network), egress NAT, "
+        "counters, and every route, neighbour and FDB entry vxnet owns with whether it "
+        "matches the desired state.",
+    )
+    ostatus.add_argument(
+        "--api",
+        default="127.0.0.1:62080",
+        metavar="HOST:PORT",
+        help="the agent's API address (its agent.listen; default 127.0.0.1:62080)",
+    )
+    ostatus.add_argument("--json", action="store_true", help="print JSON")
+    ostatus.set_defaults(func=_overlay_status)
 
     replog = commands.add_parser(
         "log",

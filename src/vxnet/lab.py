@@ -38,10 +38,12 @@ if TYPE_CHECKING:
 __all__ = [
     "LAB_ROOT",
     "UNDERLAY",
+    "Container",
     "Host",
     "Lab",
     "LabError",
     "LabInfo",
+    "Namespace",
     "cleanup",
     "list_labs",
     "namespace_pids",
@@ -140,12 +142,11 @@ def _stop_pids(pids: Sequence[int], grace: float = STOP_GRACE) -> None:
 
 
 @dataclass(frozen=True, slots=True)
-class Host:
-    """One host of a lab: a network namespace with an underlay address on ``eth0``."""
+class Namespace:
+    """A network namespace of a lab, to run commands and processes in."""
 
     name: str
     netns: str
-    address: IPv4Address
     _lab: Lab = field(repr=False, compare=False)
 
     @property
@@ -210,6 +211,20 @@ class Host:
             yield ns
         finally:
             ns.close()
+
+
+@dataclass(frozen=True, slots=True)
+class Host(Namespace):
+    """One host of a lab: a network namespace with an underlay address on ``eth0``."""
+
+    address: IPv4Address
+
+
+@dataclass(frozen=True, slots=True)
+class Container(Namespace):
+    """A container of a lab host: an empty namespace (``lo`` up) for a CNI plugin to attach."""
+
+    host: Host
 
 
 @dataclass(frozen=True, slots=True)
@@ -338,6 +353,36 @@ class Lab:
                 return h
         raise LabError(f"no host {name!r} in this lab (hosts: {', '.join(self._names)})")
 
+    def container(self, host: Host, name: str) -> Container:
+        """Create a container namespace ``<prefix>-<host>-<name>`` for ``host`` (``lo`` up).
+
+        Raises:
+            LabError: A bad name, one already taken, or the kernel refused.
+        """
+        if self._info is None:
+            raise LabError("the lab is not created")
+        if not HOST_NAME_PATTERN.fullmatch(name):
+            raise LabError(
+                f"bad container name {name!r}: use 1-12 lower-case letters and digits, "
+                "starting with a letter"
+            )
+        container = Container(
+            name=f"{host.name}-{name}",
+            netns=f"{self.prefix}-{host.name}-{name}",
+            _lab=self,
+            host=host,
+        )
+        if _netns_inode(container.netns) is not None:
+            raise LabError(f"container {container.name!r} exists already")
+        self._record(container.netns)
+        try:
+            _netns().create(container.netns)
+            with container.iproute() as ipr:
+                ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
+        except Exception as exc:
+            raise LabError(f"creating container {container.name}: {exc}") from exc
+        return container
+
     def create(self) -> None:
         """Claim a slot and build the switch and the hosts.
 
@@ -413,7 +458,7 @@ class Lab:
 
     def _spawn(
         self,
-        host: Host,
+        host: Namespace,
         argv: Sequence[str],
         *,
         stdout: int | IO[Any] | None,

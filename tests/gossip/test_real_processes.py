@@ -366,3 +366,15 @@ def test_a_store_write_on_one_agent_is_visible_on_the_others(
     )
     assert bad.returncode == 2
     assert "HTTP 400" in bad.stderr
+
+
+def test_overlay_status_of_an_agent_without_the_overlay_says_so(cluster: Cluster) -> None:
+    _, _, a_url = cluster.start_vxnet("vx-a")
+    done = subprocess.run(
+        [sys.executable, "-m", "vxnet", "overlay", "status", "--api", a_url],
+        capture_output=True,
+        text=True,
+        timeout=10,
+    )
+    assert done.returncode == 1
+    assert "HTTP 404: this agent runs without the overlay (agent.overlay = false)" in done.stderr

@@ -52,6 +52,8 @@ def vxlan(vtep_ip: str, vtep_mac: str, vtep_ip6: str | None = None) -> dict[str,
         "vtep_name": "vtep1024",
         "vtep_ip": vtep_ip,
         "vtep_mac": vtep_mac,
+        "vxlan_port": 64000,
+        "vtep_mtu": 1500,
     }
     if vtep_ip6 is not None:
         backend["vtep_ip6"] = vtep_ip6
@@ -75,8 +77,8 @@ def test_first_agent_gets_the_exact_agent_info() -> None:
             {
                 "info": DCOS_INFO,
                 "subnet": "9.0.0.0/24",
-                "mesos_bridge": {"name": "m-dcos", "ip": "9.0.0.1/25"},
-                "docker_bridge": {"name": "d-dcos", "ip": "9.0.0.129/25"},
+                "mesos_bridge": {"name": "m-dcos", "mtu": 1420, "ip": "9.0.0.1/25"},
+                "docker_bridge": {"name": "d-dcos", "mtu": 1420, "ip": "9.0.0.129/25"},
                 "backend": vxlan("44.128.0.1/20", "70:b3:d5:80:00:01"),
                 "state": OK,
             }
@@ -119,9 +121,15 @@ def test_dual_stack_network_splits_both_subnets_into_halves() -> None:
             "info": {**DCOS_INFO, "subnet6": "fd01:b::/64", "prefix6": 80},
             "subnet": "9.0.1.0/24",
             "subnet6": "fd01:b:0:0:1::/80",
-            "mesos_bridge": {"name": "m-dcos", "ip": "9.0.1.1/25", "ip6": "fd01:b::1:0:0:1/81"},
+            "mesos_bridge": {
+                "name": "m-dcos",
+                "mtu": 1420,
+                "ip": "9.0.1.1/25",
+                "ip6": "fd01:b::1:0:0:1/81",
+            },
             "docker_bridge": {
                 "name": "d-dcos",
+                "mtu": 1420,
                 "ip": "9.0.1.129/25",
                 "ip6": "fd01:b::1:8000:0:1/81",
             },
@@ -142,16 +150,16 @@ def test_ipv6_only_network_and_every_overlay_carries_the_agents_vtep_ip6() -> No
         {
             "info": DCOS_INFO,
             "subnet": "9.0.0.0/24",
-            "mesos_bridge": {"name": "m-dcos", "ip": "9.0.0.1/25"},
-            "docker_bridge": {"name": "d-dcos", "ip": "9.0.0.129/25"},
+            "mesos_bridge": {"name": "m-dcos", "mtu": 1420, "ip": "9.0.0.1/25"},
+            "docker_bridge": {"name": "d-dcos", "mtu": 1420, "ip": "9.0.0.129/25"},
             "backend": vxlan("44.128.0.1/20", "70:b3:d5:80:00:01", "fd01:a::1/64"),
             "state": OK,
         },
         {
             "info": DCOS6_INFO,
             "subnet6": "fd01:b::/80",
-            "mesos_bridge": {"name": "m-dcos6", "ip6": "fd01:b::1/81"},
-            "docker_bridge": {"name": "d-dcos6", "ip6": "fd01:b::8000:0:1/81"},
+            "mesos_bridge": {"name": "m-dcos6", "mtu": 1420, "ip6": "fd01:b::1/81"},
+            "docker_bridge": {"name": "d-dcos6", "mtu": 1420, "ip6": "fd01:b::8000:0:1/81"},
             "backend": vxlan("44.128.0.1/20", "70:b3:d5:80:00:01", "fd01:a::1/64"),
             "state": OK,
         },
@@ -173,11 +181,11 @@ def test_bridge_turned_off_is_left_out_but_the_whole_subnet_is_held() -> None:
     overlay = agent_of(register(allocator, "198.18.0.11", None, mesos_bridge=False))["overlays"][0]
     assert overlay["subnet"] == "9.0.0.0/24"
     assert "mesos_bridge" not in overlay
-    assert overlay["docker_bridge"] == {"name": "d-dcos", "ip": "9.0.0.129/25"}
+    assert overlay["docker_bridge"] == {"name": "d-dcos", "mtu": 1420, "ip": "9.0.0.129/25"}
     overlay = agent_of(register(allocator, "198.18.0.12", None, docker_bridge=False))["overlays"][0]
     assert overlay["subnet"] == "9.0.1.0/24"
     assert "docker_bridge" not in overlay
-    assert overlay["mesos_bridge"] == {"name": "m-dcos", "ip": "9.0.1.1/25"}
+    assert overlay["mesos_bridge"] == {"name": "m-dcos", "mtu": 1420, "ip": "9.0.1.1/25"}
 
 
 def test_new_bridge_flags_change_only_the_bridges_of_the_networks_asked_for() -> None:
@@ -188,8 +196,8 @@ def test_new_bridge_flags_change_only_the_bridges_of_the_networks_asked_for() ->
     dcos, dcos6 = agent_of(outcome)["overlays"]
     assert outcome.changed
     assert dcos["subnet"] == "9.0.0.0/24"
-    assert dcos["mesos_bridge"] == {"name": "m-dcos", "ip": "9.0.0.1/25"}
-    assert dcos["docker_bridge"] == {"name": "d-dcos", "ip": "9.0.0.129/25"}
+    assert dcos["mesos_bridge"] == {"name": "m-dcos", "mtu": 1420, "ip": "9.0.0.1/25"}
+    assert dcos["docker_bridge"] == {"name": "d-dcos", "mtu": 1420, "ip": "9.0.0.129/25"}
     assert "mesos_bridge" not in dcos6
     assert "docker_bridge" not in dcos6
     assert dcos6["subnet6"] == "fd01:b::/80"
@@ -404,6 +412,8 @@ def test_changes_that_move_nothing_held_are_applied() -> None:
         "vtep_name": "vtep4242",
         "vtep_ip": "44.128.0.2/20",
         "vtep_mac": "70:b3:d5:80:00:02",
+        "vxlan_port": 4789,
+        "vtep_mtu": 9000,
         "vtep_ip6": "fd01:a::2/64",
     }
     assert allocator.apply(Allocator.network_command(new)) == Outcome(ok=True, changed=False)
@@ -929,6 +939,8 @@ class Model:
             "vtep_name": f"vtep{network.vni}",
             "vtep_ip": f"{agent.vtep}/{network.vtep_subnet.prefixlen}",
             "vtep_mac": ":".join(f"{b:02x}" for b in oui + agent.vtep.packed[1:]),
+            "vxlan_port": network.vxlan_port,
+            "vtep_mtu": network.vtep_mtu,
         }
         if agent.vtep6 is not None:
             backend["vtep_ip6"] = f"{agent.vtep6}/{network.vtep_subnet6.prefixlen}"
@@ -948,8 +960,8 @@ class Model:
                 )
                 continue
             entry: dict[str, Any] = {"info": info}
-            mesos: dict[str, Any] = {"name": f"m-{o.name}"}
-            docker: dict[str, Any] = {"name": f"d-{o.name}"}
+            mesos: dict[str, Any] = {"name": f"m-{o.name}", "mtu": network.overlay_mtu}
+            docker: dict[str, Any] = {"name": f"d-{o.name}", "mtu": network.overlay_mtu}
             for sub, key in ((held.sub4, "ip"), (held.sub6, "ip6")):
                 if sub is None:
                     continue

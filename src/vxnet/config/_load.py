@@ -488,6 +488,7 @@ def _check_log(log: LogSettings, path: str, loader: _Loader) -> None:
 
 
 GOSSIP_PROFILES = ("lan", "local")
+MAX_RECORD_GRACE = 86400
 KEY_SIZES = (16, 24, 32)
 
 
@@ -507,6 +508,9 @@ def _check_gossip(g: GossipSettings, path: str, loader: _Loader) -> None:
         )
     if loader.ok(f"{path}.bind"):
         _check_listen(g.bind, f"{path}.bind", loader, any_port=True)
+    key = f"{path}.record_grace"
+    if loader.ok(key) and not 1 <= g.record_grace <= MAX_RECORD_GRACE:
+        loader.fail(key, f"must be 1 to {MAX_RECORD_GRACE} seconds, got {g.record_grace}")
     key = f"{path}.advertise"
     if g.advertise is not None and loader.ok(key):
         try:

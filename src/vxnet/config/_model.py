@@ -136,6 +136,12 @@ class GossipSettings:
         doc="Timing preset: lan (memberlist's DefaultLANConfig, as Serf) or local (faster, for "
         "tests on one machine).",
     )
+    record_grace: int = setting(
+        30,
+        doc="Seconds the records of a failed member stay in force (other agents keep its routes, "
+        "its names keep resolving), so that a quick restart drops nothing; after that they are "
+        "ignored until it returns. 1 to 86400.",
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,6 +226,12 @@ class AgentSettings:
         None,
         doc="Bearer token the masters require for registrations (their master.token).",
         example="s3cret-token",
+    )
+    egress_nat: bool = setting(
+        True,
+        doc="Masquerade containers' traffic to destinations outside the overlay behind the "
+        "agent's address (nftables tables `ip vxnet` and `ip6 vxnet`). Off: such traffic "
+        "leaves with container addresses, for networks that route the overlay.",
     )
 
 

@@ -179,7 +179,11 @@ class GossipService:
         self.meta = encode_tags(self.tags)
         self._agent_ip = agent_ip
         self.serf = SerfLayer(self.name, self.timing.retransmit_mult)
-        self.store = StoreLayer(Store(self.name), self.timing.retransmit_mult, time.time)
+        self.store = StoreLayer(
+            Store(self.name, owner_grace=settings.record_grace),
+            self.timing.retransmit_mult,
+            time.time,
+        )
         self.layers = NodeLayers(
             self.serf, self.store, lambda: self.core.num_members, trio.current_time
         )
@@ -195,6 +199,7 @@ class GossipService:
         )
         self._subscriptions: list[Subscription] = []
         self._sync_wanted = trio.Event()
+        self.synced = trio.Event()  # set once the store has been synced with a peer (see serve)
         self._waiting_slow = False
         self.sync_errors = 0
         self.advertise: Address | None = None
@@ -245,10 +250,18 @@ class GossipService:
     async def serve(
         self, *, task_status: trio.TaskStatus[Address] = trio.TASK_STATUS_IGNORED
     ) -> None:
-        """Run until cancelled; ``task_status`` gets the advertised address once bound."""
+        """Run until cancelled; ``task_status`` gets the advertised address once bound.
+
+        :attr:`synced` is set after the first complete store exchange with a peer, or at once
+        for a node with no seeds (it starts a new cluster, so its store is the whole store).
+        Until then the store may lack records that the cluster holds: a consumer that would act
+        on a record's *absence* (remove a route, stop answering a name) waits for it.
+        """
         async with trio.open_nursery() as nursery:
             await nursery.start(self.driver.serve)
             nursery.start_soon(self._sync_loop)
+            if not self.settings.seeds:
+                self.synced.set()
             if self.settings.seeds:
                 seeds = [await self._resolve(s) for s in self.settings.seeds]
                 self.core.join(seeds, trio.current_time())
@@ -381,6 +394,7 @@ class GossipService:
                 log.debug("store sync with %s: %s", peer.name, exc)
                 return False
         self.driver.step()
+        self.synced.set()
         return True
 
     def records(self, prefix: str = "", *, live: bool = False) -> list[dict[str, Any]]:

@@ -786,25 +786,27 @@ class Allocator:
             "vtep_name": f"vtep{network.vni}",
             "vtep_ip": f"{_v4(vtep)}/{network.vtep_subnet.prefixlen}",
             "vtep_mac": mac.hex(":"),
+            "vxlan_port": network.vxlan_port,
+            "vtep_mtu": network.vtep_mtu,
         }
         if agent.vtep6 is not None:
             vtep6 = self._vtep6_base + agent.vtep6
             vxlan["vtep_ip6"] = f"{_v6(vtep6)}/{network.vtep_subnet6.prefixlen}"
         overlays = [
-            self._overlay_json(o, held, vxlan)
+            self._overlay_json(o, held, vxlan, network.overlay_mtu)
             for o in network.overlays
             if (held := agent.overlays.get(o.name)) is not None
         ]
         return {"ip": _v4(ip), "overlays": overlays}
 
     @staticmethod
-    def _overlay_json(o: Overlay, held: _Held, vxlan: dict[str, Any]) -> dict[str, Any]:
+    def _overlay_json(o: Overlay, held: _Held, vxlan: dict[str, Any], mtu: int) -> dict[str, Any]:
         entry: dict[str, Any] = {"info": _overlay_info(o)}
         if held.error is not None:
             entry["state"] = {"status": "STATUS_FAILED", "error": held.error}
             return entry
-        mesos: dict[str, Any] = {"name": f"m-{o.name}"}
-        docker: dict[str, Any] = {"name": f"d-{o.name}"}
+        mesos: dict[str, Any] = {"name": f"m-{o.name}", "mtu": mtu}
+        docker: dict[str, Any] = {"name": f"d-{o.name}", "mtu": mtu}
         if o.subnet is not None and held.index4 is not None:
             size = 1 << (32 - o.prefix)
             base = int(o.subnet.network_address) + held.index4 * size

@@ -49,14 +49,14 @@ The model
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from vxnet.overlay._model import Fdb, KernelState, Neighbour, Op, Route
 
 if TYPE_CHECKING:
     from collections.abc import Hashable, Iterable, Sequence
 
-__all__ = ["apply_ops", "diff"]
+__all__ = ["apply_ops", "compare", "diff"]
 
 _Obj = TypeVar("_Obj", Route, Neighbour, Fdb)
 
@@ -85,6 +85,45 @@ def diff(desired: KernelState, actual: KernelState) -> list[Op]:
     for deletes in (routes[2], neighbours[2], fdb[2]):
         ops.extend(Op("delete", obj) for obj in deletes)
     return ops
+
+
+def compare(desired: KernelState, actual: KernelState) -> list[dict[str, str]]:
+    """Every desired or actual object with how it stands, for people (``vxnet overlay status``).
+
+    Each entry has ``kind`` (route, neighbour, fdb), ``object`` (as ``ip`` would print it) and
+    ``state``: ``ok`` (programmed as desired), ``missing`` (desired, not programmed),
+    ``different`` (programmed at the key with another value; the desired value is shown) or
+    ``extra`` (programmed, not desired: removed at the next reconcile). Sorted by kind and key.
+    """
+    entries: list[tuple[int, tuple[object, ...], dict[str, str]]] = []
+    kinds: tuple[tuple[str, frozenset[Any], frozenset[Any]], ...] = (
+        ("route", desired.routes, actual.routes),
+        ("neighbour", desired.neighbours, actual.neighbours),
+        ("fdb", desired.fdb, actual.fdb),
+    )
+    for rank, (kind, want, have) in enumerate(kinds):
+        held_keys = {o.key for o in have}
+        for obj in want:
+            state = "ok" if obj in have else "different" if obj.key in held_keys else "missing"
+            entries.append(
+                (rank, (obj.key, 0), {"kind": kind, "object": _show(obj), "state": state})
+            )
+        wanted_keys = {o.key for o in want}
+        for obj in have:
+            if obj not in want and obj.key not in wanted_keys:
+                entries.append(
+                    (rank, (obj.key, 1), {"kind": kind, "object": _show(obj), "state": "extra"})
+                )
+    entries.sort(key=lambda e: (e[0], str(e[1])))
+    return [e[2] for e in entries]
+
+
+def _show(obj: Route | Neighbour | Fdb) -> str:
+    if isinstance(obj, Route):
+        return f"{obj.dst} via {obj.gateway} dev {obj.dev} onlink"
+    if isinstance(obj, Neighbour):
+        return f"{obj.ip} lladdr {obj.mac} dev {obj.dev} permanent"
+    return f"{obj.mac} dst {obj.dst} dev {obj.dev} self permanent"
 
 
 def apply_ops(state: KernelState, ops: Sequence[Op]) -> KernelState:

@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator, Sequence
     from ipaddress import IPv4Interface, IPv6Interface
 
-__all__ = ["ApplyResult", "Kernel"]
+__all__ = ["EVENT_GROUPS", "ApplyResult", "Kernel", "event_socket", "owned_changes"]
 
 # Kernel ABI constants (linux/neighbour.h, rtnetlink.h, if.h, if_addr.h).
 NUD_NOARP = 0x40
@@ -61,7 +61,11 @@ NLMSG_ERROR = 2
 NLMSG_DONE = 3
 NLM_F_DUMP_INTR = 0x10
 DUMP_FLAGS = 0x01 | 0x300  # NLM_F_REQUEST | NLM_F_DUMP
+RTM_NEWLINK = 16
+RTM_DELLINK = 17
+RTM_DELROUTE = 25
 RTM_GETROUTE = 26
+RTM_DELNEIGH = 29
 RTM_GETNEIGH = 30
 RTA_DST = 1
 RTA_OIF = 4
@@ -84,6 +88,11 @@ SEQ_BASE = 0x7F000000
 SEQ_SPAN = 0x01000000
 _SEQ = itertools.count()
 # A delete whose object is already gone: IPv4 routes answer ESRCH, the others ENOENT.
+# Notification groups (rtnetlink.h's RTMGRP_*): links, neighbours, IPv4 and IPv6 routes.
+EVENT_GROUPS = 0x1 | 0x4 | 0x40 | 0x400
+EVENT_BUFFER = 4 << 20
+_IFINFOMSG = struct.Struct("=BxHiII")  # family, type, index, flags, change
+
 GONE = frozenset({errno.ENOENT, errno.ESRCH})
 
 
@@ -159,6 +168,58 @@ def _receive_dump(sock: socket.socket, seq: int) -> tuple[list[bytes], bool]:
                 code = -_I32.unpack_from(buf, start)[0]
                 raise NetlinkError(code)
             payloads.append(buf[start : start + length - _NLMSG.size])
+
+
+def event_socket() -> socket.socket:
+    """A non-blocking netlink socket subscribed to link, neighbour and route notifications.
+
+    Raises:
+        OSError: The socket cannot be opened or bound.
+    """
+    sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, EVENT_BUFFER)
+        sock.bind((0, EVENT_GROUPS))
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def owned_changes(data: bytes, vtep: int | None, links: Iterable[int]) -> set[str]:
+    """What a datagram of notifications says happened to vxnet's objects.
+
+    Returns a subset of ``{"route", "neighbour", "link"}``: an owned route (protocol
+    :data:`~._model.ROUTE_PROTOCOL`) was deleted; a neighbour or FDB entry on the VTEP (device
+    index ``vtep``) was deleted; one of the devices ``links`` (VTEP and bridges) changed or went
+    away. Additions are not reported: vxnet's own writes add, and an added object that vxnet
+    does not want is removed at the next full reconcile.
+    """
+    owned_links = set(links)
+    found: set[str] = set()
+    offset = 0
+    while offset + _NLMSG.size <= len(data):
+        length, kind, _, _, _ = _NLMSG.unpack_from(data, offset)
+        if length < _NLMSG.size:
+            break
+        body = offset + _NLMSG.size
+        offset += (length + 3) & ~3
+        if offset > len(data):
+            break  # truncated
+        if length < _NLMSG.size + _IFINFOMSG.size:
+            continue  # too short to be one of these (each also carries attributes)
+        if kind == RTM_DELROUTE:
+            if _RTMSG.unpack_from(data, body)[5] == ROUTE_PROTOCOL:
+                found.add("route")
+        elif kind == RTM_DELNEIGH:
+            if vtep is not None and _NDMSG.unpack_from(data, body)[1] == vtep:
+                found.add("neighbour")
+        elif kind in (RTM_NEWLINK, RTM_DELLINK) and (
+            _IFINFOMSG.unpack_from(data, body)[2] in owned_links
+        ):
+            found.add("link")
+    return found
 
 
 class Kernel:
@@ -282,7 +343,8 @@ class Kernel:
                 return None
             raise
 
-    def _index(self, name: str) -> int | None:
+    def index(self, name: str) -> int | None:
+        """The interface index of device ``name``, or ``None`` if there is none."""
         link = self._link(name)
         return None if link is None else int(link["index"])
 
@@ -352,7 +414,7 @@ class Kernel:
             NetlinkError: The kernel refused a dump.
             OSError: The socket failed, or a dump did not finish within 5 s.
         """
-        index = self._index(dev)
+        index = self.index(dev)
         if index is None:
             return KernelState()
         routes: set[Route] = set()
@@ -432,7 +494,7 @@ class Kernel:
         for op in ops:
             dev = op.obj.dev
             if dev not in indexes:
-                indexes[dev] = self._index(dev)
+                indexes[dev] = self.index(dev)
             index = indexes[dev]
             if index is None:
                 result.errors.append(f"{op.action} {op.obj}: no device {dev!r}")

@@ -4,30 +4,38 @@ Run by ``vxnet agent`` (as root) in the agent's network namespace:
 
 1. :class:`~._registration.Registration` keeps the agent registered and hands over every new
    allocation (the saved one first, before any master answered).
-2. For an allocation: the VTEP ``vtep<vni>`` (VNI, UDP port, local = agent IP, no learning, MAC
-   and addresses from the allocation), a bridge ``m-<net>`` with the gateway address of the CNI
-   half for every network allocated with a CNI bridge, and IPv4 (and IPv6) forwarding on. Then
-   the agent's ``overlay/<ip>`` record goes into the replicated store.
+2. For an allocation: the VTEP ``vtep<vni>`` (VNI, UDP port, local = agent IP, no learning, MTU,
+   MAC and addresses from the allocation), a bridge ``m-<net>`` with the gateway address of the
+   CNI half and the overlay MTU for every network allocated with a CNI bridge, IPv4 (and IPv6)
+   forwarding, the CNI network configuration ``<cni_dir>/<net>.conflist`` (:mod:`._cni`), and
+   egress NAT (:mod:`._nat`) when on. Then the agent's ``overlay/<ip>`` record goes into the
+   replicated store (written only when it differs from the one there).
 3. Reconciling: the remote agents are the live ``overlay/`` records of others (an owner down for
    the store's grace period drops out); their routes, neighbour and FDB entries are diffed
    against what the kernel holds and the difference applied. The agent reconciles when a record
    changes, every second against the state it last applied (cheap: nothing is read), and every
-   ``FULL_EVERY`` seconds against a fresh read of the kernel, which repairs what someone else
-   changed. Netlink errors are counted and retried at the next pass, never fatal.
+   ``FULL_EVERY`` seconds against a fresh read of the kernel. Netlink notifications wake it at
+   once when someone else deletes an owned route, neighbour or FDB entry, or changes or removes
+   one of its devices; it then reads the kernel and repairs (devices too, for a device event).
+   Netlink errors are counted and retried at the next pass, never fatal. Nothing is deleted
+   before the agent's store has synced with a peer, so a restart drops no entry.
 
 Kernel calls run in one worker thread (pyroute2 is synchronous), one at a time.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import trio
 
-from vxnet.overlay._diff import apply_ops, diff
+from vxnet.overlay._cni import conflists, remove_stale, write_conflist
+from vxnet.overlay._diff import apply_ops, compare, diff
 from vxnet.overlay._model import KernelState, RemoteAgent, desired_state
+from vxnet.overlay._nat import NatError, apply_ruleset, nat_ruleset, present_tables
 from vxnet.overlay._records import RECORD_PREFIX, RecordError, overlay_record, remote_from_record
 from vxnet.overlay._registration import Registration
 
@@ -42,7 +50,8 @@ log = logging.getLogger("vxnet.overlay")
 
 FULL_EVERY = 10.0
 QUICK_EVERY = 1.0
-# Until AgentInfo carries them (next step), the defaults of [network]:
+EVENT_RECV = 1 << 16
+# For an allocation saved by an older vxnet, whose AgentInfo lacks them: the [network] defaults.
 VXLAN_PORT = 64000
 VTEP_MTU = 1500
 OVERLAY_MTU = 1420
@@ -71,12 +80,20 @@ class OverlayService:
         self.remotes: list[RemoteAgent] = []
         self.bad_records: dict[str, str] = {}
         self.netlink_errors = 0
+        self.local_errors = 0
         self.reconciles = 0
+        self.repairs = 0
+        self.kernel_events = 0
         self.last_errors: list[str] = []
+        self.nat_ruleset: str | None = None
+        self._warned: set[str] = set()
         self._known: KernelState | None = None
         self._programmed: dict[str, Any] | None = None
         self._kernel: Kernel | None = None
         self._ipr: Any = None
+        self._vtep_index: int | None = None
+        self._link_indices: frozenset[int] = frozenset()
+        self._repair: set[str] = set()
         self._limiter = trio.CapacityLimiter(1)
         self._wake = trio.Event()
 
@@ -88,6 +105,7 @@ class OverlayService:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self.registration.run, self._on_allocation)
             nursery.start_soon(self._watch_store)
+            nursery.start_soon(self._watch_kernel)
             nursery.start_soon(self._loop)
 
     def _on_allocation(self, info: dict[str, Any]) -> None:
@@ -101,6 +119,30 @@ class OverlayService:
                 self._wake.set()
             self._wake.set()  # overflowed: start again from the whole store
 
+    async def _watch_kernel(self) -> None:
+        """Wake the loop when someone else deletes an owned object or touches a device."""
+        from vxnet.overlay._netlink import event_socket, owned_changes
+
+        try:
+            sock = trio.socket.from_stdlib_socket(event_socket())
+        except OSError as exc:
+            log.warning("no netlink notifications (%s): repairs wait for the full reconcile", exc)
+            return
+        with sock:
+            while True:
+                try:
+                    data = await sock.recv(EVENT_RECV)
+                except OSError as exc:
+                    if exc.errno != errno.ENOBUFS:
+                        raise
+                    kinds = {"route", "link"}  # notifications were lost: check everything
+                else:
+                    kinds = owned_changes(data, self._vtep_index, self._link_indices)
+                if kinds:
+                    self.kernel_events += 1
+                    self._repair |= kinds
+                    self._wake.set()
+
     async def _loop(self) -> None:
         last_full = -FULL_EVERY
         while True:
@@ -109,10 +151,17 @@ class OverlayService:
             self._wake = trio.Event()
             if self.info is None:
                 continue
-            full = trio.current_time() - last_full >= FULL_EVERY
-            if full:
+            repair, self._repair = self._repair, set()
+            timed = trio.current_time() - last_full >= FULL_EVERY
+            if timed:
                 last_full = trio.current_time()
-            await trio.to_thread.run_sync(self._pass, full, limiter=self._limiter)
+            if repair:
+                self.repairs += 1
+            local = timed or "link" in repair
+            synced = self.gossip.synced.is_set()
+            await trio.to_thread.run_sync(
+                self._pass, timed or bool(repair), local, synced, limiter=self._limiter
+            )
 
     def _vxlan(self) -> dict[str, Any]:
         assert self.info is not None
@@ -121,6 +170,17 @@ class OverlayService:
             if vxlan:
                 return dict(vxlan)
         return {}
+
+    def _warn(self, message: str) -> None:
+        """Log ``message`` the first time it happens (a retried failure would flood the log)."""
+        if message not in self._warned:
+            self._warned.add(message)
+            log.warning("%s", message)
+
+    async def status(self) -> dict[str, Any]:
+        """What ``GET /overlay-agent/status`` shows: the allocation, the kernel against the
+        desired state, NAT, CNI files, counters."""
+        return await trio.to_thread.run_sync(self._status, limiter=self._limiter)
 
     # --- in the worker thread ------------------------------------------------------------------
 
@@ -134,11 +194,14 @@ class OverlayService:
             self._kernel = Kernel(self._ipr)
         return self._kernel
 
-    def _pass(self, full: bool) -> None:
+    def _pass(self, read: bool, local: bool, synced: bool) -> None:
+        """One reconcile. Until the store has synced with the cluster (``synced``) a missing
+        record may only be one not received yet, so nothing is deleted: a restarted agent keeps
+        every entry and traffic through it never stops."""
         info = self.info
         assert info is not None
         kernel = self._kernel_handle()
-        if info is not self._programmed or full:
+        if info is not self._programmed or local:
             try:
                 self._program_local(kernel, info)
             except Exception as exc:
@@ -150,8 +213,10 @@ class OverlayService:
         remotes = self._read_remotes()
         self.remotes = remotes
         desired = desired_state(remotes, self.vtep)
-        actual = self._known if self._known is not None and not full else kernel.read(self.vtep)
+        actual = self._known if self._known is not None and not read else kernel.read(self.vtep)
         ops = diff(desired, actual)
+        if not synced:
+            ops = [op for op in ops if op.action == "replace"]
         if not ops:
             self._known = actual
             return
@@ -180,21 +245,71 @@ class OverlayService:
             vxlan.get("vtep_ip6"),
             int(vxlan.get("vtep_mtu", VTEP_MTU)),
         )
+        links = [kernel.index(self.vtep)]
         for overlay in info.get("overlays", []):
             bridge = overlay.get("mesos_bridge")
             if overlay.get("state", {}).get("status") != "STATUS_OK" or not bridge:
                 continue
-            kernel.ensure_bridge(
-                str(bridge["name"]), bridge.get("ip"), bridge.get("ip6"), OVERLAY_MTU
-            )
+            name = str(bridge["name"])
+            mtu = int(bridge.get("mtu", OVERLAY_MTU))
+            kernel.ensure_bridge(name, bridge.get("ip"), bridge.get("ip6"), mtu)
+            links.append(kernel.index(name))
+        self._vtep_index = links[0]
+        self._link_indices = frozenset(i for i in links if i is not None)
         _sysctl("net/ipv4/ip_forward", "1")
         _sysctl("net/ipv6/conf/all/forwarding", "1")
+        self._write_conflists(info)
+        self._program_nat(info)
         try:
             record = overlay_record(info)
         except RecordError as exc:
-            log.warning("%s", exc)
+            self._warn(str(exc))
             return
-        trio.from_thread.run_sync(self.gossip.put, f"{RECORD_PREFIX}{self.agent_ip}", record)
+        trio.from_thread.run_sync(self._publish, record)
+
+    def _publish(self, record: dict[str, Any]) -> None:
+        key = f"{RECORD_PREFIX}{self.agent_ip}"
+        held = [r for r in self.gossip.records(key) if r["key"] == key]
+        if not held or held[0]["value"] != record:
+            self.gossip.put(key, record)
+
+    def _write_conflists(self, info: dict[str, Any]) -> None:
+        directory = Path(self.config.agent.cni_dir)
+        ipam_dir = str(Path(self.config.agent.state_dir) / "cni-ipam")
+        files = conflists(info, ipam_dir, OVERLAY_MTU)
+        try:
+            for filename, data in files.items():
+                if write_conflist(directory, filename, data):
+                    log.info("wrote %s", directory / filename)
+            for filename in remove_stale(directory, set(files)):
+                log.info("removed %s (its network is no longer allocated)", directory / filename)
+        except OSError as exc:
+            self.local_errors += 1
+            self._warn(f"cannot write the CNI configuration in {directory}: {exc}")
+
+    def _program_nat(self, info: dict[str, Any]) -> None:
+        subnets: list[str] = []
+        subnets6: list[str] = []
+        for overlay in info.get("overlays", []):
+            network = overlay.get("info", {})
+            if network.get("subnet"):
+                subnets.append(str(network["subnet"]))
+            if network.get("subnet6"):
+                subnets6.append(str(network["subnet6"]))
+        if not self.config.agent.egress_nat:
+            subnets, subnets6 = [], []
+        ruleset = nat_ruleset(subnets, subnets6, self.vtep)
+        wanted = {f for f, nets in (("ip", subnets), ("ip6", subnets6)) if nets}
+        try:
+            if ruleset == self.nat_ruleset and present_tables() == wanted:
+                return
+            apply_ruleset(ruleset)
+        except NatError as exc:
+            self.local_errors += 1
+            self.nat_ruleset = None
+            self._warn(f"egress NAT: {exc}")
+            return
+        self.nat_ruleset = ruleset
 
     def _read_remotes(self) -> list[RemoteAgent]:
         records = trio.from_thread.run_sync(self._live_records)
@@ -216,6 +331,43 @@ class OverlayService:
 
     def _live_records(self) -> list[dict[str, Any]]:
         return self.gossip.records(RECORD_PREFIX, live=True)
+
+    def _status(self) -> dict[str, Any]:
+        registration = self.registration
+        out: dict[str, Any] = {
+            "agent_ip": self.agent_ip,
+            "registration": {
+                "source": registration.source,
+                "attempts": registration.attempts,
+                "failures": registration.failures,
+                "last_error": registration.last_error,
+            },
+            "info": self.info,
+            "vtep": self.vtep,
+            "egress_nat": self.config.agent.egress_nat,
+            "nat_programmed": self.nat_ruleset is not None,
+            "cni_dir": self.config.agent.cni_dir,
+            "counters": {
+                "reconciles": self.reconciles,
+                "repairs": self.repairs,
+                "kernel_events": self.kernel_events,
+                "netlink_errors": self.netlink_errors,
+                "local_errors": self.local_errors,
+            },
+            "last_errors": self.last_errors,
+            "bad_records": self.bad_records,
+            "remotes": [r.ip for r in sorted(self.remotes, key=lambda r: r.ip)],
+            "objects": [],
+        }
+        if self.info is None:
+            return out
+        try:
+            actual = self._kernel_handle().read(self.vtep)
+        except Exception as exc:
+            out["kernel_error"] = str(exc)
+            return out
+        out["objects"] = compare(desired_state(self.remotes, self.vtep), actual)
+        return out
 
     def close(self) -> None:
         """Release the netlink socket."""
