@@ -155,7 +155,7 @@ class OverlayService:
             timed = trio.current_time() - last_full >= FULL_EVERY
             if timed:
                 last_full = trio.current_time()
-            if repair:
+            if repair & {"route", "neighbour"}:
                 self.repairs += 1
             local = timed or "link" in repair
             synced = self.gossip.synced.is_set()

@@ -1,0 +1,302 @@
+"""Data-plane throughput: container to container over the overlay against host to host.
+
+A lab of three hosts (network namespaces on one underlay bridge, MTU 1500): ``master`` runs
+``vxnet master``, ``a1`` and ``a2`` run ``vxnet agent`` (IPv4-only network ``dcos``, 9.0.0.0/8,
+a /24 per agent). Once both agents have programmed each other (route, neighbour and FDB entry,
+all as desired), one container per agent host is attached with the ``dcos.conflist`` its agent
+wrote, as a container runtime would. iperf3 then measures TCP throughput, in the same run:
+
+* ``underlay``: host ``a1`` -> host ``a2`` over their ``eth0`` (the reference);
+* ``overlay``: container on ``a1`` -> container on ``a2``: the container's veth, the agent's
+  bridge, routing onto ``vtep1024``, VxLAN encapsulation over the same underlay, and back.
+
+Each measurement is one ``iperf3 -c <ip> -t --seconds -P --streams -J`` against a one-shot
+``iperf3 -s -1`` in the receiver; the figure is ``end.sum_received.bits_per_second`` (what the
+receiver got), with the sender's TCP retransmits and both ends' CPU use as iperf3 reports them.
+``--rounds`` rounds, each one underlay and one overlay run (the order alternates from round to
+round, so neither path always runs first).
+
+Figures (JSON lines, after a ``setup`` line with versions, machine, MTUs and parameters): one
+``throughput`` line per run, then a ``summary`` line with the median of each path and their
+ratio, overlay / underlay, beside the target (at least 0.80). All processes run on this one
+machine, so sender, receiver and the kernel's encapsulation share its CPUs: the figures compare
+the two paths, they are not a network's line rate.
+
+Needs root (it builds network namespaces), iperf3 (Debian package iperf3) and the CNI plugins
+(containernetworking-plugins); nothing is configured outside the lab's namespaces and the lab
+removes everything it built.
+
+    .venv/bin/python benchmarks/dataplane.py [--seconds 5] [--rounds 3] [--streams 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from vxnet import __version__
+from vxnet.cnirun import CniError, find_plugin_dir, run_conflist
+from vxnet.lab import Lab
+
+if TYPE_CHECKING:
+    from vxnet.lab import Container, Host, Namespace
+
+NETWORK = '[[network.overlays]]\nname = "dcos"\nsubnet = "9.0.0.0/8"\nprefix = 24\n'
+TARGET_RATIO = 0.80
+CONVERGE_TIMEOUT = 60.0
+IPERF_PORT = 5201
+OBJECTS_PER_REMOTE = 3  # IPv4 only: one route, one neighbour, one FDB entry
+
+
+def emit(**fields: Any) -> None:
+    print(json.dumps(fields), flush=True)
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    print(f"dataplane: {message}", file=sys.stderr, flush=True)
+    sys.exit(code)
+
+
+def requirements() -> str:
+    """The iperf3 binary; exits 2 naming what is missing."""
+    if os.geteuid() != 0:
+        fail("needs root: the benchmark builds network namespaces", 2)
+    iperf3 = shutil.which("iperf3") or "/usr/bin/iperf3"
+    if not Path(iperf3).is_file():
+        fail("iperf3 not found: install the package iperf3 (apt-get install iperf3)", 2)
+    try:
+        find_plugin_dir()
+    except CniError as exc:
+        fail(exc.msg, 2)
+    return iperf3
+
+
+class Cluster:
+    """The master, two agents and their containers, in a lab; logs and configs in ``tmp``."""
+
+    def __init__(self, lab: Lab, tmp: Path) -> None:
+        self.lab = lab
+        self.tmp = tmp
+        self.master = lab.host("master")
+        self.agents = [lab.host("a1"), lab.host("a2")]
+
+    def start(self, host: Host, role: str, text: str) -> None:
+        config = self.tmp / f"{host.name}.toml"
+        config.write_text(text)
+        argv = [sys.executable, "-m", "vxnet", role, "-c", str(config)]
+        with (self.tmp / f"{host.name}.log").open("ab") as log:
+            host.spawn(argv, stdout=log, stderr=log)
+
+    def start_all(self) -> None:
+        master = self.master
+        self.start(
+            master,
+            "master",
+            f'[master]\nlisten = "{master.address}:61080"\ndata_dir = "{self.tmp / "master"}"\n'
+            f'[log]\nlisten = "127.0.0.1:61090"\n[network]\n{NETWORK}',
+        )
+        for host, seed in zip(self.agents, reversed(self.agents), strict=True):
+            self.start(
+                host,
+                "agent",
+                f'[agent]\nmasters = ["{master.address}:61080"]\nip = "{host.address}"\n'
+                f'state_dir = "{self.tmp / host.name}"\n'
+                f'cni_dir = "{self.tmp / host.name / "cni"}"\n'
+                f'[gossip]\nname = "{host.name}"\nbind = "{host.address}:7946"\n'
+                f'seeds = ["{seed.address}:7946"]\nprofile = "local"\n',
+            )
+
+    def conflist(self, host: Host) -> Path:
+        return self.tmp / host.name / "cni" / "dcos.conflist"
+
+    def converged(self, host: Host) -> bool:
+        """``host`` has its allocation, its conflist and exactly the objects towards the other."""
+        result = host.run(
+            [sys.executable, "-m", "vxnet", "overlay", "status", "--json"], check=False
+        )
+        if result.returncode != 0:
+            return False
+        try:
+            objects = json.loads(result.stdout)["objects"]
+        except (ValueError, KeyError, TypeError):
+            return False
+        return (
+            len(objects) == OBJECTS_PER_REMOTE * (len(self.agents) - 1)
+            and all(o["state"] == "ok" for o in objects)
+            and self.conflist(host).is_file()
+        )
+
+    def wait_converged(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        for host in self.agents:
+            while not self.converged(host):
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{host.name} did not converge within {timeout:.0f} s")
+                time.sleep(0.1)
+
+    def attach(self, host: Host) -> tuple[Container, str]:
+        """A container on ``host`` attached to ``dcos``, and its IPv4 address."""
+        container = self.lab.container(host, "c1")
+        conflist = json.loads(self.conflist(host).read_text())
+        result = run_conflist(
+            conflist, "ADD", f"bench-{host.name}", container.netns_path, wrap=host.command
+        )
+        return container, str(result["ips"][0]["address"]).split("/")[0]
+
+    def logs(self) -> str:
+        return "\n".join(
+            f"--- {p.name}\n{p.read_text(errors='replace')[-4000:]}"
+            for p in sorted(self.tmp.glob("*.log"))
+        )
+
+
+def mtu(ns: Namespace, dev: str) -> int:
+    return int(json.loads(ns.run(["ip", "-j", "link", "show", dev]).stdout)[0]["mtu"])
+
+
+def listening(ns: Namespace, port: int) -> bool:
+    out = ns.run(["ss", "-Hltn", f"sport = :{port}"], check=False).stdout
+    return bool(out.strip())
+
+
+def measure(
+    iperf3: str,
+    sender: Namespace,
+    receiver: Namespace,
+    address: str,
+    seconds: int,
+    streams: int,
+) -> dict[str, Any]:
+    """One iperf3 run from ``sender`` to ``address`` (in ``receiver``): its figures."""
+    server = receiver.spawn([iperf3, "-s", "-1", "-p", str(IPERF_PORT)])
+    try:
+        deadline = time.monotonic() + 10
+        while not listening(receiver, IPERF_PORT):
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"iperf3 server in {receiver.name} did not start")
+            time.sleep(0.05)
+        argv = [iperf3, "-c", address, "-p", str(IPERF_PORT), "-t", str(seconds)]
+        argv += ["-P", str(streams), "-J", "--connect-timeout", "5000"]
+        client = sender.run(argv, check=False, timeout=seconds + 30)
+        try:
+            report = json.loads(client.stdout)
+        except ValueError:
+            report = {"error": client.stderr.strip() or client.stdout.strip()}
+        if client.returncode != 0 or "error" in report:
+            raise RuntimeError(
+                f"iperf3 {sender.name} -> {address} exited {client.returncode}: "
+                f"{report.get('error', '')}"
+            )
+        server.wait(timeout=10)
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait(timeout=5)
+    end = report["end"]
+    cpu = end.get("cpu_utilization_percent", {})
+    return {
+        "gbps": round(end["sum_received"]["bits_per_second"] / 1e9, 3),
+        "retransmits": end["sum_sent"].get("retransmits"),
+        "sender_cpu_pct": round(cpu.get("host_total", 0.0), 1),
+        "receiver_cpu_pct": round(cpu.get("remote_total", 0.0), 1),
+    }
+
+
+def bench(iperf3: str, seconds: int, rounds: int, streams: int) -> None:
+    version = subprocess.run(
+        [iperf3, "--version"], capture_output=True, text=True, check=False
+    ).stdout.split("\n")[0]
+    with (
+        tempfile.TemporaryDirectory(prefix="vxnet-dataplane-") as tmpdir,
+        Lab(["master", "a1", "a2"]) as lab,
+    ):
+        cluster = Cluster(lab, Path(tmpdir))
+        started = time.monotonic()
+        cluster.start_all()
+        try:
+            cluster.wait_converged(CONVERGE_TIMEOUT)
+            converged_s = time.monotonic() - started
+            (c1, ip1), (c2, ip2) = (cluster.attach(h) for h in cluster.agents)
+        except Exception as exc:
+            print(cluster.logs(), file=sys.stderr)
+            fail(f"building the cluster: {exc}")
+        a1, a2 = cluster.agents
+        for source, target in ((a1, str(a2.address)), (c1, ip2)):
+            ping = source.run(["ping", "-c", "2", "-i", "0.2", "-W", "2", target], check=False)
+            if ping.returncode != 0:
+                print(cluster.logs(), file=sys.stderr)
+                fail(f"{source.name} cannot reach {target}: {ping.stdout}{ping.stderr}")
+        emit(
+            metric="setup",
+            vxnet=__version__,
+            python=platform.python_version(),
+            iperf3=version,
+            kernel=platform.release(),
+            machine=platform.machine(),
+            cpus=os.cpu_count(),
+            seconds=seconds,
+            rounds=rounds,
+            streams=streams,
+            underlay_mtu=mtu(a1, "eth0"),
+            overlay_mtu=mtu(c1, "eth0"),
+            vtep_mtu=mtu(a1, "vtep1024"),
+            underlay=f"{a1.address} -> {a2.address}",
+            overlay=f"{ip1} -> {ip2}",
+            converged_s=round(converged_s, 2),
+        )
+        paths = {
+            "underlay": (a1, a2, str(a2.address)),
+            "overlay": (c1, c2, ip2),
+        }
+        results: dict[str, list[float]] = {name: [] for name in paths}
+        for r in range(1, rounds + 1):
+            order = list(paths) if r % 2 else list(reversed(paths))
+            for name in order:
+                sender, receiver, address = paths[name]
+                try:
+                    figures = measure(iperf3, sender, receiver, address, seconds, streams)
+                except Exception as exc:
+                    fail(str(exc))
+                results[name].append(figures["gbps"])
+                emit(metric="throughput", path=name, round=r, **figures)
+        underlay = statistics.median(results["underlay"])
+        overlay = statistics.median(results["overlay"])
+        ratio = overlay / underlay if underlay else 0.0
+        emit(
+            metric="summary",
+            underlay_median_gbps=round(underlay, 3),
+            overlay_median_gbps=round(overlay, 3),
+            ratio=round(ratio, 3),
+            target_ratio=TARGET_RATIO,
+            target_met=ratio >= TARGET_RATIO,
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--seconds", type=int, default=5, help="seconds per run (default 5)")
+    parser.add_argument("--rounds", type=int, default=3, help="runs of each path (default 3)")
+    parser.add_argument(
+        "--streams", type=int, default=1, help="parallel TCP streams, iperf3 -P (default 1)"
+    )
+    args = parser.parse_args()
+    if args.seconds < 1 or args.rounds < 1 or not 1 <= args.streams <= 128:
+        parser.error("--seconds and --rounds must be at least 1, --streams 1 to 128")
+    iperf3 = requirements()
+    bench(iperf3, args.seconds, args.rounds, args.streams)
+
+
+with contextlib.suppress(KeyboardInterrupt):
+    if __name__ == "__main__":
+        main()
