@@ -46,17 +46,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from vxnet import __version__
-from vxnet.cnirun import CniError, find_plugin_dir, run_conflist
+from vxnet.cnirun import CniError, find_plugin_dir
+from vxnet.config import NetworkConfig
 from vxnet.lab import Lab
+from vxnet.labcluster import LabCluster
 
 if TYPE_CHECKING:
-    from vxnet.lab import Container, Host, Namespace
+    from vxnet.lab import Namespace
 
-NETWORK = '[[network.overlays]]\nname = "dcos"\nsubnet = "9.0.0.0/8"\nprefix = 24\n'
+NETWORK = NetworkConfig()  # the default: dcos, 9.0.0.0/8, IPv4 only
 TARGET_RATIO = 0.80
 CONVERGE_TIMEOUT = 60.0
 IPERF_PORT = 5201
-OBJECTS_PER_REMOTE = 3  # IPv4 only: one route, one neighbour, one FDB entry
 
 
 def emit(**fields: Any) -> None:
@@ -80,85 +81,6 @@ def requirements() -> str:
     except CniError as exc:
         fail(exc.msg, 2)
     return iperf3
-
-
-class Cluster:
-    """The master, two agents and their containers, in a lab; logs and configs in ``tmp``."""
-
-    def __init__(self, lab: Lab, tmp: Path) -> None:
-        self.lab = lab
-        self.tmp = tmp
-        self.master = lab.host("master")
-        self.agents = [lab.host("a1"), lab.host("a2")]
-
-    def start(self, host: Host, role: str, text: str) -> None:
-        config = self.tmp / f"{host.name}.toml"
-        config.write_text(text)
-        argv = [sys.executable, "-m", "vxnet", role, "-c", str(config)]
-        with (self.tmp / f"{host.name}.log").open("ab") as log:
-            host.spawn(argv, stdout=log, stderr=log)
-
-    def start_all(self) -> None:
-        master = self.master
-        self.start(
-            master,
-            "master",
-            f'[master]\nlisten = "{master.address}:61080"\ndata_dir = "{self.tmp / "master"}"\n'
-            f'[log]\nlisten = "127.0.0.1:61090"\n[network]\n{NETWORK}',
-        )
-        for host, seed in zip(self.agents, reversed(self.agents), strict=True):
-            self.start(
-                host,
-                "agent",
-                f'[agent]\nmasters = ["{master.address}:61080"]\nip = "{host.address}"\n'
-                f'state_dir = "{self.tmp / host.name}"\n'
-                f'cni_dir = "{self.tmp / host.name / "cni"}"\n'
-                f'[gossip]\nname = "{host.name}"\nbind = "{host.address}:7946"\n'
-                f'seeds = ["{seed.address}:7946"]\nprofile = "local"\n',
-            )
-
-    def conflist(self, host: Host) -> Path:
-        return self.tmp / host.name / "cni" / "dcos.conflist"
-
-    def converged(self, host: Host) -> bool:
-        """``host`` has its allocation, its conflist and exactly the objects towards the other."""
-        result = host.run(
-            [sys.executable, "-m", "vxnet", "overlay", "status", "--json"], check=False
-        )
-        if result.returncode != 0:
-            return False
-        try:
-            objects = json.loads(result.stdout)["objects"]
-        except (ValueError, KeyError, TypeError):
-            return False
-        return (
-            len(objects) == OBJECTS_PER_REMOTE * (len(self.agents) - 1)
-            and all(o["state"] == "ok" for o in objects)
-            and self.conflist(host).is_file()
-        )
-
-    def wait_converged(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        for host in self.agents:
-            while not self.converged(host):
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"{host.name} did not converge within {timeout:.0f} s")
-                time.sleep(0.1)
-
-    def attach(self, host: Host) -> tuple[Container, str]:
-        """A container on ``host`` attached to ``dcos``, and its IPv4 address."""
-        container = self.lab.container(host, "c1")
-        conflist = json.loads(self.conflist(host).read_text())
-        result = run_conflist(
-            conflist, "ADD", f"bench-{host.name}", container.netns_path, wrap=host.command
-        )
-        return container, str(result["ips"][0]["address"]).split("/")[0]
-
-    def logs(self) -> str:
-        return "\n".join(
-            f"--- {p.name}\n{p.read_text(errors='replace')[-4000:]}"
-            for p in sorted(self.tmp.glob("*.log"))
-        )
 
 
 def mtu(ns: Namespace, dev: str) -> int:
@@ -221,13 +143,17 @@ def bench(iperf3: str, seconds: int, rounds: int, streams: int) -> None:
         tempfile.TemporaryDirectory(prefix="vxnet-dataplane-") as tmpdir,
         Lab(["master", "a1", "a2"]) as lab,
     ):
-        cluster = Cluster(lab, Path(tmpdir))
+        cluster = LabCluster(
+            lab, Path(tmpdir), lab.host("master"), [lab.host("a1"), lab.host("a2")], NETWORK
+        )
         started = time.monotonic()
-        cluster.start_all()
+        cluster.start()
         try:
-            cluster.wait_converged(CONVERGE_TIMEOUT)
+            cluster.wait_converged(timeout=CONVERGE_TIMEOUT)
             converged_s = time.monotonic() - started
-            (c1, ip1), (c2, ip2) = (cluster.attach(h) for h in cluster.agents)
+            one, two = (cluster.attach(h) for h in cluster.agents)
+            c1, c2 = one.container, two.container
+            ip1, ip2 = str(one.ip), str(two.ip)
         except Exception as exc:
             print(cluster.logs(), file=sys.stderr)
             fail(f"building the cluster: {exc}")

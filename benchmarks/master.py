@@ -94,7 +94,9 @@ class Registrar:
             self.conn = None
 
 
-async def load(m: MasterProcesses, leader: int, clients: int, seconds: float, ips: Any) -> dict[str, Any]:
+async def load(
+    m: MasterProcesses, leader: int, clients: int, seconds: float, ips: Any
+) -> dict[str, Any]:
     latencies: list[float] = []
     retries = 0
     stop_at = trio.current_time() + seconds

@@ -9,6 +9,10 @@ Routes (JSON):
     the agent has an allocation; 404 when the agent runs without the overlay).
   * ``GET /overlay-agent/status``: AgentInfo plus registration, every owned kernel object against
     the desired state, egress NAT, CNI directory and counters (``vxnet overlay status``).
+  * ``GET /v1/tasks``: every live task record of the cluster; ``POST /v1/tasks`` registers a task
+    of a runtime that has no CNI or Docker hook (``{"id", "name", "network", "ip"/"ip6",
+    "framework"?, "ports_mapped"?}``); ``DELETE /v1/tasks/ID`` deregisters it.
+  * ``GET /metrics``: Prometheus text (address usage, IPAM requests, reconciles, errors).
 
 The app is a Starlette application served by :mod:`vxnet.httpd` (h11 on trio), bound to a
 loopback address by default (``agent.listen``).
@@ -20,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 from starlette.applications import Starlette
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 if TYPE_CHECKING:
@@ -55,12 +59,53 @@ def build_app(node: GossipService, overlay: OverlayService | None = None) -> Sta
                 status_code=503,
                 headers={"Retry-After": "1"},
             )
-        return JSONResponse(overlay.info)
+        return JSONResponse({**overlay.info, "usage": overlay.containers.usage()})
 
     async def overlay_status(request: Request) -> JSONResponse:
         if overlay is None:
             return no_overlay()
         return JSONResponse(await overlay.status())
+
+    async def tasks(request: Request) -> JSONResponse:
+        if request.method == "GET":
+            return JSONResponse({"tasks": node.records("tasks/", live=True)})
+        if overlay is None:
+            return no_overlay()
+        from vxnet.overlay._containers import TaskError, task_from_api
+
+        try:
+            body = await request.json()
+        except ValueError:
+            return JSONResponse({"error": "the body is not JSON"}, status_code=400)
+        try:
+            task_id, record = task_from_api(body, overlay.agent_ip)
+            overlay.containers.put_api_task(task_id, record)
+        except TaskError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+        except OSError as exc:
+            return JSONResponse({"error": f"cannot keep the task: {exc}"}, status_code=500)
+        return JSONResponse({"id": task_id, **record}, status_code=201)
+
+    async def one_task(request: Request) -> JSONResponse:
+        if overlay is None:
+            return no_overlay()
+        task_id = request.path_params["id"]
+        try:
+            dropped = overlay.containers.drop_api_task(task_id)
+        except OSError as exc:
+            return JSONResponse({"error": f"cannot drop the task: {exc}"}, status_code=500)
+        if not dropped:
+            return JSONResponse(
+                {"error": f"no task {task_id!r} registered through this agent's API"},
+                status_code=404,
+            )
+        return JSONResponse({"deleted": task_id})
+
+    async def metrics(request: Request) -> Response:
+        from vxnet.overlay._metrics import render
+
+        body, content_type = render(node, overlay)
+        return Response(body, media_type=content_type)
 
     async def get_members(request: Request) -> JSONResponse:
         return JSONResponse({"members": node.members()})
@@ -100,6 +145,9 @@ def build_app(node: GossipService, overlay: OverlayService | None = None) -> Sta
             Route("/v1/store/{key:path}", one_record, methods=["GET", "PUT", "DELETE"]),
             Route("/overlay-agent/overlay", overlay_info),
             Route("/overlay-agent/status", overlay_status),
+            Route("/v1/tasks", tasks, methods=["GET", "POST"]),
+            Route("/v1/tasks/{id}", one_task, methods=["DELETE"]),
+            Route("/metrics", metrics),
         ]
     )
 

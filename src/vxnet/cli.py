@@ -78,9 +78,11 @@ def _agent(args: argparse.Namespace) -> int:
     config = _daemon_config(args.config, "agent", args.verbose)
     if config is None:
         return EXIT_BAD_INPUT
+    from vxnet.overlay._ipam import IpamError
+
     try:
         trio.run(run_agent, config)
-    except OSError as exc:
+    except (OSError, IpamError) as exc:
         print(f"vxnet agent: {exc}", file=sys.stderr)
         return EXIT_FAILED
     except ValueError as exc:

@@ -62,7 +62,7 @@ def run_conflist(
     *,
     ifname: str = "eth0",
     args: Mapping[str, str] | None = None,
-    plugin_dir: str | None = None,
+    plugin_dirs: Sequence[str] | None = None,
     wrap: Callable[[list[str]], list[str]] | None = None,
 ) -> dict[str, Any]:
     """Run ``command`` (ADD, DEL or CHECK) for every plugin of ``conflist``; ADD's last result.
@@ -74,7 +74,8 @@ def run_conflist(
         netns: The container's network namespace file (``CNI_NETNS``).
         ifname: The interface to create in the container.
         args: ``CNI_ARGS`` as key/value pairs.
-        plugin_dir: Where the plugins are (default: :func:`find_plugin_dir`).
+        plugin_dirs: ``CNI_PATH``, where the plugins are looked for in order (default: the
+            directory of :func:`find_plugin_dir`).
         wrap: Turns a plugin's argv into the argv to run (e.g. a lab host's ``nsenter``).
 
     Raises:
@@ -86,14 +87,14 @@ def run_conflist(
     plugins = conflist.get("plugins")
     if not isinstance(plugins, list) or not plugins:
         raise ValueError("the conflist has no plugins")
-    directory = plugin_dir or find_plugin_dir()
+    dirs = list(plugin_dirs) if plugin_dirs else [find_plugin_dir()]
     env = {
         "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
         "CNI_COMMAND": command,
         "CNI_CONTAINERID": container_id,
         "CNI_NETNS": netns,
         "CNI_IFNAME": ifname,
-        "CNI_PATH": directory,
+        "CNI_PATH": ":".join(dirs),
     }
     if args:
         env["CNI_ARGS"] = ";".join(f"{k}={v}" for k, v in args.items())
@@ -104,7 +105,10 @@ def run_conflist(
         if result and command == "ADD":
             config["prevResult"] = result
         kind = str(plugin["type"])
-        argv = [str(Path(directory) / kind)]
+        found = [Path(d) / kind for d in dirs if (Path(d) / kind).exists()]
+        if not found:
+            raise CniError(kind, 0, f"no plugin {kind!r} in CNI_PATH {env['CNI_PATH']}")
+        argv = [str(found[0])]
         done = subprocess.run(
             wrap(argv) if wrap else argv,
             input=json.dumps(config),

@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import io
+import json
 import os
 import secrets
 import shutil
@@ -46,6 +47,7 @@ from vxnet.lab import LabError
 from vxnet.overlay._docker import Docker
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
     from types import TracebackType
 
     from vxnet.lab import Host
@@ -58,6 +60,11 @@ APPLETS = ("sh", "ping", "sleep", "ip", "cat", "ls", "nc", "wget", "hostname", "
 SHORT_RUN_ROOT = Path("/run/vxnet-dk")
 MAX_BASE_LEN = 60  # <base>/exec/containerd/containerd.sock.ttrpc must fit in 107 bytes
 CGROUP_ROOT = Path("/sys/fs/cgroup")
+# Made by dockerd and containerd whatever their roots (plugins; shim sockets), parents first.
+MACHINE_DIRS = tuple(
+    map(Path, ("/run/docker", "/run/docker/plugins", "/run/containerd", "/run/containerd/s"))
+)
+OWN_FILES = ("daemon.json", "dockerd.pid", "key.json")
 STOP_GRACE = 15.0  # dockerd stops its containers (1 s each, see --shutdown-timeout) and containerd
 
 
@@ -190,6 +197,7 @@ class LabDockerd:
         self.run_dir = self.base_dir if short else SHORT_RUN_ROOT / tag
         self.cgroup_parent = f"vxnet-dk-{tag}"
         self.proc: subprocess.Popen[bytes] | None = None
+        self.machine_dirs: list[Path] = []  # those of MACHINE_DIRS it made
 
     @property
     def data_root(self) -> Path:
@@ -213,8 +221,12 @@ class LabDockerd:
         return Docker(self.socket_path, timeout=timeout)
 
     @classmethod
-    def start(cls, host: Host, base_dir: Path, timeout: float = 30.0) -> Self:
+    def start(
+        cls, host: Host, base_dir: Path, timeout: float = 30.0, extra_args: Sequence[str] = ()
+    ) -> Self:
         """Start dockerd in ``host`` with its state under ``base_dir``; return once it answers.
+
+        ``extra_args`` go to dockerd after the lab's own (``--ip-forward=false``, say).
 
         Blocks (up to ``timeout`` seconds); from trio, run it in a thread.
 
@@ -226,9 +238,12 @@ class LabDockerd:
         if binary is None:
             raise LabError("dockerd is not installed (Debian package docker.io)")
         self = cls(host, base_dir)
+        self.machine_dirs = [d for d in MACHINE_DIRS if not d.exists()]
+        self.base_dir.mkdir(parents=True, exist_ok=True)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         config = self.base_dir / "daemon.json"
-        config.write_text("{}\n")
+        # Not /etc/docker/daemon.json, nor /etc/docker/key.json (the daemon's ID key).
+        config.write_text(json.dumps({"deprecated-key-path": str(self.base_dir / "key.json")}))
         argv = [
             binary,
             f"--config-file={config}",
@@ -240,6 +255,7 @@ class LabDockerd:
             "--bridge=none",
             "--shutdown-timeout=1",
             "--log-level=warn",
+            *extra_args,
         ]
         try:
             with self.log_path.open("ab") as log:
@@ -300,9 +316,11 @@ class LabDockerd:
         else:
             for d in roots:
                 shutil.rmtree(d, ignore_errors=True)
-            for path in (Path(self.socket_path), self.base_dir / "dockerd.pid"):
+            for path in (Path(self.socket_path), *(self.base_dir / f for f in OWN_FILES)):
                 path.unlink(missing_ok=True)
-            (self.base_dir / "daemon.json").unlink(missing_ok=True)
+            for d in reversed(self.machine_dirs):
+                with contextlib.suppress(OSError):
+                    d.rmdir()  # only when empty: another daemon may use it
             if self.run_dir != self.base_dir:
                 with contextlib.suppress(OSError):
                     self.run_dir.rmdir()

@@ -17,20 +17,15 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from vxnet.cnirun import run_conflist
 from vxnet.lab import Container, Host, Lab
+from vxnet.labcluster import LabCluster
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
-    from pathlib import Path
 
 pytestmark = pytest.mark.lab
 
 GRACE = 15  # gossip.record_grace of the agents: a restart must fit in it
-NETWORK = (
-    '[[network.overlays]]\nname = "dcos"\nsubnet = "9.0.0.0/8"\nprefix = 24\n'
-    'subnet6 = "fd01:b::/64"\nprefix6 = 80\n'
-)
 
 
 def wait_until(what: str, check: Callable[[], bool], timeout: float = 30.0) -> float:
@@ -54,73 +49,28 @@ def fdb(host: Host) -> str:
 
 @dataclass
 class Cluster:
-    lab: Lab
-    tmp: Path
-    agents: list[Host]
+    lc: LabCluster
     ext: Host
-    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     containers: dict[str, Container] = field(default_factory=dict)
     ip4: dict[str, str] = field(default_factory=dict)
     ip6: dict[str, str] = field(default_factory=dict)
 
-    def start(self, host: Host, role: str, text: str) -> None:
-        config = self.tmp / f"{host.name}.toml"
-        config.write_text(text)
-        argv = [sys.executable, "-m", "vxnet", role, "-c", str(config)]
-        with (self.tmp / f"{host.name}.log").open("ab") as log:
-            self.procs[host.name] = host.spawn(argv, stdout=log, stderr=log)
-
-    def start_agent(self, host: Host, *, egress_nat: bool = True, seed: Host | None = None) -> None:
-        master = self.lab.host("master")
-        if seed is None:
-            seed = self.agents[0] if host is not self.agents[0] else self.agents[1]
-        self.start(
-            host,
-            "agent",
-            f'[agent]\nmasters = ["{master.address}:61080"]\nip = "{host.address}"\n'
-            f'state_dir = "{self.tmp / host.name}"\ncni_dir = "{self.tmp / host.name / "cni"}"\n'
-            f"egress_nat = {'true' if egress_nat else 'false'}\n"
-            f'[gossip]\nname = "{host.name}"\nbind = "{host.address}:7946"\n'
-            f'seeds = ["{seed.address}:7946"]\nprofile = "local"\nrecord_grace = {GRACE}\n',
-        )
-
-    def stop(self, host: Host, *, kill: bool = False) -> None:
-        proc = self.procs.pop(host.name)
-        if kill:
-            proc.kill()
-        else:
-            proc.terminate()
-        proc.wait(timeout=15)
-
-    def status(self, host: Host) -> dict[str, Any]:
-        out = host.run([sys.executable, "-m", "vxnet", "overlay", "status", "--json"]).stdout
-        return dict(json.loads(out))
+    @property
+    def agents(self) -> list[Host]:
+        return self.lc.agents
 
     def converged(self, host: Host) -> bool:
-        """``host`` has its allocation and exactly the objects towards the two others."""
-        try:
-            status = self.status(host)
-        except Exception:
-            return False
-        objects = status["objects"]
-        # per remote: 2 routes (IPv4, IPv6), 2 neighbours, 1 FDB entry
-        return len(objects) == 10 and all(o["state"] == "ok" for o in objects)
+        return self.lc.converged(host)
+
+    def status(self, host: Host) -> dict[str, Any]:
+        return self.lc.status(host)
 
     def attach(self, host: Host) -> None:
-        container = self.lab.container(host, "c1")
-        conflist = json.loads((self.tmp / host.name / "cni" / "dcos.conflist").read_text())
-        result = run_conflist(
-            conflist, "ADD", f"test-{host.name}", container.netns_path, wrap=host.command
-        )
-        for ip in result["ips"]:
-            address = ip["address"].split("/")[0]
-            (self.ip6 if ":" in address else self.ip4)[host.name] = address
-        self.containers[host.name] = container
-
-    def logs(self) -> str:
-        return "\n".join(
-            f"--- {p.name}\n{p.read_text()[-2000:]}" for p in sorted(self.tmp.glob("*.log"))
-        )
+        attachment = self.lc.attach(host)
+        assert attachment.ip is not None
+        assert attachment.ip6 is not None
+        self.ip4[host.name], self.ip6[host.name] = attachment.ip, attachment.ip6
+        self.containers[host.name] = attachment.container
 
 
 def ping(
@@ -134,26 +84,19 @@ def ping(
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     tmp = tmp_path_factory.mktemp("overlay")
     with Lab(["master", "a1", "a2", "a3", "ext"]) as lab:
-        master = lab.host("master")
-        c = Cluster(lab, tmp, [lab.host(n) for n in ("a1", "a2", "a3")], lab.host("ext"))
-        c.start(
-            master,
-            "master",
-            f'[master]\nlisten = "{master.address}:61080"\ndata_dir = "{tmp / "master"}"\n'
-            f'[log]\nlisten = "127.0.0.1:61090"\n[network]\n{NETWORK}',
-        )
-        for host in c.agents:
-            c.start_agent(host)
+        agents = [lab.host(n) for n in ("a1", "a2", "a3")]
+        lc = LabCluster(lab, tmp, lab.host("master"), agents, record_grace=GRACE)
+        c = Cluster(lc, lab.host("ext"))
+        lc.start()
         try:
-            for host in c.agents:
-                wait_until(f"{host.name} converged", lambda h=host: c.converged(h))  # type: ignore[misc]
-            for host in c.agents:
+            lc.wait_converged()
+            for host in agents:
                 c.attach(host)
         except BaseException:
-            print(c.logs())
+            print(lc.logs())
             raise
         yield c
-        print(c.logs())
+        print(lc.logs())
 
 
 def pairs(c: Cluster) -> list[tuple[str, str]]:
@@ -280,8 +223,8 @@ def test_restarting_an_agent_loses_no_packet(cluster: Cluster) -> None:
         for target in ("a2", "a3")
     }
     time.sleep(0.5)
-    c.stop(a3)  # SIGTERM: a graceful stop, as systemctl restart does
-    c.start_agent(a3)
+    c.lc.stop(a3)  # SIGTERM: a graceful stop, as systemctl restart does
+    c.lc.start_agent(a3)
     wait_until("a3 converged again", lambda: c.converged(a3))
     for target, proc in pings.items():
         out, _ = proc.communicate(timeout=30)
@@ -293,8 +236,8 @@ def test_an_agent_restarted_apart_from_the_cluster_keeps_every_entry(cluster: Cl
     c = cluster
     a3 = c.agents[2]
     before = routes(a3)
-    c.stop(a3)
-    c.start_agent(a3, seed=c.ext)  # nobody gossips there: its store never syncs
+    c.lc.stop(a3)
+    c.lc.start_agent(a3, seed=c.ext)  # nobody gossips there: its store never syncs
     time.sleep(2)  # it has programmed itself from its saved allocation by now
     status = c.status(a3)
     assert status["info"] is not None
@@ -302,8 +245,8 @@ def test_an_agent_restarted_apart_from_the_cluster_keeps_every_entry(cluster: Cl
     assert len(routes(a3)) == len(before) == 4
     result = ping(c.containers["a1"], c.ip4["a3"], count=20, interval=0.05)
     assert " 0% packet loss" in result.stdout, result.stdout
-    c.stop(a3)
-    c.start_agent(a3)
+    c.lc.stop(a3)
+    c.lc.start_agent(a3)
     for host in c.agents:
         wait_until(f"{host.name} converged", lambda h=host: c.converged(h))  # type: ignore[misc]
 
@@ -311,7 +254,7 @@ def test_an_agent_restarted_apart_from_the_cluster_keeps_every_entry(cluster: Cl
 def test_a_killed_agent_is_removed_within_the_grace_period_and_returns(cluster: Cluster) -> None:
     c = cluster
     a1, a2, a3 = c.agents
-    c.stop(a2, kill=True)
+    c.lc.stop(a2, kill=True)
     started = time.monotonic()
     for host in (a1, a3):
         wait_until(
@@ -323,18 +266,18 @@ def test_a_killed_agent_is_removed_within_the_grace_period_and_returns(cluster: 
     print(f"a2's entries removed {took:.1f} s after its SIGKILL (grace {GRACE} s)")
     assert took < GRACE + 8  # failure detection (local timing) takes ~5 s of it
     assert ping(c.containers["a1"], c.ip4["a2"]).returncode != 0
-    c.start_agent(a2)
+    c.lc.start_agent(a2)
     for host in c.agents:
         wait_until(f"{host.name} converged", lambda h=host: c.converged(h), timeout=30)  # type: ignore[misc]
     result = ping(c.containers["a1"], c.ip4["a2"], count=3)
-    assert result.returncode == 0, result.stdout + c.logs()
+    assert result.returncode == 0, result.stdout + c.lc.logs()
 
 
 def test_egress_nat_switched_off(cluster: Cluster) -> None:
     c = cluster
     a3 = c.agents[2]
-    c.stop(a3)
-    c.start_agent(a3, egress_nat=False)
+    c.lc.stop(a3)
+    c.lc.start_agent(a3, egress_nat=False)
     wait_until(
         "a3's NAT tables gone", lambda: "vxnet" not in a3.run(["nft", "list", "tables"]).stdout
     )

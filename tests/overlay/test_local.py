@@ -39,8 +39,8 @@ OVERLAY: dict[str, Any] = {
 # --- CNI configuration --------------------------------------------------------------------------
 
 
-def test_conflist_runs_the_bridge_plugin_on_the_cni_half() -> None:
-    data = conflist(OVERLAY, "/var/lib/vxnet/agent/cni-ipam", 1420)
+def test_conflist_runs_the_bridge_plugin_with_vxnet_ipam() -> None:
+    data = conflist(OVERLAY, "/var/lib/vxnet/agent/ipam.sock", 1420)
     assert data == {
         "cniVersion": "1.0.0",
         "name": "dcos",
@@ -53,15 +53,7 @@ def test_conflist_runs_the_bridge_plugin_on_the_cni_half() -> None:
                 "ipMasq": False,
                 "hairpinMode": True,
                 "mtu": 1400,
-                "ipam": {
-                    "type": "host-local",
-                    "ranges": [
-                        [{"subnet": "9.0.3.0/25", "gateway": "9.0.3.1"}],
-                        [{"subnet": "fd01:b:0:0:3::/81", "gateway": "fd01:b::3:0:0:1"}],
-                    ],
-                    "routes": [{"dst": "0.0.0.0/0"}, {"dst": "::/0"}],
-                    "dataDir": "/var/lib/vxnet/agent/cni-ipam",
-                },
+                "ipam": {"type": "vxnet-ipam", "socket": "/var/lib/vxnet/agent/ipam.sock"},
             }
         ],
     }
@@ -229,10 +221,10 @@ def test_run_conflist_passes_the_plugins_error(tmp_path: Path) -> None:
     plugin.chmod(0o755)
     data = {"cniVersion": "1.0.0", "name": "dcos", "plugins": [{"type": "bridge"}]}
     with pytest.raises(CniError) as caught:
-        run_conflist(data, "ADD", "c1", "/run/netns/x", plugin_dir=str(tmp_path))
+        run_conflist(data, "ADD", "c1", "/run/netns/x", plugin_dirs=[str(tmp_path)])
     assert caught.value.code == 11
     assert str(caught.value) == (
         "CNI plugin bridge: error 11: try again later (dcos: 126 of 126 in use)"
     )
     with pytest.raises(ValueError, match="ADD, DEL or CHECK"):
-        run_conflist(data, "UP", "c1", "/run/netns/x", plugin_dir=str(tmp_path))
+        run_conflist(data, "UP", "c1", "/run/netns/x", plugin_dirs=[str(tmp_path)])

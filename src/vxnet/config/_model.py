@@ -216,6 +216,11 @@ class AgentSettings:
         "/etc/cni/net.d",
         doc="Directory the agent writes its CNI network configurations to.",
     )
+    cni_bin_dir: str = setting(
+        "/opt/cni/bin",
+        doc="A directory of the runtimes' CNI_PATH: the agent links its IPAM plugin vxnet-ipam "
+        "there (empty: do not link; put vxnet-ipam on CNI_PATH yourself).",
+    )
     overlay: bool = setting(
         True,
         doc="Register with the masters and program the overlay into the kernel (the VxLAN "

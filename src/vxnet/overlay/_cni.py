@@ -3,17 +3,16 @@
 For every network allocated to the agent with a CNI bridge, ``<cni_dir>/<net>.conflist`` runs
 the CNI ``bridge`` plugin on ``m-<net>``: the bridge is the containers' gateway (``isGateway``),
 nothing is masqueraded by the plugin (the agent's egress NAT does that, for the whole overlay),
-hairpin mode is on and the MTU is the overlay MTU. Addresses come from the ``host-local`` IPAM
-plugin on the CNI half of the agent's subnet (IPv4 and IPv6 where the network has them), with a
-data directory of the agent's own so that agents sharing a machine (the lab) never share a lease
-file. Files are replaced atomically and only when their content changes.
+hairpin mode is on and the MTU is the overlay MTU. Addresses come from vxnet's IPAM plugin
+``vxnet-ipam`` (:mod:`vxnet.ipam_plugin`), which asks the agent over its unix socket for
+addresses of the CNI half of the agent's subnet (IPv4 and IPv6 where the network has them).
+Files are replaced atomically and only when their content changes.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from ipaddress import ip_interface
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -25,25 +24,18 @@ CNI_VERSION = "1.0.0"
 MANAGED_BY = "vxnet"  # a key of every file vxnet writes, so that it only ever removes its own
 
 
-def conflist(overlay: dict[str, Any], ipam_dir: str, mtu: int) -> dict[str, Any] | None:
+def conflist(overlay: dict[str, Any], ipam_socket: str, mtu: int) -> dict[str, Any] | None:
     """The conflist of one AgentInfo overlay entry, or ``None`` when it has no CNI bridge.
 
     Args:
         overlay: One entry of AgentInfo's ``overlays`` (status OK, with ``mesos_bridge``).
-        ipam_dir: The host-local plugin's data directory.
+        ipam_socket: The agent's IPAM socket, for ``vxnet-ipam``.
         mtu: The MTU when the entry does not carry one.
     """
     bridge = overlay.get("mesos_bridge")
     if overlay.get("state", {}).get("status") != "STATUS_OK" or not bridge:
         return None
-    ranges = []
-    routes = []
-    for key, default in (("ip", "0.0.0.0/0"), ("ip6", "::/0")):
-        if bridge.get(key):
-            gateway = ip_interface(bridge[key])
-            ranges.append([{"subnet": str(gateway.network), "gateway": str(gateway.ip)}])
-            routes.append({"dst": default})
-    if not ranges:
+    if not bridge.get("ip") and not bridge.get("ip6"):
         return None
     name = str(overlay["info"]["name"])
     return {
@@ -58,22 +50,17 @@ def conflist(overlay: dict[str, Any], ipam_dir: str, mtu: int) -> dict[str, Any]
                 "ipMasq": False,
                 "hairpinMode": True,
                 "mtu": int(bridge.get("mtu", mtu)),
-                "ipam": {
-                    "type": "host-local",
-                    "ranges": ranges,
-                    "routes": routes,
-                    "dataDir": ipam_dir,
-                },
+                "ipam": {"type": "vxnet-ipam", "socket": ipam_socket},
             }
         ],
     }
 
 
-def conflists(info: dict[str, Any], ipam_dir: str, mtu: int) -> dict[str, dict[str, Any]]:
+def conflists(info: dict[str, Any], ipam_socket: str, mtu: int) -> dict[str, dict[str, Any]]:
     """Every conflist of an AgentInfo, by file name (``<net>.conflist``)."""
     files: dict[str, dict[str, Any]] = {}
     for overlay in info.get("overlays", []):
-        data = conflist(overlay, ipam_dir, mtu)
+        data = conflist(overlay, ipam_socket, mtu)
         if data is not None:
             files[f"{data['name']}.conflist"] = data
     return files

@@ -287,27 +287,35 @@ class Docker:
     # --- events ---------------------------------------------------------------------------------
 
     async def events(
-        self, filters: Mapping[str, list[str]] | None = None
+        self, filters: Mapping[str, list[str]] | None = None, *, since: float | None = None
     ) -> AsyncGenerator[dict[str, Any], None]:
-        """Docker's events from now on, each as soon as it arrives; never ends by itself.
+        """Docker's events, each as soon as it arrives; the iteration never ends by itself.
 
+        Events from ``since`` (a Unix time) on that Docker still holds come first: a subscriber
+        that starts by waiting for one of them knows it misses nothing that follows.
         Close the iteration (``contextlib.aclosing``) or cancel it to close the connection.
 
         Raises:
             DockerUnavailable: Nothing answers on the socket.
             DockerError: Docker refused the filters, or the stream broke off.
         """
-        query = {"filters": json.dumps(filters)} if filters else None
+        query = {"filters": json.dumps(filters)} if filters else {}
+        if since is not None:
+            query["since"] = f"{since:.6f}"
         try:
             with trio.fail_after(self.timeout):
                 exchange = await self._open("GET", "/events", query, None, "")
+                if exchange.status >= 400:
+                    try:
+                        body = await exchange.read()
+                    finally:
+                        await exchange.aclose()
+                    raise self._error("GET", "/events", exchange.status, body)
         except trio.TooSlowError:
             raise DockerUnavailable(
                 f"Docker GET /events: no answer on {self.socket_path} within {self.timeout} s"
             ) from None
         try:
-            if exchange.status >= 400:
-                raise self._error("GET", "/events", exchange.status, await exchange.read())
             buffer = bytearray()
             while (chunk := await exchange.receive()) is not None:
                 for event in _lines(buffer, chunk):

@@ -7,7 +7,8 @@ Run by ``vxnet agent`` (as root) in the agent's network namespace:
 2. For an allocation: the VTEP ``vtep<vni>`` (VNI, UDP port, local = agent IP, no learning, MTU,
    MAC and addresses from the allocation), a bridge ``m-<net>`` with the gateway address of the
    CNI half and the overlay MTU for every network allocated with a CNI bridge, IPv4 (and IPv6)
-   forwarding, the CNI network configuration ``<cni_dir>/<net>.conflist`` (:mod:`._cni`), and
+   forwarding, the CNI network configuration ``<cni_dir>/<net>.conflist`` (:mod:`._cni`; its
+   IPAM plugin ``vxnet-ipam`` is linked into ``cni_bin_dir`` and served by :mod:`._containers`), and
    egress NAT (:mod:`._nat`) when on. Then the agent's ``overlay/<ip>`` record goes into the
    replicated store (written only when it differs from the one there).
 3. Reconciling: the remote agents are the live ``overlay/`` records of others (an owner down for
@@ -27,12 +28,15 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import trio
 
 from vxnet.overlay._cni import conflists, remove_stale, write_conflist
+from vxnet.overlay._containers import Containers
 from vxnet.overlay._diff import apply_ops, compare, diff
 from vxnet.overlay._model import KernelState, RemoteAgent, desired_state
 from vxnet.overlay._nat import NatError, apply_ruleset, nat_ruleset, present_tables
@@ -76,6 +80,7 @@ class OverlayService:
             Path(config.agent.state_dir),
             token=config.agent.master_token,
         )
+        self.containers = Containers(gossip, agent_ip, Path(config.agent.state_dir).absolute())
         self.info: dict[str, Any] | None = None
         self.remotes: list[RemoteAgent] = []
         self.bad_records: dict[str, str] = {}
@@ -102,7 +107,14 @@ class OverlayService:
         return f"vtep{self._vxlan().get('vni', 1024)}" if self.info else "vtep1024"
 
     async def run(self) -> None:
+        """Run until cancelled.
+
+        Raises:
+            OSError: The IPAM socket cannot be created.
+        """
         async with trio.open_nursery() as nursery:
+            await nursery.start(self.containers.serve_ipam)
+            self.containers.publish_all()
             nursery.start_soon(self.registration.run, self._on_allocation)
             nursery.start_soon(self._watch_store)
             nursery.start_soon(self._watch_kernel)
@@ -110,6 +122,7 @@ class OverlayService:
 
     def _on_allocation(self, info: dict[str, Any]) -> None:
         self.info = info
+        self.containers.set_info(info)
         self._wake.set()
 
     async def _watch_store(self) -> None:
@@ -274,9 +287,9 @@ class OverlayService:
             self.gossip.put(key, record)
 
     def _write_conflists(self, info: dict[str, Any]) -> None:
+        self._install_plugin()
         directory = Path(self.config.agent.cni_dir)
-        ipam_dir = str(Path(self.config.agent.state_dir) / "cni-ipam")
-        files = conflists(info, ipam_dir, OVERLAY_MTU)
+        files = conflists(info, str(self.containers.socket_path), OVERLAY_MTU)
         try:
             for filename, data in files.items():
                 if write_conflist(directory, filename, data):
@@ -286,6 +299,31 @@ class OverlayService:
         except OSError as exc:
             self.local_errors += 1
             self._warn(f"cannot write the CNI configuration in {directory}: {exc}")
+
+    def _install_plugin(self) -> None:
+        """Link ``vxnet-ipam`` (beside this Python) into ``agent.cni_bin_dir``."""
+        if not self.config.agent.cni_bin_dir:
+            return
+        target = Path(sys.executable).parent / "vxnet-ipam"
+        link = Path(self.config.agent.cni_bin_dir) / "vxnet-ipam"
+        try:
+            if link.is_symlink() and os.readlink(link) == str(target):
+                return
+            if link.exists() and not link.is_symlink():
+                self._warn(f"{link} exists and is not vxnet's link: leaving it")
+                return
+            if not target.exists():
+                self._warn(f"no {target}: link vxnet-ipam into {link.parent} yourself")
+                return
+            link.parent.mkdir(parents=True, exist_ok=True)
+            tmp = link.with_name(".vxnet-ipam.tmp")
+            tmp.unlink(missing_ok=True)
+            tmp.symlink_to(target)
+            tmp.replace(link)
+            log.info("linked %s -> %s", link, target)
+        except OSError as exc:
+            self.local_errors += 1
+            self._warn(f"cannot link the IPAM plugin into {link.parent}: {exc}")
 
     def _program_nat(self, info: dict[str, Any]) -> None:
         subnets: list[str] = []

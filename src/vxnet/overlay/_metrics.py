@@ -1,0 +1,81 @@
+"""The agent's Prometheus metrics (``GET /metrics``), collected when scraped.
+
+* ``vxnet_members{status}``: gossip members by status.
+* ``vxnet_addresses{network, half, state}``: container addresses of this agent's halves
+  (``cni``, ``docker``), ``allocated`` and ``free`` (IPv4; ``half="cni6"`` for IPv6).
+* ``vxnet_ipam_requests_total{command, result}``: requests of ``vxnet-ipam`` (``ok`` or
+  ``error <cni code>``).
+* ``vxnet_overlay_reconciles_total``, ``vxnet_overlay_repairs_total``,
+  ``vxnet_overlay_netlink_errors_total``, ``vxnet_overlay_remote_agents``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from prometheus_client.metrics_core import Metric
+
+    from vxnet.gossip import GossipService
+    from vxnet.overlay._service import OverlayService
+
+__all__ = ["render"]
+
+
+class _Collector:
+    def __init__(self, node: GossipService, overlay: OverlayService | None) -> None:
+        self.node = node
+        self.overlay = overlay
+
+    def collect(self) -> Iterator[Metric]:
+        members = GaugeMetricFamily("vxnet_members", "Gossip members by status", labels=["status"])
+        counts: dict[str, int] = {}
+        for m in self.node.members():
+            counts[m["status"]] = counts.get(m["status"], 0) + 1
+        for status, n in sorted(counts.items()):
+            members.add_metric([status], n)
+        yield members
+        overlay = self.overlay
+        if overlay is None:
+            return
+        addresses = GaugeMetricFamily(
+            "vxnet_addresses",
+            "Container addresses of this agent by network, half and state",
+            labels=["network", "half", "state"],
+        )
+        for network, halves in overlay.containers.usage().items():
+            for half, c in halves.items():
+                for suffix in ("", "6"):
+                    if f"total{suffix}" in c:
+                        name = f"{half}{suffix}"
+                        addresses.add_metric([network, name, "allocated"], c[f"allocated{suffix}"])
+                        addresses.add_metric([network, name, "free"], c[f"free{suffix}"])
+        yield addresses
+        requests = CounterMetricFamily(
+            "vxnet_ipam_requests", "Requests of vxnet-ipam", labels=["command", "result"]
+        )
+        for what, n in sorted(overlay.containers.requests.items()):
+            command, _, result = what.partition(" ")
+            requests.add_metric([command, result], n)
+        yield requests
+        for name, text, value in (
+            ("vxnet_overlay_reconciles", "Reconciles that wrote to the kernel", overlay.reconciles),
+            ("vxnet_overlay_repairs", "Repairs after netlink notifications", overlay.repairs),
+            ("vxnet_overlay_netlink_errors", "Failed netlink requests", overlay.netlink_errors),
+        ):
+            yield CounterMetricFamily(name, text, value=value)
+        yield GaugeMetricFamily(
+            "vxnet_overlay_remote_agents", "Live remote agents", value=len(overlay.remotes)
+        )
+
+
+def render(node: GossipService, overlay: OverlayService | None) -> tuple[bytes, str]:
+    """The metrics text and its content type."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Collector(node, overlay))
+    return generate_latest(registry), CONTENT_TYPE_LATEST
