@@ -71,7 +71,6 @@ def _daemon_config(path: str, role: Literal["master", "agent"], verbose: bool) -
 
 
 def _agent(args: argparse.Namespace) -> int:
-    import trio
 
     from vxnet.agent import run_agent
 
@@ -81,7 +80,7 @@ def _agent(args: argparse.Namespace) -> int:
     from vxnet.overlay._ipam import IpamError
 
     try:
-        trio.run(run_agent, config)
+        _run_unwrapped(run_agent, config)
     except (OSError, IpamError) as exc:
         print(f"vxnet agent: {exc}", file=sys.stderr)
         return EXIT_FAILED
@@ -89,6 +88,27 @@ def _agent(args: argparse.Namespace) -> int:
         print(f"vxnet agent: {args.config}: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     return EXIT_OK
+
+
+def _run_unwrapped(fn: Any, *args: Any) -> Any:
+    """``trio.run(fn, *args)``, raising the error itself when a nursery wrapped one error in
+    exception groups (a daemon that fails at start fails for one reason, said plainly)."""
+    import trio
+
+    try:
+        return trio.run(fn, *args)
+    except BaseExceptionGroup as group:
+        leaves = _leaves(group)
+        if len(leaves) == 1 and isinstance(leaves[0], Exception):
+            raise leaves[0] from group
+        raise
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    found: list[BaseException] = []
+    for exc in group.exceptions:
+        found.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return found
 
 
 def _members(args: argparse.Namespace) -> int:
@@ -172,7 +192,6 @@ def _master(args: argparse.Namespace) -> int:
     if args.config is None:
         print("vxnet master: give --config FILE (or a command: state)", file=sys.stderr)
         return EXIT_BAD_INPUT
-    import trio
 
     from vxnet.master._logstore import StorageFailure
     from vxnet.master._service import MasterConfigError, run_master
@@ -181,7 +200,7 @@ def _master(args: argparse.Namespace) -> int:
     if config is None:
         return EXIT_BAD_INPUT
     try:
-        trio.run(run_master, config)
+        _run_unwrapped(run_master, config)
     except MasterConfigError as exc:
         print(f"vxnet master: {args.config}: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -315,8 +334,89 @@ def _overlay_status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _overlay_usage(args: argparse.Namespace) -> int:
+    import json
+
+    from vxnet.api import ApiError, fetch_json
+
+    url = _api_url(args.api)
+    try:
+        records = fetch_json(f"{url}/v1/store?prefix=usage/&live=1")["records"]
+    except (ApiError, KeyError, TypeError) as exc:
+        print(f"vxnet overlay usage: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    rows = []
+    low = []
+    for record in sorted(records, key=lambda r: _ip_order(r["key"].removeprefix("usage/"))):
+        agent = record["key"].removeprefix("usage/")
+        for network, halves in sorted(record["value"].get("networks", {}).items()):
+            for half, c in sorted(halves.items()):
+                for suffix in ("", "6"):
+                    if f"total{suffix}" not in c:
+                        continue
+                    total, used = c[f"total{suffix}"], c[f"allocated{suffix}"]
+                    free = c[f"free{suffix}"]
+                    share = used / total if total else 1.0
+                    flag = "LOW" if free < max(1, total // 10) else ""
+                    name = f"{half}{' IPv6' if suffix else ''}"
+                    rows.append((agent, network, name, str(used), str(free), f"{share:.0%}", flag))
+                    if flag:
+                        low.append(f"{agent} {network} {name}: {free} free of {total}")
+    if args.json:
+        print(json.dumps({r["key"].removeprefix("usage/"): r["value"] for r in records}, indent=2))
+        return EXIT_OK
+    print_table(("AGENT", "NETWORK", "HALF", "ALLOCATED", "FREE", "USED", ""), rows)
+    if low:
+        print()
+        print(f"{len(low)} close to exhaustion (under 10 % free):")
+        for line in low:
+            print(f"  {line}")
+    return EXIT_OK
+
+
+def _ip_order(text: str) -> tuple[int, str]:
+    from ipaddress import ip_address
+
+    try:
+        return (int(ip_address(text)), text)
+    except ValueError:
+        return (0, text)
+
+
+def _tasks(args: argparse.Namespace) -> int:
+    import json
+
+    from vxnet.api import ApiError, fetch_json
+
+    url = _api_url(args.api)
+    try:
+        records = fetch_json(f"{url}/v1/tasks")["tasks"]
+    except (ApiError, KeyError, TypeError) as exc:
+        print(f"vxnet tasks: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    tasks = [r["value"] for r in records]
+    if args.json:
+        print(json.dumps(tasks, indent=2))
+        return EXIT_OK
+    rows = [
+        (
+            str(t.get("name", "")),
+            str(t.get("framework", "")),
+            str(t.get("network", "")),
+            " ".join(x for x in (t.get("ip"), t.get("ip6")) if x) or "-",
+            str(t.get("agent_ip", "")),
+            str(t.get("runtime", "")),
+            "yes" if t.get("ports_mapped") else "no",
+        )
+        for t in sorted(
+            tasks, key=lambda t: (str(t.get("framework")), str(t.get("name")), str(t.get("ip")))
+        )
+    ]
+    print_table(("NAME", "FRAMEWORK", "NETWORK", "ADDRESSES", "AGENT", "RUNTIME", "PORTS"), rows)
+    return EXIT_OK
+
+
 def _log_serve(args: argparse.Namespace) -> int:
-    import trio
 
     from vxnet.master._logserver import run_log_replica
     from vxnet.master._logstore import StorageFailure
@@ -325,7 +425,7 @@ def _log_serve(args: argparse.Namespace) -> int:
     if config is None:
         return EXIT_BAD_INPUT
     try:
-        trio.run(run_log_replica, config)
+        _run_unwrapped(run_log_replica, config)
     except StorageFailure as exc:
         print(f"vxnet log serve: the replica stopped: {exc}", file=sys.stderr)
         return EXIT_FAILED
@@ -586,6 +686,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ostatus.add_argument("--json", action="store_true", help="print JSON")
     ostatus.set_defaults(func=_overlay_status)
+    ousage = overlay_cmds.add_parser(
+        "usage",
+        help="container addresses allocated and free on every agent, cluster-wide",
+        description="Print, for every live agent, network and half (cni, docker), how many "
+        "container addresses are allocated and free, and which agents are close to exhaustion.",
+    )
+    ousage.add_argument(
+        "--api", default="127.0.0.1:62080", metavar="HOST:PORT", help="the agent's API address"
+    )
+    ousage.add_argument("--json", action="store_true", help="print JSON")
+    ousage.set_defaults(func=_overlay_usage)
+
+    tasks = commands.add_parser(
+        "tasks",
+        help="list the cluster's tasks (containers with their names and addresses)",
+        description="List every live task record of the cluster, as a running agent sees it.",
+    )
+    tasks.add_argument(
+        "--api", default="127.0.0.1:62080", metavar="HOST:PORT", help="the agent's API address"
+    )
+    tasks.add_argument("--json", action="store_true", help="print JSON")
+    tasks.set_defaults(func=_tasks)
 
     replog = commands.add_parser(
         "log",

@@ -73,7 +73,7 @@ def run_conflist(
         container_id: ``CNI_CONTAINERID``.
         netns: The container's network namespace file (``CNI_NETNS``).
         ifname: The interface to create in the container.
-        args: ``CNI_ARGS`` as key/value pairs.
+        args: ``CNI_ARGS`` as key/value pairs (``IgnoreUnknown=1`` is added).
         plugin_dirs: ``CNI_PATH``, where the plugins are looked for in order (default: the
             directory of :func:`find_plugin_dir`).
         wrap: Turns a plugin's argv into the argv to run (e.g. a lab host's ``nsenter``).
@@ -97,7 +97,9 @@ def run_conflist(
         "CNI_PATH": ":".join(dirs),
     }
     if args:
-        env["CNI_ARGS"] = ";".join(f"{k}={v}" for k, v in args.items())
+        # as Kubernetes and Mesos do: plugins refuse arguments they do not know without it
+        pairs = {"IgnoreUnknown": "1", **args}
+        env["CNI_ARGS"] = ";".join(f"{k}={v}" for k, v in pairs.items())
     order = list(reversed(plugins)) if command == "DEL" else list(plugins)
     result: dict[str, Any] = {}
     for plugin in order:

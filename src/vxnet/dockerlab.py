@@ -6,20 +6,23 @@ empty configuration file (``/etc/docker/daemon.json`` is not read) and a cgroup 
 20.10 then starts its own containerd under the exec root, so several hosts run a daemon at once.
 There is no ``docker0`` (``--bridge=none``): tests create the networks they need.
 
-Docker's iptables handling stays on, as on a real agent; in the host's namespace it is what it is
-on a machine. dockerd finds ``net.ipv4.ip_forward`` off in a new namespace, so it switches it on
-and sets the policy of the FORWARD chain to DROP; its own FORWARD rules accept only traffic leaving
-a Docker bridge, replies to it, and published ports. Traffic routed from another interface of the
-host into a Docker bridge (the overlay's VTEP into the overlay's bridge network) is therefore
-dropped until a rule in ``DOCKER-USER`` accepts it. With ``--ip-forward=false`` dockerd leaves
-both the sysctl and the policy alone.
+Docker's iptables handling stays on, as on a real agent: it works in a namespace, and changes
+only the host's namespace. Mind what it does to forwarding. When dockerd finds
+``net.ipv4.ip_forward`` off (as in every new namespace) it switches it on *and* sets the policy of
+the FORWARD chain to DROP; its own FORWARD rules accept only traffic leaving a Docker bridge,
+replies to it, and published ports. Traffic routed from another interface of the host into a
+Docker bridge network (from the overlay's VTEP, say) is then dropped, unless a rule in
+``DOCKER-USER`` accepts it. When ``ip_forward`` is already on as dockerd starts, or with
+``--ip-forward=false``, dockerd leaves the policy at ACCEPT and that traffic passes.
 
 The daemon's mounts (image layers, container ``/dev/shm``, network namespaces) are made in the
 machine's mount namespace, and containers live in namespaces and cgroups of their own: so
 :meth:`LabDockerd.stop` does not leave the cleanup to the lab. It stops dockerd (SIGTERM, SIGKILL
 after a grace period), kills what is left of its containerd, shims and containers, unmounts
 whatever is still mounted under its directories, removes its cgroups and its directories. Only the
-log, ``<base>/dockerd.log``, stays.
+log, ``<base>/dockerd.log``, stays. dockerd and containerd also make ``/run/docker/plugins`` and
+``/run/containerd/s`` (shim sockets) whatever their roots: those are removed when empty, if they
+were not there before.
 
 Unix socket paths are limited to 108 bytes, and containerd puts its socket deep in the exec root:
 with a long base directory the exec root and the API socket go to ``/run/vxnet-dk/<random>/``.
@@ -47,7 +50,7 @@ from vxnet.lab import LabError
 from vxnet.overlay._docker import Docker
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
     from types import TracebackType
 
     from vxnet.lab import Host
@@ -65,7 +68,7 @@ MACHINE_DIRS = tuple(
     map(Path, ("/run/docker", "/run/docker/plugins", "/run/containerd", "/run/containerd/s"))
 )
 OWN_FILES = ("daemon.json", "dockerd.pid", "key.json")
-STOP_GRACE = 15.0  # dockerd stops its containers (1 s each, see --shutdown-timeout) and containerd
+STOP_GRACE = 15.0  # dockerd stops its containers (--shutdown-timeout=1), then containerd
 
 
 def _is_static(elf: bytes) -> bool:
@@ -138,7 +141,7 @@ def _ping(socket_path: str, timeout: float = 2.0) -> bool:
         conn.request("GET", "/_ping")
         response = conn.getresponse()
         return response.status == 200 and response.read() == b"OK"
-    except OSError:
+    except (OSError, http.client.HTTPException):
         return False
     finally:
         conn.close()
@@ -164,13 +167,37 @@ def _pids_of(roots: list[Path], cgroup_parent: str) -> list[int]:
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
         try:
+            if Path(entry.path, "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                continue  # a zombie: its parent reaps it
             cmdline = Path(entry.path, "cmdline").read_bytes()
             cgroups = Path(entry.path, "cgroup").read_text()
-        except OSError:
+        except (OSError, IndexError):
             continue
         if any(m in cmdline for m in marks) or f":/{cgroup_parent}/" in cgroups:
             pids.append(int(entry.name))
     return pids
+
+
+def _signal_all(
+    find: Callable[[], list[int]], signals: Sequence[int] = (signal.SIGTERM, signal.SIGKILL)
+) -> list[int]:
+    """Send each signal in turn to the processes ``find`` returns until they are gone (2 s each).
+
+    Returns:
+        Those still there after the last signal.
+    """
+    for sig in signals:
+        pids = find()
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + 2.0
+        while pids and time.monotonic() < deadline:
+            time.sleep(0.02)
+            pids = find()
+        if not pids:
+            return []
+    return find()
 
 
 def _cgroup_dirs(cgroup_parent: str) -> list[Path]:
@@ -283,6 +310,9 @@ class LabDockerd:
         Raises:
             LabError: Something could not be removed (the message lists what).
         """
+        roots = [self.data_root, self.exec_root]
+        # The containers first: dockerd would give each its stop timeout (10 s by default).
+        _signal_all(lambda: _pids_of([], self.cgroup_parent), (signal.SIGKILL,))
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             try:
@@ -291,16 +321,10 @@ class LabDockerd:
                 self.proc.kill()
                 self.proc.wait(timeout=5)
         self.proc = None
-        roots = [self.data_root, self.exec_root]
         problems = []
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            for pid in _pids_of(roots, self.cgroup_parent):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, sig)
-            deadline = time.monotonic() + 2.0
-            while _pids_of(roots, self.cgroup_parent) and time.monotonic() < deadline:
-                time.sleep(0.02)
-        if left := _pids_of(roots, self.cgroup_parent):
+        # What a dockerd that did not stop cleanly left: containerd, shims, containers.
+        left = _signal_all(lambda: _pids_of(roots, self.cgroup_parent))
+        if left:
             problems.append(f"processes {left} would not stop")
         for point in _mounts_under(roots):
             result = subprocess.run(["umount", "-l", point], capture_output=True, text=True)
@@ -326,11 +350,9 @@ class LabDockerd:
                     self.run_dir.rmdir()
                 with contextlib.suppress(OSError):
                     SHORT_RUN_ROOT.rmdir()  # fails while another daemon uses it
-            if left_dirs := [str(d) for d in (*roots, self.run_dir) if d.exists()]:
-                if self.run_dir == self.base_dir:
-                    left_dirs.remove(str(self.base_dir))
-                if left_dirs:
-                    problems.append(f"directories remain: {', '.join(left_dirs)}")
+            dirs = [*roots, *([self.run_dir] if self.run_dir != self.base_dir else [])]
+            if left_dirs := [str(d) for d in dirs if d.exists()]:
+                problems.append(f"directories remain: {', '.join(left_dirs)}")
         if problems:
             raise LabError(f"{self.host.name}: dockerd teardown left: {'; '.join(problems)}")
 

@@ -1,0 +1,349 @@
+"""The agent's lease book (sans-IO apart from its file) and the vxnet-ipam plugin's own logic."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from ipaddress import IPv4Network, IPv6Network, ip_address, ip_interface
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+
+from vxnet import ipam_plugin
+from vxnet.overlay._ipam import (
+    AddressBook,
+    Half,
+    IpamError,
+    halves_from_info,
+    parse_cni_args,
+    task_identity,
+)
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+HALF = Half(
+    "dcos",
+    IPv4Network("9.0.1.0/29"),
+    "9.0.1.1",
+    IPv6Network("fd01:b::1:0:0:0/125"),
+    "fd01:b::1:0:0:1",
+)
+SMALL = {"dcos": HALF}  # 5 IPv4 addresses (.2 to .6), 6 IPv6 ones
+
+
+def book(tmp_path: Path) -> AddressBook:
+    b = AddressBook(tmp_path / "ipam.json")
+    b.set_halves(SMALL)
+    return b
+
+
+def test_add_gives_both_families_with_the_task_and_is_idempotent(tmp_path: Path) -> None:
+    b = book(tmp_path)
+    lease = b.add("dcos", "c1", "eth0", {"name": "web"}, 1.0)
+    assert lease.ip == "9.0.1.2/29"
+    assert lease.ip6 == "fd01:b::1:0:0:2/125"
+    assert lease.task == {"name": "web"}
+    assert b.add("dcos", "c1", "eth0", {"name": "other"}, 2.0) == lease
+    assert b.add("dcos", "c1", "eth1", {}, 3.0).ip == "9.0.1.3/29"
+
+
+def test_exhaustion_is_try_again_later_with_the_counts(tmp_path: Path) -> None:
+    b = book(tmp_path)
+    for i in range(5):
+        b.add("dcos", f"c{i}", "eth0", {}, 0.0)
+    with pytest.raises(IpamError) as caught:
+        b.add("dcos", "c9", "eth0", {}, 0.0)
+    assert caught.value.code == 11
+    assert caught.value.msg == "dcos: no free address in this agent's range 9.0.1.0/29"
+    assert caught.value.details == "5 of 5 in use"
+    assert b.usage("dcos") == {
+        "total": 5,
+        "allocated": 5,
+        "free": 0,
+        "total6": 6,
+        "allocated6": 5,
+        "free6": 1,
+    }
+    assert [lease.container_id for lease in b.leases()] == [f"c{i}" for i in range(5)]
+
+
+def test_del_is_idempotent_and_an_address_is_not_reused_at_once(tmp_path: Path) -> None:
+    b = book(tmp_path)
+    first = b.add("dcos", "c1", "eth0", {}, 0.0)
+    b.add("dcos", "c2", "eth0", {}, 0.0)
+    assert b.delete("dcos", "c1", "eth0") == first
+    assert b.delete("dcos", "c1", "eth0") is None
+    assert b.delete("nope", "c1", "eth0") is None
+    assert b.add("dcos", "c3", "eth0", {}, 0.0).ip == "9.0.1.4/29"  # round-robin, not .2
+
+
+def test_check_needs_a_lease_inside_the_current_range(tmp_path: Path) -> None:
+    b = book(tmp_path)
+    b.add("dcos", "c1", "eth0", {}, 0.0)
+    b.check("dcos", "c1", "eth0")
+    with pytest.raises(IpamError, match="has no address on this agent") as caught:
+        b.check("dcos", "c2", "eth0")
+    assert caught.value.code == 1000
+    moved = Half("dcos", IPv4Network("9.0.2.0/29"), "9.0.2.1", HALF.subnet6, HALF.gateway6)
+    b.set_halves({"dcos": moved})
+    with pytest.raises(IpamError, match=r"holds 9\.0\.1\.2/29, which is not in this agent's range"):
+        b.check("dcos", "c1", "eth0")
+    with pytest.raises(IpamError, match="not allocated to this agent") as unknown:
+        b.add("other", "c1", "eth0", {}, 0.0)
+    assert unknown.value.code == 7
+
+
+def test_leases_survive_a_restart_and_a_damaged_file_is_refused(tmp_path: Path) -> None:
+    b = book(tmp_path)
+    lease = b.add("dcos", "c1", "eth0", {"name": "web", "framework": "marathon"}, 5.0)
+    again = AddressBook(tmp_path / "ipam.json")
+    again.set_halves(SMALL)
+    assert again.leases() == [lease]
+    assert again.add("dcos", "c2", "eth0", {}, 0.0).ip == "9.0.1.3/29"
+    (tmp_path / "ipam.json").write_text('{"format": 1, "leases": [{"network": 5}]}')
+    with pytest.raises(IpamError, match=r"ipam\.json is damaged .*move it aside"):
+        AddressBook(tmp_path / "ipam.json")
+
+
+def test_a_failed_write_hands_nothing_out(tmp_path: Path) -> None:
+    b = book(tmp_path)
+    (tmp_path / "ipam.json.tmp").mkdir()  # the temporary file cannot be created
+    with pytest.raises(IpamError, match="cannot write the lease file"):
+        b.add("dcos", "c1", "eth0", {}, 0.0)
+    assert b.leases() == []
+    (tmp_path / "ipam.json.tmp").rmdir()
+    assert b.add("dcos", "c1", "eth0", {}, 0.0).ip == "9.0.1.2/29"
+
+
+def test_halves_from_agent_info() -> None:
+    info = {
+        "overlays": [
+            {
+                "info": {"name": "dcos"},
+                "mesos_bridge": {"name": "m-dcos", "ip": "9.0.1.1/25", "ip6": "fd01:b::1:0:0:1/81"},
+                "state": {"status": "STATUS_OK"},
+            },
+            {"info": {"name": "bad"}, "state": {"status": "STATUS_FAILED", "error": "x"}},
+        ]
+    }
+    assert halves_from_info(info) == {
+        "dcos": Half(
+            "dcos",
+            IPv4Network("9.0.1.0/25"),
+            "9.0.1.1",
+            IPv6Network("fd01:b:0:0:1::/81"),
+            "fd01:b::1:0:0:1",
+        )
+    }
+
+
+def test_task_identity_from_each_runtime() -> None:
+    assert task_identity(
+        "abc", parse_cni_args("IgnoreUnknown=1;VXNET_TASK=web;VXNET_FRAMEWORK=marathon"), None
+    ) == {
+        "name": "web",
+        "framework": "marathon",
+        "ports_mapped": False,
+    }
+    k8s = parse_cni_args("K8S_POD_NAMESPACE=shop;K8S_POD_NAME=cart-7;K8S_POD_INFRA_CONTAINER_ID=x")
+    assert task_identity("abc", k8s, None)["name"] == "cart-7"
+    assert task_identity("abc", k8s, None)["framework"] == "shop"
+    mesos = {
+        "org.apache.mesos": {
+            "network_info": {
+                "name": "dcos",
+                "labels": {"labels": [{"key": "vxnet.task", "value": "db"}]},
+                "port_mappings": [{"host_port": 8080, "container_port": 80}],
+            }
+        }
+    }
+    assert task_identity("abc", {}, mesos) == {
+        "name": "db",
+        "framework": "mesos",
+        "ports_mapped": True,
+    }
+    assert task_identity("abc", {}, None) == {
+        "name": "abc",
+        "framework": "cni",
+        "ports_mapped": False,
+    }
+    assert parse_cni_args("a=1;;b;=2;c=x=y") == {"a": "1", "c": "x=y"}
+
+
+class Leasing(RuleBasedStateMachine):
+    """Generated ADD/DEL/restart sequences: no address twice, never a reserved one."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        import tempfile
+        from pathlib import Path
+
+        self._dir = tempfile.TemporaryDirectory()
+        self.path = Path(self._dir.name) / "ipam.json"
+        self.book = AddressBook(self.path)
+        self.book.set_halves(SMALL)
+        self.model: dict[str, Any] = {}
+
+    @rule(cid=st.sampled_from([f"c{i}" for i in range(8)]))
+    def add(self, cid: str) -> None:
+        if cid not in self.model and len(self.model) == 5:
+            with pytest.raises(IpamError) as caught:
+                self.book.add("dcos", cid, "eth0", {}, 0.0)
+            assert caught.value.code == 11
+            return
+        lease = self.book.add("dcos", cid, "eth0", {}, 0.0)
+        if cid in self.model:
+            assert self.model[cid] == lease
+        self.model[cid] = lease
+
+    @rule(cid=st.sampled_from([f"c{i}" for i in range(8)]))
+    def delete(self, cid: str) -> None:
+        assert self.book.delete("dcos", cid, "eth0") == self.model.pop(cid, None)
+
+    @rule()
+    def restart(self) -> None:
+        self.book = AddressBook(self.path)
+        self.book.set_halves(SMALL)
+
+    @invariant()
+    def no_address_twice_and_none_reserved(self) -> None:
+        leases = self.book.leases()
+        assert {lease.container_id: lease for lease in leases} == self.model
+        for family, reserved in (
+            ("ip", {"9.0.1.0", "9.0.1.1", "9.0.1.7"}),
+            ("ip6", {"fd01:b::1:0:0:0", "fd01:b::1:0:0:1"}),
+        ):
+            held = [str(ip_interface(getattr(lease, family)).ip) for lease in leases]
+            assert len(held) == len(set(held))
+            assert not reserved & set(held)
+            subnet = HALF.subnet if family == "ip" else HALF.subnet6
+            assert subnet is not None
+            assert all(ip_address(h) in subnet for h in held)
+
+    def teardown(self) -> None:
+        self._dir.cleanup()
+
+
+TestLeasing = Leasing.TestCase
+TestLeasing.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)
+
+
+# --- the plugin, against a stand-in agent on a unix socket ---------------------------------------
+
+
+def serve_once(path: str, answer: dict[str, Any], seen: list[dict[str, Any]]) -> threading.Thread:
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(path)
+    server.listen(1)
+
+    def run() -> None:
+        conn, _ = server.accept()
+        with conn, server:
+            data = b""
+            while not data.endswith(b"\n"):
+                data += conn.recv(65536)
+            seen.append(json.loads(data))
+            conn.sendall(json.dumps(answer).encode() + b"\n")
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+ENV = {
+    "CNI_COMMAND": "ADD",
+    "CNI_CONTAINERID": "c1",
+    "CNI_IFNAME": "eth0",
+    "CNI_ARGS": "VXNET_TASK=web",
+}
+
+
+def conf(path: str, version: str = "1.0.0") -> str:
+    return json.dumps(
+        {"cniVersion": version, "name": "dcos", "ipam": {"type": "vxnet-ipam", "socket": path}}
+    )
+
+
+def test_plugin_add_prints_the_agents_addresses(tmp_path: Path) -> None:
+    path = str(tmp_path / "s")
+    seen: list[dict[str, Any]] = []
+    answer = {
+        "ok": True,
+        "ips": [{"address": "9.0.1.2/25", "gateway": "9.0.1.1"}],
+        "routes": [{"dst": "0.0.0.0/0"}],
+    }
+    thread = serve_once(path, answer, seen)
+    status, out = ipam_plugin.run(ENV, conf(path, "0.4.0"))
+    thread.join(5)
+    assert status == 0
+    assert out == {
+        "cniVersion": "0.4.0",
+        "ips": [{"address": "9.0.1.2/25", "gateway": "9.0.1.1", "version": "4"}],
+        "routes": [{"dst": "0.0.0.0/0"}],
+        "dns": {},
+    }
+    assert seen == [
+        {
+            "command": "ADD",
+            "network": "dcos",
+            "container_id": "c1",
+            "ifname": "eth0",
+            "cni_args": "VXNET_TASK=web",
+            "runtime_args": None,
+        }
+    ]
+
+
+def test_plugin_passes_the_agents_error(tmp_path: Path) -> None:
+    path = str(tmp_path / "s")
+    answer = {
+        "ok": False,
+        "code": 11,
+        "msg": "dcos: no free address",
+        "details": "125 of 125 in use",
+    }
+    thread = serve_once(path, answer, [])
+    assert ipam_plugin.run(ENV, conf(path)) == (
+        1,
+        {
+            "cniVersion": "1.0.0",
+            "code": 11,
+            "msg": "dcos: no free address",
+            "details": "125 of 125 in use",
+        },
+    )
+    thread.join(5)
+
+
+def test_plugin_errors_without_an_agent_or_with_bad_input(tmp_path: Path) -> None:
+    path = str(tmp_path / "none")
+    status, out = ipam_plugin.run(ENV, conf(path))
+    assert status == 1
+    assert out == {
+        "cniVersion": "1.0.0",
+        "code": 11,
+        "msg": "the vxnet agent is not running on this host",
+        "details": f"no socket at {path}",
+    }
+    assert ipam_plugin.run({**ENV, "CNI_COMMAND": "VERSION"}, "") == (
+        0,
+        {"cniVersion": "1.0.0", "supportedVersions": ["0.3.0", "0.3.1", "0.4.0", "1.0.0"]},
+    )
+    status, out = ipam_plugin.run(ENV, "{nope")
+    assert status == 1
+    assert out is not None
+    assert out["code"] == 6
+    status, out = ipam_plugin.run({**ENV, "CNI_COMMAND": "UP"}, conf(path))
+    assert out is not None
+    assert out["code"] == 4
+    status, out = ipam_plugin.run({k: v for k, v in ENV.items() if k != "CNI_IFNAME"}, conf(path))
+    assert out is not None
+    assert out["msg"] == "CNI_IFNAME is not set"
+    status, out = ipam_plugin.run(ENV, conf(path, "2.0.0"))
+    assert out is not None
+    assert out["code"] == 1
