@@ -31,6 +31,7 @@ with a long base directory the exec root and the API socket go to ``/run/vxnet-d
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import http.client
 import io
 import json
@@ -44,7 +45,7 @@ import subprocess
 import tarfile
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from vxnet.lab import LabError
 from vxnet.overlay._docker import Docker
@@ -68,6 +69,7 @@ MACHINE_DIRS = tuple(
     map(Path, ("/run/docker", "/run/docker/plugins", "/run/containerd", "/run/containerd/s"))
 )
 OWN_FILES = ("daemon.json", "dockerd.pid", "key.json")
+MNT_DETACH = 2
 STOP_GRACE = 15.0  # dockerd stops its containers (--shutdown-timeout=1), then containerd
 
 
@@ -145,6 +147,10 @@ def _ping(socket_path: str, timeout: float = 2.0) -> bool:
         return False
     finally:
         conn.close()
+
+
+def _libc() -> Any:
+    return ctypes.CDLL(None, use_errno=True)
 
 
 def _mounts_under(roots: list[Path]) -> list[str]:
@@ -327,9 +333,9 @@ class LabDockerd:
         if left:
             problems.append(f"processes {left} would not stop")
         for point in _mounts_under(roots):
-            result = subprocess.run(["umount", "-l", point], capture_output=True, text=True)
-            if result.returncode != 0:
-                problems.append(f"umount {point}: {result.stderr.strip()}")
+            # umount -l, without the umount binary's /run/mount/utab
+            if _libc().umount2(point.encode(), MNT_DETACH) != 0:
+                problems.append(f"umount {point}: {os.strerror(ctypes.get_errno())}")
         for d in _cgroup_dirs(self.cgroup_parent):
             try:
                 d.rmdir()

@@ -2,157 +2,148 @@
 
 A CNI runtime (or the ``bridge`` plugin, delegating IPAM) executes it with the CNI environment
 (``CNI_COMMAND`` ADD, DEL, CHECK or VERSION, ``CNI_CONTAINERID``, ``CNI_IFNAME``, ``CNI_ARGS``)
-and the network configuration on standard input. It sends the request as one JSON line to the
-agent's unix socket (``ipam.socket`` in the configuration, which the agent writes into its
-conflists) and prints the agent's answer: the CNI result for ADD, nothing for DEL and CHECK, or a
-CNI error (``{"code", "msg", "details"}`` on standard output, exit status 1).
+and the network configuration on standard input. The plugin sends the agent, over the agent's
+unix socket (``ipam.socket`` in the configuration, which the agent writes into its conflists),
+one request line: a JSON array of the command, container id, interface, CNI_ARGS and the whole
+configuration text. The agent does the rest (checks, the lease, the CNI result in the version
+the configuration asks for) and answers ``<exit status digit><what to print>``; the plugin
+prints it and exits with that status.
 
-Start-up matters (a runtime waits for it on every container start), so this module imports only
-the standard library's json, os, socket and sys, and nothing of vxnet.
+A runtime waits for this on every container start, so it is kept to what Python cannot avoid:
+the agent installs it to run with ``python -I -S`` (no site-packages to scan), and it imports
+only the C modules ``_json``, ``_socket`` and ``posix`` (``json``, ``socket`` and ``os`` would
+pull in ``re``, ``enum`` and more, doubling the start-up time). VERSION and the errors it finds
+itself (no agent, input that is not JSON) it answers alone.
 """
 
-from __future__ import annotations
-
-import json
-import os
-import socket
+import _json
+import _socket
+import posix
 import sys
-from typing import Any
 
-SUPPORTED = ["0.3.0", "0.3.1", "0.4.0", "1.0.0"]
+TYPE_CHECKING = False  # not typing's: importing typing (or __future__) costs start-up time
+if TYPE_CHECKING:
+    from typing import Any
+
+SUPPORTED = '["0.3.0", "0.3.1", "0.4.0", "1.0.0"]'
 DEFAULT_SOCKET = "/var/lib/vxnet/agent/ipam.sock"
 TIMEOUT = 10.0
 MAX_ANSWER = 1 << 20
-CODE_INCOMPATIBLE = 1
 CODE_ENV = 4
 CODE_IO = 5
 CODE_DECODE = 6
 CODE_TRY_AGAIN = 11
 
-
-class PluginError(Exception):
-    def __init__(self, code: int, msg: str, details: str = "") -> None:
-        super().__init__(msg)
-        self.code = code
-        self.msg = msg
-        self.details = details
+_quote = _json.encode_basestring_ascii
 
 
-def _ask(path: str, request: dict[str, Any]) -> dict[str, Any]:
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+class _Context:
+    """What ``_json.make_scanner`` reads from a JSONDecoder: the default decoding."""
+
+    strict = True
+    object_hook = None
+    object_pairs_hook = None
+    parse_float = float
+    parse_int = int
+    memo: dict[str, str] = {}  # noqa: RUF012 (the C scanner reads a class attribute)
+
+    @staticmethod
+    def parse_constant(name: str) -> float:
+        return float(name)
+
+
+_scan = _json.make_scanner(_Context())  # type: ignore[arg-type]  # duck-typed in C
+
+
+def _loads(text: str) -> "Any":
+    """``json.loads`` without the ``json`` package (no trailing text allowed)."""
+    try:
+        value, end = _scan(text, _skip(text, 0))
+    except StopIteration as exc:
+        raise ValueError(f"no JSON value at character {exc.value}") from None
+    if _skip(text, end) != len(text):
+        raise ValueError(f"extra data at character {end}")
+    return value
+
+
+def _skip(text: str, i: int) -> int:
+    while i < len(text) and text[i] in " \t\r\n":
+        i += 1
+    return i
+
+
+def _error(version: str, code: int, msg: str, details: str = "") -> tuple[int, str]:
+    extra = f', "details": {_quote(details)}' if details else ""
+    return 1, f'{{"cniVersion": {_quote(version)}, "code": {code}, "msg": {_quote(msg)}{extra}}}\n'
+
+
+def _ask(path: str, request: bytes) -> bytes:
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     sock.settimeout(TIMEOUT)
     try:
-        try:
-            sock.connect(path)
-        except FileNotFoundError as exc:
-            raise PluginError(
-                CODE_TRY_AGAIN,
-                "the vxnet agent is not running on this host",
-                f"no socket at {path}",
-            ) from exc
-        except OSError as exc:
-            raise PluginError(
-                CODE_TRY_AGAIN,
-                "the vxnet agent is not answering on this host",
-                f"{path}: {exc.strerror or exc}",
-            ) from exc
-        sock.sendall(json.dumps(request).encode() + b"\n")
+        sock.connect(path)
+        sock.sendall(request)
         chunks: list[bytes] = []
         size = 0
-        while True:
+        while size <= MAX_ANSWER:
             chunk = sock.recv(65536)
             if not chunk:
                 break
             chunks.append(chunk)
             size += len(chunk)
-            if size > MAX_ANSWER or chunk.endswith(b"\n"):
-                break
-    except TimeoutError as exc:
-        raise PluginError(
-            CODE_TRY_AGAIN, "the vxnet agent did not answer in time", f"{path}: {TIMEOUT:.0f} s"
-        ) from exc
-    except OSError as exc:
-        raise PluginError(CODE_IO, "talking to the vxnet agent failed", f"{path}: {exc}") from exc
+        return b"".join(chunks)
     finally:
         sock.close()
-    try:
-        answer = json.loads(b"".join(chunks))
-    except ValueError as exc:
-        raise PluginError(CODE_DECODE, "the vxnet agent's answer is not JSON", path) from exc
-    if not isinstance(answer, dict):
-        raise PluginError(CODE_DECODE, "the vxnet agent's answer is not an object", path)
-    return answer
 
 
-def _result(version: str, answer: dict[str, Any]) -> dict[str, Any]:
-    ips = []
-    for ip in answer.get("ips", []):
-        entry = {"address": ip["address"], "gateway": ip["gateway"]}
-        if version != "1.0.0":
-            entry["version"] = "6" if ":" in ip["address"] else "4"
-        ips.append(entry)
-    return {"cniVersion": version, "ips": ips, "routes": answer.get("routes", []), "dns": {}}
-
-
-def run(environ: dict[str, str], stdin: str) -> tuple[int, dict[str, Any] | None]:
-    """Handle one invocation; the exit status and what to print (``None``: nothing)."""
+def run(environ: dict[str, str], stdin: str) -> tuple[int, str]:
+    """Handle one invocation: the exit status and the text to print."""
     command = environ.get("CNI_COMMAND", "")
     if command == "VERSION":
-        return 0, {"cniVersion": "1.0.0", "supportedVersions": SUPPORTED}
-    version = "1.0.0"
+        return 0, f'{{"cniVersion": "1.0.0", "supportedVersions": {SUPPORTED}}}\n'
     try:
-        if command not in ("ADD", "DEL", "CHECK"):
-            raise PluginError(
-                CODE_ENV, f"CNI_COMMAND must be ADD, DEL, CHECK or VERSION, not {command!r}"
-            )
-        try:
-            conf = json.loads(stdin)
-        except ValueError as exc:
-            raise PluginError(
-                CODE_DECODE, "the network configuration is not JSON", str(exc)
-            ) from exc
-        if not isinstance(conf, dict):
-            raise PluginError(CODE_DECODE, "the network configuration is not a JSON object")
-        version = str(conf.get("cniVersion", "1.0.0"))
-        if version not in SUPPORTED:
-            raise PluginError(
-                CODE_INCOMPATIBLE,
-                f"CNI version {version} is not supported",
-                f"supported: {', '.join(SUPPORTED)}",
-            )
-        for name in ("CNI_CONTAINERID", "CNI_IFNAME"):
-            if not environ.get(name):
-                raise PluginError(CODE_ENV, f"{name} is not set")
-        ipam = conf.get("ipam")
-        if not isinstance(ipam, dict):
-            ipam = {}
-        request = {
-            "command": command,
-            "network": conf.get("name"),
-            "container_id": environ["CNI_CONTAINERID"],
-            "ifname": environ["CNI_IFNAME"],
-            "cni_args": environ.get("CNI_ARGS", ""),
-            "runtime_args": conf.get("args") if isinstance(conf.get("args"), dict) else None,
-        }
-        answer = _ask(str(ipam.get("socket") or DEFAULT_SOCKET), request)
-        if not answer.get("ok"):
-            raise PluginError(
-                int(answer.get("code", 999)), str(answer.get("msg")), str(answer.get("details", ""))
-            )
-    except PluginError as exc:
-        error = {"cniVersion": version, "code": exc.code, "msg": exc.msg}
-        if exc.details:
-            error["details"] = exc.details
-        return 1, error
-    if command == "ADD":
-        return 0, _result(version, answer)
-    return 0, None
+        conf = _loads(stdin)
+    except ValueError as exc:
+        return _error("1.0.0", CODE_DECODE, "the network configuration is not JSON", str(exc))
+    if not isinstance(conf, dict):
+        return _error("1.0.0", CODE_DECODE, "the network configuration is not a JSON object")
+    version = str(conf.get("cniVersion", "1.0.0"))
+    ipam = conf.get("ipam")
+    path = str(ipam.get("socket") or DEFAULT_SOCKET) if isinstance(ipam, dict) else DEFAULT_SOCKET
+    fields = [command, *(environ.get(k, "") for k in ("CNI_CONTAINERID", "CNI_IFNAME", "CNI_ARGS"))]
+    request = "[" + ", ".join(_quote(f) for f in [*fields, stdin]) + "]\n"
+    try:
+        answer = _ask(path, request.encode())
+    except FileNotFoundError:
+        return _error(
+            version,
+            CODE_TRY_AGAIN,
+            "the vxnet agent is not running on this host",
+            f"no socket at {path}",
+        )
+    except TimeoutError:
+        return _error(
+            version, CODE_TRY_AGAIN, "the vxnet agent did not answer in time", f"{path}: 10 s"
+        )
+    except OSError as exc:
+        return _error(
+            version,
+            CODE_TRY_AGAIN,
+            "the vxnet agent is not answering on this host",
+            f"{path}: {exc.strerror or exc}",
+        )
+    if answer[:1] not in (b"0", b"1"):
+        return _error(version, CODE_IO, "the vxnet agent's answer is malformed", path)
+    return int(answer[:1]), answer[1:].decode()
 
 
 def main() -> int:
-    status, output = run(dict(os.environ), sys.stdin.read())
-    if output is not None:
-        sys.stdout.write(json.dumps(output) + "\n")
+    environ = {
+        k.decode(errors="replace"): v.decode(errors="replace") for k, v in posix.environ.items()
+    }
+    status, output = run(environ, sys.stdin.read())
+    if output:
+        sys.stdout.write(output)
     return status
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import threading
 from ipaddress import IPv4Network, IPv6Network, ip_address, ip_interface
@@ -236,7 +237,9 @@ TestLeasing.settings = settings(max_examples=150, stateful_step_count=40, deadli
 # --- the plugin, against a stand-in agent on a unix socket ---------------------------------------
 
 
-def serve_once(path: str, answer: dict[str, Any], seen: list[dict[str, Any]]) -> threading.Thread:
+def serve_once(path: str, answer: bytes, seen: list[Any]) -> threading.Thread:
+    if os.path.exists(path):
+        os.unlink(path)
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     server.bind(path)
     server.listen(1)
@@ -248,7 +251,7 @@ def serve_once(path: str, answer: dict[str, Any], seen: list[dict[str, Any]]) ->
             while not data.endswith(b"\n"):
                 data += conn.recv(65536)
             seen.append(json.loads(data))
-            conn.sendall(json.dumps(answer).encode() + b"\n")
+            conn.sendall(answer)
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
@@ -264,86 +267,51 @@ ENV = {
 
 
 def conf(path: str, version: str = "1.0.0") -> str:
-    return json.dumps(
-        {"cniVersion": version, "name": "dcos", "ipam": {"type": "vxnet-ipam", "socket": path}}
-    )
+    data = {"cniVersion": version, "name": "dcos", "ipam": {"type": "vxnet-ipam", "socket": path}}
+    return json.dumps(data)
 
 
-def test_plugin_add_prints_the_agents_addresses(tmp_path: Path) -> None:
+def test_plugin_sends_everything_to_the_agent_and_prints_its_answer(tmp_path: Path) -> None:
     path = str(tmp_path / "s")
-    seen: list[dict[str, Any]] = []
-    answer = {
-        "ok": True,
-        "ips": [{"address": "9.0.1.2/25", "gateway": "9.0.1.1"}],
-        "routes": [{"dst": "0.0.0.0/0"}],
-    }
-    thread = serve_once(path, answer, seen)
-    status, out = ipam_plugin.run(ENV, conf(path, "0.4.0"))
+    seen: list[Any] = []
+    thread = serve_once(path, b'0{"cniVersion": "1.0.0"}\n', seen)
+    text = conf(path)
+    assert ipam_plugin.run(ENV, text) == (0, '{"cniVersion": "1.0.0"}\n')
     thread.join(5)
-    assert status == 0
-    assert out == {
-        "cniVersion": "0.4.0",
-        "ips": [{"address": "9.0.1.2/25", "gateway": "9.0.1.1", "version": "4"}],
-        "routes": [{"dst": "0.0.0.0/0"}],
-        "dns": {},
-    }
-    assert seen == [
-        {
-            "command": "ADD",
-            "network": "dcos",
-            "container_id": "c1",
-            "ifname": "eth0",
-            "cni_args": "VXNET_TASK=web",
-            "runtime_args": None,
-        }
-    ]
-
-
-def test_plugin_passes_the_agents_error(tmp_path: Path) -> None:
-    path = str(tmp_path / "s")
-    answer = {
-        "ok": False,
-        "code": 11,
-        "msg": "dcos: no free address",
-        "details": "125 of 125 in use",
-    }
-    thread = serve_once(path, answer, [])
-    assert ipam_plugin.run(ENV, conf(path)) == (
-        1,
-        {
-            "cniVersion": "1.0.0",
-            "code": 11,
-            "msg": "dcos: no free address",
-            "details": "125 of 125 in use",
-        },
-    )
+    assert seen == [["ADD", "c1", "eth0", "VXNET_TASK=web", text]]
+    thread = serve_once(path, b'1{"code": 11}\n', seen)
+    assert ipam_plugin.run(ENV, text) == (1, '{"code": 11}\n')
     thread.join(5)
+    thread = serve_once(path, b"garbage", seen)
+    status, out = ipam_plugin.run(ENV, text)
+    thread.join(5)
+    assert status == 1
+    assert json.loads(out)["msg"] == "the vxnet agent's answer is malformed"
 
 
 def test_plugin_errors_without_an_agent_or_with_bad_input(tmp_path: Path) -> None:
     path = str(tmp_path / "none")
-    status, out = ipam_plugin.run(ENV, conf(path))
+    status, out = ipam_plugin.run(ENV, conf(path, "0.4.0"))
     assert status == 1
-    assert out == {
-        "cniVersion": "1.0.0",
+    assert json.loads(out) == {
+        "cniVersion": "0.4.0",
         "code": 11,
         "msg": "the vxnet agent is not running on this host",
         "details": f"no socket at {path}",
     }
-    assert ipam_plugin.run({**ENV, "CNI_COMMAND": "VERSION"}, "") == (
-        0,
-        {"cniVersion": "1.0.0", "supportedVersions": ["0.3.0", "0.3.1", "0.4.0", "1.0.0"]},
-    )
-    status, out = ipam_plugin.run(ENV, "{nope")
-    assert status == 1
-    assert out is not None
-    assert out["code"] == 6
-    status, out = ipam_plugin.run({**ENV, "CNI_COMMAND": "UP"}, conf(path))
-    assert out is not None
-    assert out["code"] == 4
-    status, out = ipam_plugin.run({k: v for k, v in ENV.items() if k != "CNI_IFNAME"}, conf(path))
-    assert out is not None
-    assert out["msg"] == "CNI_IFNAME is not set"
-    status, out = ipam_plugin.run(ENV, conf(path, "2.0.0"))
-    assert out is not None
-    assert out["code"] == 1
+    status, out = ipam_plugin.run({**ENV, "CNI_COMMAND": "VERSION"}, "")
+    assert status == 0
+    assert json.loads(out) == {
+        "cniVersion": "1.0.0",
+        "supportedVersions": ["0.3.0", "0.3.1", "0.4.0", "1.0.0"],
+    }
+    for bad in ("{nope", '{"a": 1} x', "", "[1, 2]"):
+        status, out = ipam_plugin.run(ENV, bad)
+        assert status == 1
+        assert json.loads(out)["code"] == 6, bad
+
+
+def test_plugin_decodes_json_as_the_json_module_does() -> None:
+    text = '{"a": [1, 2.5, -3e2, true, false, null], "s": "\\u00e9\\n\\"", "n": {}}'
+    assert ipam_plugin._loads(text) == json.loads(text)
+    assert ipam_plugin._loads("  [] \n") == []

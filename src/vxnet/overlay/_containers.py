@@ -40,7 +40,7 @@ from vxnet.overlay._ipam import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
     from pathlib import Path
 
     from vxnet.gossip import GossipService
@@ -65,6 +65,8 @@ REQUEST_TIMEOUT = 10.0
 ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}")
 IFNAME_PATTERN = re.compile(r"[A-Za-z0-9_.\-]{1,15}")
 NAME_MAX = 253
+CNI_VERSIONS = ("0.3.0", "0.3.1", "0.4.0", "1.0.0")
+CODE_INCOMPATIBLE = 1
 
 
 class TaskError(ValueError):
@@ -141,6 +143,7 @@ class Containers:
         self.docker_sizes: dict[str, int] = {}  # network -> addresses in its Docker half
         self.requests: dict[str, int] = {}  # "ADD ok", "ADD error 11", ... for /metrics
         self._published_usage: dict[str, Any] | None = None
+        self._pending: list[Callable[[], object]] = []
 
     # --- allocation -----------------------------------------------------------------------------
 
@@ -207,31 +210,78 @@ class Containers:
                     if not chunk:
                         break
                     data += chunk
-            answer = self.handle(data)
-            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-                await stream.send_all(json.dumps(answer).encode() + b"\n")
+            status, text = self.handle(data)
+            try:
+                with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                    await stream.send_all(f"{status}{text}".encode())
+            finally:
+                self.publish_pending()  # after the answer: the lease is on disk already
 
-    def handle(self, data: bytes) -> dict[str, Any]:
-        """Answer one request line of ``vxnet-ipam``."""
+    def publish_pending(self) -> None:
+        """Write the store records of the requests answered since the last call."""
+        pending, self._pending = self._pending, []
+        for action in pending:
+            action()
+        if pending:
+            self.publish_usage()
+
+    def handle(self, data: bytes) -> tuple[int, str]:
+        """Answer one request of ``vxnet-ipam``: its exit status and what it prints.
+
+        The request is a JSON array: command, container id, interface name, CNI_ARGS and the
+        network configuration's text (see :mod:`vxnet.ipam_plugin`).
+        """
         command = "?"
+        version = "1.0.0"
         try:
             try:
                 request = json.loads(data)
-            except ValueError as exc:
-                raise IpamError(CODE_INVALID, "the request is not JSON", str(exc)) from exc
-            if not isinstance(request, dict):
-                raise IpamError(CODE_INVALID, "the request is not a JSON object")
-            command = str(request.get("command"))
-            answer = self._handle(request)
+                command, container_id, ifname, cni_args, conf_text = request
+                conf = json.loads(conf_text)
+            except (ValueError, TypeError) as exc:
+                raise IpamError(CODE_INVALID, "malformed request", str(exc)) from exc
+            if not isinstance(conf, dict):
+                raise IpamError(CODE_INVALID, "the network configuration is not a JSON object")
+            version = str(conf.get("cniVersion", "1.0.0"))
+            if version not in CNI_VERSIONS:
+                raise IpamError(
+                    CODE_INCOMPATIBLE,
+                    f"CNI version {version} is not supported",
+                    f"supported: {', '.join(CNI_VERSIONS)}",
+                )
+            runtime_args = conf.get("args")
+            answer = self._handle(
+                {
+                    "command": command,
+                    "network": conf.get("name"),
+                    "container_id": container_id,
+                    "ifname": ifname,
+                    "cni_args": cni_args,
+                    "runtime_args": runtime_args if isinstance(runtime_args, dict) else None,
+                }
+            )
         except IpamError as exc:
             self._count(f"{command} error {exc.code}")
-            return {"ok": False, "code": exc.code, "msg": exc.msg, "details": exc.details}
+            error: dict[str, Any] = {"cniVersion": version, "code": exc.code, "msg": exc.msg}
+            if exc.details:
+                error["details"] = exc.details
+            return 1, json.dumps(error) + "\n"
         except Exception as exc:  # a bug must not take the agent down: answer and log it
             log.exception("IPAM request failed")
             self._count(f"{command} error {CODE_INTERNAL}")
-            return {"ok": False, "code": CODE_INTERNAL, "msg": f"internal error: {exc}"}
+            error = {"cniVersion": version, "code": CODE_INTERNAL, "msg": f"internal error: {exc}"}
+            return 1, json.dumps(error) + "\n"
         self._count(f"{command} ok")
-        return answer
+        if command != "ADD":
+            return 0, ""
+        ips = []
+        for ip in answer["ips"]:
+            entry = {"address": ip["address"], "gateway": ip["gateway"]}
+            if version != "1.0.0":
+                entry["version"] = "6" if ":" in ip["address"] else "4"
+            ips.append(entry)
+        result = {"cniVersion": version, "ips": ips, "routes": answer["routes"], "dns": {}}
+        return 0, json.dumps(result) + "\n"
 
     def _count(self, what: str) -> None:
         self.requests[what] = self.requests.get(what, 0) + 1
@@ -254,8 +304,8 @@ class Containers:
         if command == "DEL":
             lease = self.book.delete(network, container_id, ifname)
             if lease is not None:
-                self.gossip.delete(self._key(self._task_id(lease)))
-                self.publish_usage()
+                key = self._key(self._task_id(lease))
+                self._pending.append(lambda: self.gossip.delete(key))
             return {"ok": True}
         if not self.book.halves:
             raise IpamError(
@@ -279,8 +329,8 @@ class Containers:
             if exc.code == CODE_TRY_AGAIN:
                 exc.details = f"agent {self.agent_ip}: {exc.details}"
             raise
-        self.gossip.put(self._key(self._task_id(lease)), self._lease_record(lease))
-        self.publish_usage()
+        key, record = self._key(self._task_id(lease)), self._lease_record(lease)
+        self._pending.append(lambda: self.gossip.put(key, record))
         half = self.book.halves[network]
         ips = []
         routes = []

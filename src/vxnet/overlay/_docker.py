@@ -114,8 +114,8 @@ class Docker:
             stream = await trio.open_unix_socket(self.socket_path)
         except OSError as exc:
             raise DockerUnavailable(
-                f"Docker {method} {path}: cannot connect to {self.socket_path} ({exc.strerror}); "
-                "is Docker installed and running?"
+                f"Docker {method} {path}: cannot connect to {self.socket_path} ({exc.strerror}): "
+                "Docker is not running or not installed"
             ) from exc
         try:
             data = conn.send(h11.Request(method=method, target=target, headers=headers))

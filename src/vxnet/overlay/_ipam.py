@@ -174,7 +174,7 @@ class AddressBook:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with tmp.open("w") as f:
-                json.dump(data, f, indent=1)
+                json.dump(data, f, separators=(",", ":"))
                 f.flush()
                 os.fsync(f.fileno())
             tmp.replace(self.path)

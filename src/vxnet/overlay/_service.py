@@ -8,8 +8,8 @@ Run by ``vxnet agent`` (as root) in the agent's network namespace:
    MAC and addresses from the allocation), a bridge ``m-<net>`` with the gateway address of the
    CNI half and the overlay MTU for every network allocated with a CNI bridge, IPv4 (and IPv6)
    forwarding, the CNI network configuration ``<cni_dir>/<net>.conflist`` (:mod:`._cni`; its
-   IPAM plugin ``vxnet-ipam`` is linked into ``cni_bin_dir`` and served by :mod:`._containers`), and
-   egress NAT (:mod:`._nat`) when on. Then the agent's ``overlay/<ip>`` record goes into the
+   IPAM plugin ``vxnet-ipam`` is written into ``cni_bin_dir``, served by :mod:`._containers`),
+   and egress NAT (:mod:`._nat`) when on. Then the agent's ``overlay/<ip>`` record goes into the
    replicated store (written only when it differs from the one there).
 3. Reconciling: the remote agents are the live ``overlay/`` records of others (an owner down for
    the store's grace period drops out); their routes, neighbour and FDB entries are diffed
@@ -27,8 +27,8 @@ Kernel calls run in one worker thread (pyroute2 is synchronous), one at a time.
 from __future__ import annotations
 
 import errno
+import functools
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -52,6 +52,14 @@ __all__ = ["FULL_EVERY", "OverlayService"]
 
 log = logging.getLogger("vxnet.overlay")
 
+PLUGIN_MARK = "# vxnet-ipam, written by the vxnet agent"
+PLUGIN_SCRIPT = f"""#!{{python}} -IS
+{PLUGIN_MARK} (see vxnet.ipam_plugin); rewritten at its start
+import sys
+sys.path.insert(0, {{path!r}})
+from vxnet.ipam_plugin import main
+sys.exit(main())
+"""
 FULL_EVERY = 10.0
 QUICK_EVERY = 1.0
 EVENT_RECV = 1 << 16
@@ -301,29 +309,37 @@ class OverlayService:
             self._warn(f"cannot write the CNI configuration in {directory}: {exc}")
 
     def _install_plugin(self) -> None:
-        """Link ``vxnet-ipam`` (beside this Python) into ``agent.cni_bin_dir``."""
+        """Write ``vxnet-ipam`` into ``agent.cni_bin_dir``: this Python, started with ``-I -S``
+        (nothing to scan at start-up), running :mod:`vxnet.ipam_plugin` from this installation."""
         if not self.config.agent.cni_bin_dir:
             return
-        target = Path(sys.executable).parent / "vxnet-ipam"
-        link = Path(self.config.agent.cni_bin_dir) / "vxnet-ipam"
+        import vxnet
+
+        path = Path(self.config.agent.cni_bin_dir) / "vxnet-ipam"
+        text = PLUGIN_SCRIPT.format(
+            python=_plugin_python(), path=str(Path(vxnet.__file__).parent.parent)
+        )
         try:
-            if link.is_symlink() and os.readlink(link) == str(target):
+            try:
+                old = path.read_text()
+            except FileNotFoundError:
+                old = None
+            except (OSError, UnicodeDecodeError):
+                old = ""
+            if old == text:
                 return
-            if link.exists() and not link.is_symlink():
-                self._warn(f"{link} exists and is not vxnet's link: leaving it")
+            if old is not None and PLUGIN_MARK not in old:
+                self._warn(f"{path} exists and was not written by vxnet: leaving it")
                 return
-            if not target.exists():
-                self._warn(f"no {target}: link vxnet-ipam into {link.parent} yourself")
-                return
-            link.parent.mkdir(parents=True, exist_ok=True)
-            tmp = link.with_name(".vxnet-ipam.tmp")
-            tmp.unlink(missing_ok=True)
-            tmp.symlink_to(target)
-            tmp.replace(link)
-            log.info("linked %s -> %s", link, target)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(".vxnet-ipam.tmp")
+            tmp.write_text(text)
+            tmp.chmod(0o755)
+            tmp.replace(path)
+            log.info("wrote the IPAM plugin %s", path)
         except OSError as exc:
             self.local_errors += 1
-            self._warn(f"cannot link the IPAM plugin into {link.parent}: {exc}")
+            self._warn(f"cannot write the IPAM plugin into {path.parent}: {exc}")
 
     def _program_nat(self, info: dict[str, Any]) -> None:
         subnets: list[str] = []
@@ -413,6 +429,29 @@ class OverlayService:
             self._ipr.close()
             self._ipr = None
             self._kernel = None
+
+
+@functools.cache
+def _plugin_python() -> str:
+    """The interpreter that starts fastest for ``vxnet-ipam``, which needs only the standard
+    library and its own module (its directory is put on sys.path): the system's ``python3`` (a
+    distribution's build is optimised) when it is 3.9 or newer, else the one under this venv."""
+    import subprocess
+
+    for candidate in ("/usr/bin/python3", getattr(sys, "_base_executable", "")):
+        if not candidate or not Path(candidate).exists():
+            continue
+        try:
+            done = subprocess.run(
+                [candidate, "-IS", "-c", "import sys; sys.exit(sys.version_info < (3, 9))"],
+                timeout=10,
+                check=False,
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        if done.returncode == 0:
+            return candidate
+    return sys.executable
 
 
 def _sysctl(name: str, value: str) -> None:
