@@ -304,6 +304,12 @@ def _overlay_status(args: argparse.Namespace) -> int:
     if status.get("egress_nat"):
         nat = "on" if status.get("nat_programmed") else "on, NOT programmed (see the agent's log)"
     counters = status.get("counters", {})
+    docker = status.get("docker", {})
+    if docker.get("enabled"):
+        state = "answering" if docker.get("available") else "NOT answering"
+        print(f"Docker: on, {state} on {docker.get('socket')}")
+    else:
+        print("Docker: off")
     print(
         f"egress NAT: {nat}; CNI configuration in {status.get('cni_dir')}; "
         f"remote agents: {len(status.get('remotes', []))}; "

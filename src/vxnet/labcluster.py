@@ -83,6 +83,8 @@ class LabCluster:
         agents: The agents' hosts.
         network: The cluster's network configuration.
         record_grace: The agents' ``gossip.record_grace``.
+        docker_sockets: The Docker socket of each host (by name) whose agent uses Docker; the
+            others run with ``agent.docker`` off (the machine's own Docker is never touched).
     """
 
     lab: Lab
@@ -91,6 +93,7 @@ class LabCluster:
     agents: list[Host]
     network: NetworkConfig = field(default_factory=dual_stack_network)
     record_grace: int = 30
+    docker_sockets: dict[str, str] = field(default_factory=dict)
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     # --- processes ------------------------------------------------------------------------------
@@ -121,6 +124,8 @@ class LabCluster:
             state_dir=str(self.state_dir(host)),
             cni_dir=str(self.state_dir(host) / "cni"),
             cni_bin_dir=str(self.state_dir(host) / "bin"),
+            docker=host.name in self.docker_sockets,
+            docker_socket=self.docker_sockets.get(host.name, "/nonexistent/docker.sock"),
         )
         return AgentConfig(
             agent=dataclasses.replace(settings, **agent),

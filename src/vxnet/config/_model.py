@@ -232,6 +232,16 @@ class AgentSettings:
         doc="Bearer token the masters require for registrations (their master.token).",
         example="s3cret-token",
     )
+    docker: bool = setting(
+        True,
+        doc="Put Docker containers on the overlay: the agent creates the Docker network <net> "
+        "(bridge d-<net>) for every network and publishes a task record for each container "
+        "connected to one. Docker absent or stopped: the agent says so once and serves CNI.",
+    )
+    docker_socket: str = setting(
+        "/var/run/docker.sock",
+        doc="The Docker Engine API socket.",
+    )
     egress_nat: bool = setting(
         True,
         doc="Masquerade containers' traffic to destinations outside the overlay behind the "

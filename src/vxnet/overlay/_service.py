@@ -38,6 +38,7 @@ import trio
 from vxnet.overlay._cni import conflists, remove_stale, write_conflist
 from vxnet.overlay._containers import Containers
 from vxnet.overlay._diff import apply_ops, compare, diff
+from vxnet.overlay._dockernet import DockerNetworks
 from vxnet.overlay._model import KernelState, RemoteAgent, desired_state
 from vxnet.overlay._nat import NatError, apply_ruleset, nat_ruleset, present_tables
 from vxnet.overlay._records import RECORD_PREFIX, RecordError, overlay_record, remote_from_record
@@ -89,6 +90,11 @@ class OverlayService:
             token=config.agent.master_token,
         )
         self.containers = Containers(gossip, agent_ip, Path(config.agent.state_dir).absolute())
+        self.docker: DockerNetworks | None = None
+        if config.agent.docker:
+            self.docker = DockerNetworks(
+                self.containers, config.agent.docker_socket, "vtep1024", OVERLAY_MTU
+            )
         self.info: dict[str, Any] | None = None
         self.remotes: list[RemoteAgent] = []
         self.bad_records: dict[str, str] = {}
@@ -124,6 +130,8 @@ class OverlayService:
             await nursery.start(self.containers.serve_ipam)
             self.containers.publish_all()
             nursery.start_soon(self.registration.run, self._on_allocation)
+            if self.docker is not None:
+                nursery.start_soon(self.docker.run)
             nursery.start_soon(self._watch_store)
             nursery.start_soon(self._watch_kernel)
             nursery.start_soon(self._loop)
@@ -131,6 +139,9 @@ class OverlayService:
     def _on_allocation(self, info: dict[str, Any]) -> None:
         self.info = info
         self.containers.set_info(info)
+        if self.docker is not None:
+            self.docker.vtep = self.vtep
+            self.docker.set_info(info)
         self._wake.set()
 
     async def _watch_store(self) -> None:
@@ -399,6 +410,11 @@ class OverlayService:
             "info": self.info,
             "vtep": self.vtep,
             "egress_nat": self.config.agent.egress_nat,
+            "docker": {
+                "enabled": self.docker is not None,
+                "socket": self.config.agent.docker_socket,
+                "available": self.docker is not None and self.docker.available,
+            },
             "nat_programmed": self.nat_ruleset is not None,
             "cni_dir": self.config.agent.cni_dir,
             "counters": {
