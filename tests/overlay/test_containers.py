@@ -10,30 +10,18 @@ from ipaddress import IPv4Network
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from taskwatch import seen_at, watch
 
 from vxnet.config import NetworkConfig, Overlay
 from vxnet.lab import Host, Lab
 from vxnet.labcluster import LabCluster, dual_stack_network
 
 if TYPE_CHECKING:
-    import subprocess
     from collections.abc import Callable, Iterator
 
 pytestmark = pytest.mark.lab
 
 TINY = Overlay(name="tiny", subnet=IPv4Network("10.10.0.0/16"), prefix=28)  # 5 CNI addresses
-
-WATCH = """
-import json, sys, time, httpx
-name, present, limit = sys.argv[1], sys.argv[2] == "1", time.monotonic() + 20
-with httpx.Client(trust_env=False) as client:
-    while time.monotonic() < limit:
-        tasks = client.get("http://127.0.0.1:62080/v1/tasks").json()["tasks"]
-        if any(t["value"]["name"] == name for t in tasks) == present:
-            print(time.time(), flush=True)
-            break
-        time.sleep(0.01)
-"""
 
 
 def wait_until(what: str, check: Callable[[], bool], timeout: float = 30.0) -> None:
@@ -77,22 +65,6 @@ def ipam(
     plugin = str(lc.state_dir(host) / "bin" / "vxnet-ipam")
     done = host.run([plugin], input=json.dumps(conf), env=env, check=False)
     return done.returncode, json.loads(done.stdout) if done.stdout.strip() else None
-
-
-def watch(host: Host, name: str, present: bool) -> subprocess.Popen[str]:
-    import subprocess
-
-    return subprocess.Popen(
-        host.command([sys.executable, "-c", WATCH, name, "1" if present else "0"]),
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-
-
-def seen_at(proc: subprocess.Popen[str]) -> float:
-    out, _ = proc.communicate(timeout=30)
-    assert out.strip(), "the watcher gave up after 20 s"
-    return float(out.strip())
 
 
 def test_a_task_record_reaches_every_agent_within_a_second_and_leaves_after_del(
