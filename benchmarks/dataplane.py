@@ -212,7 +212,7 @@ def bench(iperf3: str, seconds: int, rounds: int, streams: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--seconds", type=int, default=5, help="seconds per run (default 5)")
-    parser.add_argument("--rounds", type=int, default=3, help="runs of each path (default 3)")
+    parser.add_argument("--rounds", type=int, default=5, help="runs of each path (default 5)")
     parser.add_argument(
         "--streams", type=int, default=1, help="parallel TCP streams, iperf3 -P (default 1)"
     )

@@ -16,7 +16,6 @@ pull in ``re``, ``enum`` and more, doubling the start-up time). VERSION and the 
 itself (no agent, input that is not JSON) it answers alone.
 """
 
-import _json
 import _socket
 import posix
 import sys
@@ -34,7 +33,11 @@ CODE_IO = 5
 CODE_DECODE = 6
 CODE_TRY_AGAIN = 11
 
-_quote = _json.encode_basestring_ascii
+
+def _quote(text: str) -> str:
+    import _json  # only where JSON is needed: the common path forwards the input as it is
+
+    return str(_json.encode_basestring_ascii(text))
 
 
 class _Context:
@@ -52,13 +55,13 @@ class _Context:
         return float(name)
 
 
-_scan = _json.make_scanner(_Context())  # type: ignore[arg-type]  # duck-typed in C
-
-
 def _loads(text: str) -> "Any":
     """``json.loads`` without the ``json`` package (no trailing text allowed)."""
+    import _json
+
+    scan = _json.make_scanner(_Context())  # type: ignore[arg-type]  # duck-typed in C
     try:
-        value, end = _scan(text, _skip(text, 0))
+        value, end = scan(text, _skip(text, 0))
     except StopIteration as exc:
         raise ValueError(f"no JSON value at character {exc.value}") from None
     if _skip(text, end) != len(text):
@@ -96,52 +99,87 @@ def _ask(path: str, request: bytes) -> bytes:
         sock.close()
 
 
-def run(environ: dict[str, str], stdin: str) -> tuple[int, str]:
-    """Handle one invocation: the exit status and the text to print."""
+def _request(environ: dict[str, str], stdin: str) -> bytes:
+    """The request line: a JSON array of the command, container id, interface, CNI_ARGS and
+    the configuration text, each as a JSON string (``\\uXXXX`` for all but plain ASCII)."""
+    fields = [environ.get(k, "") for k in ("CNI_COMMAND", "CNI_CONTAINERID", "CNI_IFNAME")]
+    fields += [environ.get("CNI_ARGS", ""), stdin]
+    return ("[" + ", ".join(_string(f) for f in fields) + "]\n").encode()
+
+
+_ESCAPES = {0x5C: "\\\\", 0x22: '\\"', 0x0A: "\\n", 0x0D: "\\r", 0x09: "\\t"}
+
+
+def _string(text: str) -> str:
+    escaped = text.translate(_ESCAPES)
+    if escaped.isascii() and escaped.isprintable():
+        return f'"{escaped}"'
+    return _quote(text)
+
+
+def run(environ: dict[str, str], stdin: str, socket_path: str | None = None) -> tuple[int, str]:
+    """Handle one invocation: the exit status and the text to print.
+
+    ``socket_path``: the agent's socket, when the agent wrote this plugin (then the input is
+    passed on unread); else ``ipam.socket`` of the configuration.
+    """
     command = environ.get("CNI_COMMAND", "")
     if command == "VERSION":
         return 0, f'{{"cniVersion": "1.0.0", "supportedVersions": {SUPPORTED}}}\n'
+    path = socket_path
+    if path is None:
+        try:
+            conf = _loads(stdin)
+        except ValueError as exc:
+            return _error("1.0.0", CODE_DECODE, "the network configuration is not JSON", str(exc))
+        if not isinstance(conf, dict):
+            return _error("1.0.0", CODE_DECODE, "the network configuration is not a JSON object")
+        ipam = conf.get("ipam")
+        path = DEFAULT_SOCKET
+        if isinstance(ipam, dict) and ipam.get("socket"):
+            path = str(ipam["socket"])
     try:
-        conf = _loads(stdin)
-    except ValueError as exc:
-        return _error("1.0.0", CODE_DECODE, "the network configuration is not JSON", str(exc))
-    if not isinstance(conf, dict):
-        return _error("1.0.0", CODE_DECODE, "the network configuration is not a JSON object")
-    version = str(conf.get("cniVersion", "1.0.0"))
-    ipam = conf.get("ipam")
-    path = str(ipam.get("socket") or DEFAULT_SOCKET) if isinstance(ipam, dict) else DEFAULT_SOCKET
-    fields = [command, *(environ.get(k, "") for k in ("CNI_CONTAINERID", "CNI_IFNAME", "CNI_ARGS"))]
-    request = "[" + ", ".join(_quote(f) for f in [*fields, stdin]) + "]\n"
-    try:
-        answer = _ask(path, request.encode())
+        answer = _ask(path, _request(environ, stdin))
     except FileNotFoundError:
         return _error(
-            version,
+            _version(stdin),
             CODE_TRY_AGAIN,
             "the vxnet agent is not running on this host",
             f"no socket at {path}",
         )
     except TimeoutError:
         return _error(
-            version, CODE_TRY_AGAIN, "the vxnet agent did not answer in time", f"{path}: 10 s"
+            _version(stdin),
+            CODE_TRY_AGAIN,
+            "the vxnet agent did not answer in time",
+            f"{path}: 10 s",
         )
     except OSError as exc:
         return _error(
-            version,
+            _version(stdin),
             CODE_TRY_AGAIN,
             "the vxnet agent is not answering on this host",
             f"{path}: {exc.strerror or exc}",
         )
     if answer[:1] not in (b"0", b"1"):
-        return _error(version, CODE_IO, "the vxnet agent's answer is malformed", path)
+        return _error(_version(stdin), CODE_IO, "the vxnet agent's answer is malformed", path)
     return int(answer[:1]), answer[1:].decode()
 
 
-def main() -> int:
+def _version(stdin: str) -> str:
+    """The configuration's cniVersion, for an error of the plugin's own."""
+    try:
+        conf = _loads(stdin)
+    except ValueError:
+        return "1.0.0"
+    return str(conf.get("cniVersion", "1.0.0")) if isinstance(conf, dict) else "1.0.0"
+
+
+def main(socket_path: str | None = None) -> int:
     environ = {
         k.decode(errors="replace"): v.decode(errors="replace") for k, v in posix.environ.items()
     }
-    status, output = run(environ, sys.stdin.read())
+    status, output = run(environ, sys.stdin.read(), socket_path)
     if output:
         sys.stdout.write(output)
     return status

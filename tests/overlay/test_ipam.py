@@ -311,6 +311,19 @@ def test_plugin_errors_without_an_agent_or_with_bad_input(tmp_path: Path) -> Non
         assert json.loads(out)["code"] == 6, bad
 
 
+def test_plugin_written_by_the_agent_passes_the_input_on_unread(tmp_path: Path) -> None:
+    path = str(tmp_path / "s")
+    seen: list[Any] = []
+    thread = serve_once(path, b"0", seen)
+    weird = '{"cniVersion": "1.0.0",\n "name": "d\\u00e9\\"x", "ipam": {}}'
+    assert ipam_plugin.run({**ENV, "CNI_COMMAND": "DEL"}, weird, path) == (0, "")
+    thread.join(5)
+    assert seen == [["DEL", "c1", "eth0", "VXNET_TASK=web", weird]]
+    status, out = ipam_plugin.run(ENV, "{nope", str(tmp_path / "none"))
+    assert status == 1
+    assert json.loads(out)["code"] == 11  # no agent; its error in the default version
+
+
 def test_plugin_decodes_json_as_the_json_module_does() -> None:
     text = '{"a": [1, 2.5, -3e2, true, false, null], "s": "\\u00e9\\n\\"", "n": {}}'
     assert ipam_plugin._loads(text) == json.loads(text)

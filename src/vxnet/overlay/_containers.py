@@ -67,6 +67,7 @@ IFNAME_PATTERN = re.compile(r"[A-Za-z0-9_.\-]{1,15}")
 NAME_MAX = 253
 CNI_VERSIONS = ("0.3.0", "0.3.1", "0.4.0", "1.0.0")
 CODE_INCOMPATIBLE = 1
+CODE_DECODE = 6
 
 
 class TaskError(ValueError):
@@ -202,20 +203,21 @@ class Containers:
                 path.unlink()
 
     async def _connection(self, stream: trio.SocketStream) -> None:
-        async with stream:
-            data = b""
-            with trio.move_on_after(REQUEST_TIMEOUT):
-                while not data.endswith(b"\n") and len(data) <= MAX_REQUEST:
-                    chunk = await stream.receive_some(65536)
-                    if not chunk:
-                        break
-                    data += chunk
-            status, text = self.handle(data)
-            try:
+        try:
+            async with stream:
+                data = b""
+                with trio.move_on_after(REQUEST_TIMEOUT):
+                    while not data.endswith(b"\n") and len(data) <= MAX_REQUEST:
+                        chunk = await stream.receive_some(65536)
+                        if not chunk:
+                            break
+                        data += chunk
+                status, text = self.handle(data)
                 with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
                     await stream.send_all(f"{status}{text}".encode())
-            finally:
-                self.publish_pending()  # after the answer: the lease is on disk already
+        finally:
+            # after the answer and the close the plugin waits for: the lease is on disk already
+            self.publish_pending()
 
     def publish_pending(self) -> None:
         """Write the store records of the requests answered since the last call."""
@@ -235,11 +237,15 @@ class Containers:
         version = "1.0.0"
         try:
             try:
-                request = json.loads(data)
-                command, container_id, ifname, cni_args, conf_text = request
-                conf = json.loads(conf_text)
+                command, container_id, ifname, cni_args, conf_text = json.loads(data)
             except (ValueError, TypeError) as exc:
                 raise IpamError(CODE_INVALID, "malformed request", str(exc)) from exc
+            try:
+                conf = json.loads(conf_text)
+            except (ValueError, TypeError) as exc:
+                raise IpamError(
+                    CODE_DECODE, "the network configuration is not JSON", str(exc)
+                ) from exc
             if not isinstance(conf, dict):
                 raise IpamError(CODE_INVALID, "the network configuration is not a JSON object")
             version = str(conf.get("cniVersion", "1.0.0"))

@@ -59,7 +59,7 @@ PLUGIN_SCRIPT = f"""#!{{python}} -IS
 import sys
 sys.path.insert(0, {{path!r}})
 from vxnet.ipam_plugin import main
-sys.exit(main())
+sys.exit(main({{socket!r}}))
 """
 FULL_EVERY = 10.0
 QUICK_EVERY = 1.0
@@ -328,7 +328,9 @@ class OverlayService:
 
         path = Path(self.config.agent.cni_bin_dir) / "vxnet-ipam"
         text = PLUGIN_SCRIPT.format(
-            python=_plugin_python(), path=str(Path(vxnet.__file__).parent.parent)
+            python=_plugin_python(),
+            path=str(Path(vxnet.__file__).parent.parent),
+            socket=str(self.containers.socket_path),
         )
         try:
             try:
