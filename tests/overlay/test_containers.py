@@ -127,7 +127,22 @@ def test_exhaustion_del_check_and_usage(lc: LabCluster) -> None:
     assert status == 0
     assert out is not None
     assert out["ips"][0]["address"] not in set(addresses) - {addresses[3]}
+    socket = lc.state_dir(a2) / "ipam.sock"
+    assert socket.stat().st_mode & 0o777 == 0o600
+    assert socket.stat().st_uid == 0
     fetch = "import httpx; print(httpx.get(sys.argv[1], trust_env=False).text)"
+    info = json.loads(
+        a2.run(
+            [
+                sys.executable,
+                "-c",
+                f"import sys; {fetch}",
+                "http://127.0.0.1:62080/overlay-agent/overlay",
+            ]
+        ).stdout
+    )
+    assert info["usage"]["tiny"]["cni"] == {"total": 5, "allocated": 5, "free": 0}
+    assert info["usage"]["tiny"]["docker"]["total"] == 5
     metrics = a2.run(
         [sys.executable, "-c", f"import sys; {fetch}", "http://127.0.0.1:62080/metrics"]
     ).stdout

@@ -142,6 +142,19 @@ def test_docker_and_cni_containers_reach_each_other_and_docker_tasks_are_records
     time.sleep(1.0)
     stop_container(docker, info["Id"])
     assert seen_at(watcher) - time.time() < 1.0  # gone by the time the stop call returned
+    # a container without vxnet labels is named after itself, framework docker
+    plain = run_container(docker, "plain-2", {})
+    wait_until(
+        "the plain container's task",
+        lambda: any(t["name"] == "plain-2" and t["framework"] == "docker" for t in tasks(a2)),
+        timeout=10,
+    )
+    stop_container(docker, plain["Id"])
+    # a vxnet network removed behind the agent's back comes back
+    trio.run(docker.remove_network, "dcos")
+    wait_until(
+        "the Docker network made again", lambda: trio.run(docker.network, "dcos") is not None
+    )
 
 
 def test_an_agent_without_docker_says_so_once_and_picks_it_up_when_it_appears(
