@@ -1,15 +1,16 @@
 """The ``vxnet agent`` process: the components of an agent in one trio nursery.
 
-An agent runs the gossip layer, its HTTP API and, with ``agent.overlay`` (the default), the
-overlay (:mod:`vxnet.overlay._service`), which needs root; DNS joins in with its issue. On SIGINT
-or SIGTERM it leaves the cluster gracefully (members see it ``left``, not ``failed``) and exits.
+An agent runs the gossip layer, its HTTP API, with ``agent.overlay`` (the default) the overlay
+(:mod:`vxnet.overlay._service`, which needs root), and with ``dns.enabled`` the DNS server
+(:mod:`vxnet.dns._server`). On SIGINT or SIGTERM it leaves the cluster gracefully (members see it
+``left``, not ``failed``) and exits.
 """
 
 from __future__ import annotations
 
 import logging
 import signal
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -17,6 +18,8 @@ from vxnet.api import build_app, serve_api
 from vxnet.gossip import GossipService
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from vxnet.config import AgentConfig
     from vxnet.overlay._service import OverlayService
 
@@ -40,7 +43,13 @@ async def run_agent(
                 agent_ip = str(config.agent.ip) if config.agent.ip else str(advertise[0])
                 overlay = OverlayService(config, gossip, agent_ip)
                 nursery.start_soon(overlay.run)
-            app = build_app(gossip, overlay)
+            dns = None
+            if config.dns.enabled:
+                from vxnet.dns._server import DnsService
+
+                dns = DnsService(config.dns, gossip, _overlay_networks(overlay))
+                await nursery.start(dns.run)
+            app = build_app(gossip, overlay, dns)
             url = await nursery.start(serve_api, app, config.agent.listen)
             log.info("agent %s: gossip on %s:%d, API on %s", gossip.name, *advertise, url)
             task_status.started(url)
@@ -51,3 +60,20 @@ async def run_agent(
                 break
     if overlay is not None:
         overlay.close()
+
+
+def _overlay_networks(overlay: OverlayService | None) -> Callable[[], list[Any]]:
+    """The overlay's networks as the agent's allocation names them (clients there may use DNS
+    forwarding)."""
+    from ipaddress import ip_network
+
+    def networks() -> list[Any]:
+        found = []
+        if overlay is not None and overlay.info is not None:
+            for entry in overlay.info.get("overlays", []):
+                for key in ("subnet", "subnet6"):
+                    if entry.get("info", {}).get(key):
+                        found.append(ip_network(entry["info"][key]))
+        return found
+
+    return networks

@@ -12,6 +12,7 @@ Routes (JSON):
   * ``GET /v1/tasks``: every live task record of the cluster; ``POST /v1/tasks`` registers a task
     of a runtime that has no CNI or Docker hook (``{"id", "name", "network", "ip"/"ip6",
     "framework"?, "ports_mapped"?}``); ``DELETE /v1/tasks/ID`` deregisters it.
+  * ``GET /v1/records``: every DNS record this agent serves (name, type, value, TTL).
   * ``GET /metrics``: Prometheus text (address usage, IPAM requests, reconciles, errors).
 
 The app is a Starlette application served by :mod:`vxnet.httpd` (h11 on trio), bound to a
@@ -30,6 +31,7 @@ from starlette.routing import Route
 if TYPE_CHECKING:
     from starlette.requests import Request
 
+    from vxnet.dns._server import DnsService
     from vxnet.gossip import GossipService
     from vxnet.overlay._service import OverlayService
 
@@ -40,8 +42,10 @@ class ApiError(Exception):
     """The API of a running node could not be reached or answered badly."""
 
 
-def build_app(node: GossipService, overlay: OverlayService | None = None) -> Starlette:
-    """The application serving ``node``'s members and store, and ``overlay`` if given."""
+def build_app(
+    node: GossipService, overlay: OverlayService | None = None, dns: DnsService | None = None
+) -> Starlette:
+    """The application serving ``node``'s members and store, ``overlay`` and ``dns`` if given."""
 
     def no_overlay() -> JSONResponse:
         return JSONResponse(
@@ -101,10 +105,17 @@ def build_app(node: GossipService, overlay: OverlayService | None = None) -> Sta
             )
         return JSONResponse({"deleted": task_id})
 
+    async def records(request: Request) -> JSONResponse:
+        if dns is None:
+            return JSONResponse(
+                {"error": "this agent runs without DNS (dns.enabled = false)"}, status_code=404
+            )
+        return JSONResponse({"zone": dns.settings.suffix, "records": dns.zone.records()})
+
     async def metrics(request: Request) -> Response:
         from vxnet.overlay._metrics import render
 
-        body, content_type = render(node, overlay)
+        body, content_type = render(node, overlay, dns)
         return Response(body, media_type=content_type)
 
     async def get_members(request: Request) -> JSONResponse:
@@ -147,6 +158,7 @@ def build_app(node: GossipService, overlay: OverlayService | None = None) -> Sta
             Route("/overlay-agent/status", overlay_status),
             Route("/v1/tasks", tasks, methods=["GET", "POST"]),
             Route("/v1/tasks/{id}", one_task, methods=["DELETE"]),
+            Route("/v1/records", records),
             Route("/metrics", metrics),
         ]
     )

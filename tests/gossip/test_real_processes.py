@@ -94,6 +94,7 @@ class Cluster:
         ]
         if encrypt:
             lines.append(f'keys = ["{self.key}"]')
+        lines += ["[dns]", "enabled = false"]  # several agents share this namespace
         conf.write_text("\n".join(lines) + "\n")
         log = self.tmp / f"{name}.log"
         with log.open("wb") as out:

@@ -18,6 +18,7 @@ from vxnet.config._load import (
 from vxnet.config._model import (
     AgentConfig,
     AgentSettings,
+    DnsSettings,
     GossipSettings,
     LogSettings,
     MasterConfig,
@@ -32,6 +33,7 @@ __all__ = [
     "AgentSettings",
     "ConfigError",
     "ConfigProblem",
+    "DnsSettings",
     "GossipSettings",
     "LogSettings",
     "MasterConfig",

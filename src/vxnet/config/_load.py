@@ -36,6 +36,7 @@ from ipaddress import (
     IPv6Network,
     NetmaskValueError,
     ip_address,
+    ip_network,
 )
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -43,6 +44,7 @@ from typing import Any, Literal, TypeVar
 from vxnet.config._model import (
     AgentConfig,
     AgentSettings,
+    DnsSettings,
     GossipSettings,
     LogSettings,
     MasterConfig,
@@ -145,6 +147,7 @@ def parse_config(text: str, *, source: str, role: Role | None = None) -> MasterC
         agent: AgentConfig = loader.build(AgentConfig, data, "")
         _check_agent(agent.agent, "agent", loader)
         _check_gossip(agent.gossip, "gossip", loader)
+        _check_dns(agent.dns, "dns", loader)
         config = agent
     if loader.problems:
         raise ConfigError(source, loader.problems)
@@ -437,6 +440,41 @@ def _check_agent(a: AgentSettings, path: str, loader: _Loader) -> None:
         if loader.ok(f"{path}.{name}"):
             _check_dir(getattr(a, name), f"{path}.{name}", loader)
     _check_token(a.master_token, f"{path}.master_token", loader)
+
+
+DOMAIN_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
+
+
+def _check_dns(d: DnsSettings, path: str, loader: _Loader) -> None:
+    key = f"{path}.listen"
+    if loader.ok(key):
+        if d.enabled and not d.listen:
+            loader.fail(key, "lists no address; give one or set dns.enabled = false")
+        for i, entry in enumerate(d.listen):
+            _check_listen(entry, f"{key}[{i}]", loader, any_port=True)
+    key = f"{path}.upstreams"
+    if loader.ok(key):
+        for i, entry in enumerate(d.upstreams):
+            _check_listen(entry, f"{key}[{i}]", loader)
+            if entry in d.listen:
+                loader.fail(
+                    f"{key}[{i}]", f"{entry} is one of dns.listen: vxnet would ask itself (a loop)"
+                )
+    key = f"{path}.suffix"
+    if loader.ok(key):
+        labels = d.suffix.rstrip(".").split(".")
+        if len(d.suffix) > 200 or not all(DOMAIN_LABEL.fullmatch(label) for label in labels):
+            loader.fail(
+                key,
+                f"{d.suffix!r} is not a domain name (lower-case labels of letters, digits and '-')",
+            )
+    key = f"{path}.forward_clients"
+    if loader.ok(key):
+        for i, entry in enumerate(d.forward_clients):
+            try:
+                ip_network(entry)
+            except ValueError as exc:
+                loader.fail(f"{key}[{i}]", f"{exc} (give a network such as 10.0.0.0/8)")
 
 
 def _check_token(token: str | None, key: str, loader: _Loader) -> None:

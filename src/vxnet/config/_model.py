@@ -19,6 +19,7 @@ from typing import Any
 __all__ = [
     "AgentConfig",
     "AgentSettings",
+    "DnsSettings",
     "GossipSettings",
     "LogSettings",
     "MasterConfig",
@@ -251,6 +252,32 @@ class AgentSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class DnsSettings:
+    """The agent's DNS server: vxnet's zone for every task, and forwarding for the rest."""
+
+    enabled: bool = setting(True, doc="Answer DNS on this agent.")
+    listen: tuple[str, ...] = setting(
+        ("127.0.0.1:53",),
+        doc="Addresses and ports to answer on, UDP and TCP (add the agent's own address, or the "
+        "bridges' gateways, for containers to reach it).",
+    )
+    suffix: str = setting(
+        "dcos.thisdcos.directory",
+        doc="The zone vxnet answers for: <task>.<framework>.containerip.<suffix> and so on.",
+    )
+    upstreams: tuple[str, ...] = setting(
+        (),
+        doc="Resolvers (ip:port) for names outside vxnet's zone, asked two at a time, first "
+        "answer wins. Empty: such queries are REFUSED.",
+    )
+    forward_clients: tuple[str, ...] = setting(
+        ("127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"),
+        doc="Networks whose clients may use forwarding (the overlay's own networks are always "
+        "allowed); vxnet's zone answers everyone. Keeps the agent from being an open resolver.",
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class MasterConfig:
     """A master's configuration file: ``[master]``, ``[network]``, ``[log]``, ``[gossip]``."""
 
@@ -262,7 +289,8 @@ class MasterConfig:
 
 @dataclass(frozen=True, slots=True)
 class AgentConfig:
-    """An agent's configuration file: ``[agent]`` and ``[gossip]``."""
+    """An agent's configuration file: ``[agent]``, ``[gossip]`` and ``[dns]``."""
 
     agent: AgentSettings = field(default_factory=AgentSettings)
     gossip: GossipSettings = field(default_factory=GossipSettings)
+    dns: DnsSettings = field(default_factory=DnsSettings)

@@ -1,6 +1,8 @@
 """The agent's Prometheus metrics (``GET /metrics``), collected when scraped.
 
 * ``vxnet_members{status}``: gossip members by status.
+* ``vxnet_dns_queries_total{result}``, ``vxnet_dns_answer_seconds`` (histogram),
+  ``vxnet_dns_records``.
 * ``vxnet_addresses{network, half, state}``: container addresses of this agent's halves
   (``cni``, ``docker``), ``allocated`` and ``free`` (IPv4; ``half="cni6"`` for IPv6).
 * ``vxnet_ipam_requests_total{command, result}``: requests of ``vxnet-ipam`` (``ok`` or
@@ -14,13 +16,16 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+
+from vxnet.dns._server import LATENCY_BUCKETS
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
     from prometheus_client.metrics_core import Metric
 
+    from vxnet.dns._server import DnsService
     from vxnet.gossip import GossipService
     from vxnet.overlay._service import OverlayService
 
@@ -28,9 +33,36 @@ __all__ = ["render"]
 
 
 class _Collector:
-    def __init__(self, node: GossipService, overlay: OverlayService | None) -> None:
+    def __init__(
+        self, node: GossipService, overlay: OverlayService | None, dns: DnsService | None
+    ) -> None:
         self.node = node
         self.overlay = overlay
+        self.dns = dns
+
+    def _dns(self) -> Iterator[Metric]:
+        dns = self.dns
+        if dns is None:
+            return
+        queries = CounterMetricFamily(
+            "vxnet_dns_queries",
+            "DNS queries by result (rcode, forwarded, dropped)",
+            labels=["result"],
+        )
+        for result, n in sorted(dns.counts.items()):
+            queries.add_metric([result], n)
+        yield queries
+        buckets = []
+        total = 0
+        for bound, n in zip([*LATENCY_BUCKETS, float("inf")], dns.latency, strict=True):
+            total += n
+            buckets.append(("+Inf" if bound == float("inf") else str(bound), total))
+        latency = HistogramMetricFamily(
+            "vxnet_dns_answer_seconds", "Time to answer a DNS query (forwarding included)"
+        )
+        latency.add_metric([], buckets, dns.latency_sum)
+        yield latency
+        yield GaugeMetricFamily("vxnet_dns_records", "Records served", value=dns.zone_size())
 
     def collect(self) -> Iterator[Metric]:
         members = GaugeMetricFamily("vxnet_members", "Gossip members by status", labels=["status"])
@@ -40,6 +72,7 @@ class _Collector:
         for status, n in sorted(counts.items()):
             members.add_metric([status], n)
         yield members
+        yield from self._dns()
         overlay = self.overlay
         if overlay is None:
             return
@@ -74,8 +107,10 @@ class _Collector:
         )
 
 
-def render(node: GossipService, overlay: OverlayService | None) -> tuple[bytes, str]:
+def render(
+    node: GossipService, overlay: OverlayService | None, dns: DnsService | None = None
+) -> tuple[bytes, str]:
     """The metrics text and its content type."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Collector(node, overlay))
+    registry.register(_Collector(node, overlay, dns))
     return generate_latest(registry), CONTENT_TYPE_LATEST

@@ -1,0 +1,202 @@
+"""DNS queries per second: vxnet's DNS server against Knot DNS on the same 10,000-record zone.
+
+A `vxnet agent` (overlay off, DNS on a loopback port) gets ``--records`` task records through its
+store API; Knot (Debian ``knot``) serves a zone file with the same names and addresses. dnsperf
+(Debian ``dnsperf``, one client socket: ``-c 1``) sends A queries for ``--seconds`` seconds, 90 %
+for existing names and 10 % for names that do not exist, to each server in turn (vxnet, Knot,
+vxnet, Knot, ...) for ``--rounds`` rounds. Each server's CPU time (user + system, from /proc)
+over the run gives CPU microseconds per query.
+
+Figures (JSON lines after ``setup``): per run the server, queries per second, average latency,
+lost queries and CPU us per query; then ``summary``: the medians and vxnet's ratio to Knot
+(target >= 0.9).
+
+    .venv/bin/python benchmarks/dns.py [--records 10000] [--seconds 10] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from vxnet import __version__
+from vxnet.dnslab import Knot, free_udp_tcp_port
+
+ZONE = "dcos.thisdcos.directory"
+TARGET = 0.9
+PUT_WORKERS = 8
+
+
+def emit(**fields: Any) -> None:
+    print(json.dumps(fields), flush=True)
+
+
+def address(i: int) -> str:
+    return f"9.{(i >> 16) & 255}.{(i >> 8) & 255}.{i & 255}"
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def start_agent(tmp: Path) -> tuple[subprocess.Popen[bytes], int, str]:
+    port, api = free_udp_tcp_port(), free_udp_tcp_port()
+    config = tmp / "agent.toml"
+    config.write_text(
+        f'[agent]\nlisten = "127.0.0.1:{api}"\noverlay = false\n'
+        '[gossip]\nname = "dns-bench"\nbind = "127.0.0.1:0"\n'
+        f'[dns]\nlisten = ["127.0.0.1:{port}"]\n'
+    )
+    log = (tmp / "agent.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vxnet", "agent", "-c", str(config)], stdout=log, stderr=log
+    )
+    url = f"http://127.0.0.1:{api}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(f"{url}/v1/records", trust_env=False).raise_for_status()
+            return proc, port, url
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    proc.kill()
+    sys.exit(f"dns benchmark: the agent did not start: {(tmp / 'agent.log').read_text()[-2000:]}")
+
+
+def load(url: str, records: int) -> float:
+    """Put the task records; seconds until the zone serves all of them."""
+    import concurrent.futures
+
+    start = time.monotonic()
+
+    def put(i: int) -> None:
+        value = {
+            "name": f"t{i}",
+            "framework": "load",
+            "network": "dcos",
+            "agent_ip": "198.18.0.1",
+            "ip": address(i),
+            "runtime": "api",
+            "container_id": f"t{i}",
+        }
+        with httpx.Client(trust_env=False) as client:
+            client.put(f"{url}/v1/store/tasks/198.18.0.1/t{i}", json=value).raise_for_status()
+
+    with concurrent.futures.ThreadPoolExecutor(PUT_WORKERS) as pool:
+        list(pool.map(put, range(records)))
+    while True:
+        served = httpx.get(f"{url}/v1/records", trust_env=False).json()["records"]
+        if sum(1 for r in served if r["type"] == "A" and ".containerip." in r["name"]) >= records:
+            return time.monotonic() - start
+        time.sleep(0.2)
+
+
+def run_dnsperf(port: int, queries: Path, seconds: int) -> dict[str, float]:
+    done = subprocess.run(
+        ["dnsperf", "-s", "127.0.0.1", "-p", str(port), "-d", str(queries), "-c", "1",
+         "-l", str(seconds)],
+        capture_output=True,
+        text=True,
+        timeout=seconds + 60,
+        check=False,
+    )
+    out = done.stdout
+
+    def number(pattern: str) -> float:
+        found = re.search(pattern, out)
+        if found is None:
+            raise RuntimeError(f"dnsperf output without {pattern!r}:\n{out}\n{done.stderr}")
+        return float(found.group(1))
+
+    return {
+        "qps": number(r"Queries per second:\s+([\d.]+)"),
+        "completed": number(r"Queries completed:\s+(\d+)"),
+        "lost": number(r"Queries lost:\s+(\d+)"),
+        "avg_latency_ms": number(r"Average Latency \(s\):\s+([\d.]+)") * 1000,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--records", type=int, default=10_000)
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    for tool, package in (("dnsperf", "dnsperf"), ("knotd", "knot")):
+        if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists():
+            sys.exit(f"dns benchmark: {tool} is missing: apt-get install {package}")
+    rng = random.Random(1)
+    with tempfile.TemporaryDirectory(prefix="vxnet-dns-") as tmpdir:
+        tmp = Path(tmpdir)
+        queries = tmp / "queries.txt"
+        lines = []
+        for _ in range(100_000):
+            if rng.random() < 0.9:
+                lines.append(f"t{rng.randrange(args.records)}.load.containerip.{ZONE} A")
+            else:
+                lines.append(f"missing{rng.randrange(1_000_000)}.load.containerip.{ZONE} A")
+        queries.write_text("\n".join(lines) + "\n")
+        records = [f"t{i}.load.containerip 5 A {address(i)}" for i in range(args.records)]
+        knot = Knot(tmp / "knot", ZONE, records).start()
+        agent, port, url = start_agent(tmp)
+        try:
+            loaded = load(url, args.records)
+            emit(
+                metric="setup",
+                vxnet=__version__,
+                python=platform.python_version(),
+                kernel=platform.release(),
+                cpus=os.cpu_count(),
+                records=args.records,
+                seconds=args.seconds,
+                rounds=args.rounds,
+                dnsperf="-c 1, 90 % existing names, 10 % NXDOMAIN, type A",
+                knot=subprocess.run(["knotd", "--version"], capture_output=True, text=True).stdout.strip(),
+                vxnet_zone_loaded_s=round(loaded, 2),
+            )
+            results: dict[str, list[dict[str, float]]] = {"vxnet": [], "knot": []}
+            assert knot.proc is not None
+            servers = {"vxnet": (port, agent.pid), "knot": (knot.port, knot.proc.pid)}
+            for r in range(args.rounds):
+                for name, (server_port, pid) in servers.items():
+                    cpu = cpu_seconds(pid)
+                    figures = run_dnsperf(server_port, queries, args.seconds)
+                    used = cpu_seconds(pid) - cpu
+                    figures["cpu_us_per_query"] = used * 1e6 / max(figures["completed"], 1)
+                    results[name].append(figures)
+                    emit(metric="run", server=name, round=r + 1, **{k: round(v, 2) for k, v in figures.items()})
+            ours = statistics.median(f["qps"] for f in results["vxnet"])
+            theirs = statistics.median(f["qps"] for f in results["knot"])
+            emit(
+                metric="summary",
+                vxnet_qps=round(ours),
+                knot_qps=round(theirs),
+                ratio=round(ours / theirs, 3),
+                vxnet_cpu_us_per_query=round(statistics.median(f["cpu_us_per_query"] for f in results["vxnet"]), 1),
+                knot_cpu_us_per_query=round(statistics.median(f["cpu_us_per_query"] for f in results["knot"]), 1),
+                target_ratio=TARGET,
+                target_met=ours / theirs >= TARGET,
+            )
+        finally:
+            agent.terminate()
+            agent.wait(timeout=15)
+            knot.stop()
+
+
+if __name__ == "__main__":
+    main()

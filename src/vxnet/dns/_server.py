@@ -1,0 +1,440 @@
+"""The agent's DNS server: vxnet's zone from the replicated store, and forwarding for the rest.
+
+:class:`DnsService` (run by ``vxnet agent``) keeps a :class:`~._zone.Zone` built from the live
+``tasks/`` records of the store, rebuilt and swapped whole when they change (a store change, or
+once a second when the set of live owners changed, since a dead agent's records drop out
+without a store event). It answers on every ``dns.listen`` address:
+
+* UDP: one non-blocking socket per address; each wake-up drains the socket (``recvfrom`` until
+  it would block) and answers every packet at once, mostly from the zone's pre-encoded replies.
+  No per-packet logging.
+* TCP: 2-byte length framing, several queries per connection, an idle timeout.
+* Names outside the zone: forwarded to ``dns.upstreams`` (two at a time, the first answer wins,
+  5 s, SERVFAIL when all fail) over the transport the client used, for clients inside
+  ``dns.forward_clients`` or the overlay's networks; others get REFUSED, and so does everyone
+  when no upstream is configured.
+* Loop guard (DC/OS's resolver once forwarded to itself through /etc/resolv.conf): an upstream
+  that is one of our own listen addresses is never asked, and every forwarded query carries an
+  EDNS option (code 65310) with this server's random mark, keeping the marks it arrived with. A
+  query that comes back with our own mark, or that has been through 4 vxnet servers, is answered
+  SERVFAIL at once (logged once), instead of circling until every hop times out.
+"""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+import errno
+import logging
+import random
+import socket
+import struct
+import time
+from ipaddress import ip_address, ip_network
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from vxnet.dns._zone import Zone, task_from_record
+
+if TYPE_CHECKING:
+    from ipaddress import IPv4Network, IPv6Network
+
+    from vxnet.config import DnsSettings
+    from vxnet.gossip import GossipService
+
+__all__ = ["LATENCY_BUCKETS", "DnsService", "error_reply", "mark_query", "strip_opt"]
+
+log = logging.getLogger("vxnet.dns")
+
+TASK_PREFIX = "tasks/"
+FORWARD_TIMEOUT = 5.0
+TCP_IDLE = 10.0
+MAX_UDP = 65535
+RECHECK = 1.0
+DEBOUNCE = 0.02
+LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25, 1.0, 5.0)
+RCODES = {0: "NOERROR", 1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 4: "NOTIMP", 5: "REFUSED"}
+
+
+def error_reply(query: bytes, rcode: int) -> bytes | None:
+    """A reply to ``query`` with ``rcode`` and its question, no records (None: not a query)."""
+    if len(query) < 12 or query[2] & 0x80:
+        return None
+    qdcount = struct.unpack_from("!H", query, 4)[0]
+    end = _question_end(query) if qdcount == 1 else None
+    question = query[12:end] if end is not None else b""
+    flags = 0x8000 | (query[2] & 0x79) << 8 | 0x80 | rcode  # QR, opcode, RD echoed, RA
+    header = query[:2] + struct.pack("!HHHHH", flags, 1 if question else 0, 0, 0, 0)
+    return header + question
+
+
+LOOP_OPTION = 65310  # EDNS option code (local use) carrying the marks of vxnet forwarders
+MAX_HOPS = 4
+
+
+def mark_query(query: bytes, mark: bytes) -> tuple[bytes, bool] | None:
+    """``query`` with ``mark`` added to its loop option, and whether it had an OPT record;
+    None when it already carries ``mark`` or ``MAX_HOPS`` marks (a loop)."""
+    from dnslib import EDNS0, DNSError, DNSRecord, EDNSOption
+
+    try:
+        record = DNSRecord.parse(query)
+    except (DNSError, ValueError, IndexError, struct.error):
+        return query, False  # the upstream will say what is wrong with it
+    opt = next((rr for rr in record.ar if rr.rtype == 41), None)
+    had_opt = opt is not None
+    if opt is None:
+        opt = EDNS0(udp_len=1232)
+        record.add_ar(opt)
+    marks = b"".join(o.data for o in opt.rdata if o.code == LOOP_OPTION)
+    seen = [marks[i : i + 8] for i in range(0, len(marks), 8)]
+    if mark in seen or len(seen) >= MAX_HOPS:
+        return None
+    opt.rdata = [o for o in opt.rdata if o.code != LOOP_OPTION]
+    opt.rdata.append(EDNSOption(LOOP_OPTION, marks + mark))
+    return record.pack(), had_opt
+
+
+def strip_opt(reply: bytes) -> bytes:
+    """``reply`` without its OPT record (for a client that sent none)."""
+    from dnslib import DNSError, DNSRecord
+
+    try:
+        record = DNSRecord.parse(reply)
+    except (DNSError, ValueError, IndexError, struct.error):
+        return reply
+    record.ar = [rr for rr in record.ar if rr.rtype != 41]
+    return bytes(record.pack())
+
+
+def _question_end(query: bytes) -> int | None:
+    i = 12
+    while i < len(query):
+        length = query[i]
+        if length == 0:
+            end = i + 5
+            return end if end <= len(query) else None
+        if length & 0xC0:
+            return None
+        i += length + 1
+    return None
+
+
+class DnsService:
+    """One agent's DNS server; :meth:`run` until cancelled.
+
+    Args:
+        settings: The ``[dns]`` settings.
+        gossip: The agent's gossip node (its store holds the task records).
+        overlay_networks: A callable giving the overlay's networks (clients there may forward).
+    """
+
+    def __init__(
+        self,
+        settings: DnsSettings,
+        gossip: GossipService,
+        overlay_networks: Any = None,
+    ) -> None:
+        self.settings = settings
+        self.gossip = gossip
+        self.zone = Zone([], suffix=settings.suffix, serial=1)
+        self.serial = 1
+        self.bad_records: dict[str, str] = {}
+        self.counts: dict[str, int] = {}  # rcode (and "forwarded", "dropped") -> queries
+        self.latency = [0] * (len(LATENCY_BUCKETS) + 1)
+        self.latency_sum = 0.0
+        self._clients = [ip_network(n) for n in settings.forward_clients]
+        self._overlay_networks = overlay_networks
+        self._own = {_addr(a) for a in settings.listen}
+        self._upstreams = [_addr(u) for u in settings.upstreams if _addr(u) not in self._own]
+        self._mark = random.getrandbits(64).to_bytes(8, "big")
+        self._loop_said = False
+        self._changed = trio.Event()
+        self._builder = trio.CapacityLimiter(1)
+        self._owners: frozenset[str] = frozenset()
+        self.bound: list[tuple[str, int]] = []
+
+    # --- the zone -------------------------------------------------------------------------------
+
+    def zone_size(self) -> int:
+        """How many records the zone serves."""
+        return len(self.zone.records())
+
+    async def rebuild(self) -> None:
+        """Build the zone from the store's live task records (in a worker thread: 10,000 tasks
+        take about 2 s) and swap it in; queries meanwhile get the previous zone."""
+        records = self.gossip.records(TASK_PREFIX, live=True)
+        tasks = []
+        bad: dict[str, str] = {}
+        for record in records:
+            try:
+                tasks.append(task_from_record(record["value"]))
+            except ValueError as exc:
+                bad[record["key"]] = str(exc)
+        for key in set(bad) - set(self.bad_records):
+            log.warning("DNS ignores the task record %s: %s", key, bad[key])
+        self.bad_records = bad
+        self.serial += 1
+        serial, suffix = self.serial, self.settings.suffix
+        self.zone = await trio.to_thread.run_sync(
+            lambda: Zone(tasks, suffix=suffix, serial=serial), limiter=self._builder
+        )
+        self._owners = frozenset(r["owner"] for r in records)
+
+    async def _watch(self) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._subscribe)
+            while True:
+                with trio.move_on_after(RECHECK):
+                    await self._changed.wait()
+                changed, self._changed = self._changed.is_set(), trio.Event()
+                if changed:
+                    await trio.sleep(DEBOUNCE)  # gather a burst into one rebuild
+                    self._changed = trio.Event()
+                    await self.rebuild()
+                    continue
+                owners = frozenset(r["owner"] for r in self.gossip.records(TASK_PREFIX, live=True))
+                if owners != self._owners:
+                    await self.rebuild()
+
+    async def _subscribe(self) -> None:
+        while True:
+            subscription = self.gossip.subscribe(TASK_PREFIX)
+            async for _ in subscription.changes:
+                self._changed.set()
+            self._changed.set()
+
+    # --- serving --------------------------------------------------------------------------------
+
+    async def run(
+        self, *, task_status: trio.TaskStatus[list[tuple[str, int]]] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Serve until cancelled; ``task_status`` gets the bound addresses.
+
+        Raises:
+            OSError: An address cannot be bound (the message names it).
+        """
+        await self.rebuild()
+        sockets: list[socket.socket] = []
+        listeners: list[trio.SocketListener] = []
+        try:
+            for entry in self.settings.listen:
+                host, port = _addr(entry)
+                family = socket.AF_INET6 if ":" in host else socket.AF_INET
+                udp = socket.socket(family, socket.SOCK_DGRAM)
+                sockets.append(udp)
+                try:
+                    udp.bind((host, port))
+                except OSError as exc:
+                    raise OSError(
+                        exc.errno, f"DNS cannot listen on {entry} (UDP): {exc.strerror}"
+                    ) from exc
+                udp.setblocking(False)
+                port = udp.getsockname()[1]
+                tcp = trio.socket.socket(family, socket.SOCK_STREAM)
+                tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    await tcp.bind((host, port))
+                except OSError as exc:
+                    tcp.close()
+                    raise OSError(
+                        exc.errno, f"DNS cannot listen on {entry} (TCP): {exc.strerror}"
+                    ) from exc
+                tcp.listen(128)
+                listeners.append(trio.SocketListener(tcp))
+                self.bound.append((host, port))
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._watch)
+                for udp in sockets:
+                    nursery.start_soon(self._serve_udp, udp, nursery)
+                nursery.start_soon(trio.serve_listeners, self._serve_tcp, listeners)
+                log.info(
+                    "DNS on %s (zone %s)",
+                    ", ".join(f"{h}:{p}" for h, p in self.bound),
+                    self.settings.suffix,
+                )
+                task_status.started(list(self.bound))
+        finally:
+            for udp in sockets:
+                udp.close()
+
+    async def _serve_udp(self, sock: socket.socket, nursery: trio.Nursery) -> None:
+        recvfrom, sendto = sock.recvfrom, sock.sendto
+        while True:
+            await trio.lowlevel.wait_readable(sock)
+            while True:  # drain: everything queued now, without an await per packet
+                try:
+                    data, peer = recvfrom(MAX_UDP)
+                except BlockingIOError:
+                    break
+                except OSError as exc:
+                    if exc.errno in (errno.ECONNREFUSED, errno.EHOSTUNREACH):
+                        continue  # an ICMP error for an earlier reply
+                    raise
+                start = time.perf_counter()
+                answer = self.zone.answer(data)
+                if answer.reply is not None:
+                    with contextlib.suppress(OSError):
+                        sendto(answer.reply, peer)
+                    self._count(answer.rcode, start)
+                elif answer.forward:
+                    nursery.start_soon(self._forward_udp, sock, data, peer)
+                else:
+                    self._count("dropped", start)
+
+    async def _serve_tcp(self, stream: trio.SocketStream) -> None:
+        async with stream:
+            buffer = b""
+            while True:
+                with trio.move_on_after(TCP_IDLE) as idle:
+                    while len(buffer) < 2 or len(buffer) < 2 + struct.unpack_from("!H", buffer)[0]:
+                        try:
+                            chunk = await stream.receive_some(65536)
+                        except (trio.BrokenResourceError, trio.ClosedResourceError):
+                            return
+                        if not chunk:
+                            return
+                        buffer += chunk
+                if idle.cancelled_caught:
+                    return
+                length = struct.unpack_from("!H", buffer)[0]
+                query, buffer = buffer[2 : 2 + length], buffer[2 + length :]
+                start = time.perf_counter()
+                answer = self.zone.answer(query, tcp=True)
+                reply = answer.reply
+                if answer.forward:
+                    peer = stream.socket.getpeername()
+                    reply = await self._forward(query, peer[0], tcp=True)
+                elif reply is None:
+                    self._count("dropped", start)
+                    continue
+                else:
+                    self._count(answer.rcode, start)
+                if reply is None:
+                    continue
+                try:
+                    await stream.send_all(struct.pack("!H", len(reply)) + reply)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    return
+
+    # --- forwarding -----------------------------------------------------------------------------
+
+    async def _forward_udp(self, sock: socket.socket, query: bytes, peer: Any) -> None:
+        reply = await self._forward(query, peer[0], tcp=False)
+        if reply is not None:
+            with contextlib.suppress(OSError):
+                sock.sendto(reply, peer)
+
+    def _may_forward(self, client: str) -> bool:
+        try:
+            address = ip_address(client.split("%")[0])
+        except ValueError:
+            return False
+        if address.version == 6 and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        networks: list[IPv4Network | IPv6Network] = list(self._clients)
+        if self._overlay_networks is not None:
+            networks += self._overlay_networks()
+        return any(address in n for n in networks)
+
+    async def _forward(self, query: bytes, client: str, *, tcp: bool) -> bytes | None:
+        start = time.perf_counter()
+        if not self._upstreams or not self._may_forward(client):
+            self._count("REFUSED", start)
+            return error_reply(query, 5)
+        marked = mark_query(query, self._mark)
+        if marked is None:
+            if not self._loop_said:
+                self._loop_said = True
+                log.warning(
+                    "DNS forwarding loop: a query came back through the upstreams %s; answering "
+                    "SERVFAIL (point dns.upstreams at resolvers that do not ask vxnet)",
+                    ", ".join(f"{h}:{p}" for h, p in self._upstreams),
+                )
+            self._count("SERVFAIL", start)
+            return error_reply(query, 2)
+        forwarded, had_opt = marked
+        forwarded = struct.pack("!H", random.getrandbits(16)) + forwarded[2:]
+        upstreams = random.sample(self._upstreams, min(2, len(self._upstreams)))
+        reply = await self._ask_first(forwarded, upstreams, tcp)
+        if reply is None or len(reply) < 12:
+            self._count("SERVFAIL", start)
+            return error_reply(query, 2)
+        self._count("forwarded", start)
+        if not had_opt:
+            reply = strip_opt(reply)
+        # recursion is available through us, whatever the upstream said
+        return query[:2] + reply[2:3] + bytes([reply[3] | 0x80]) + reply[4:]
+
+    async def _ask_first(
+        self, query: bytes, upstreams: list[tuple[str, int]], tcp: bool
+    ) -> bytes | None:
+        send, receive = trio.open_memory_channel[bytes | None](len(upstreams))
+        async with trio.open_nursery() as nursery:
+            for upstream in upstreams:
+                nursery.start_soon(self._ask_one, query, upstream, tcp, send.clone())
+            send.close()
+            reply: bytes | None = None
+            with trio.move_on_after(FORWARD_TIMEOUT):
+                async for answer in receive:
+                    if answer is not None:
+                        reply = answer
+                        break
+            nursery.cancel_scope.cancel()
+        return reply
+
+    async def _ask_one(
+        self,
+        query: bytes,
+        upstream: tuple[str, int],
+        tcp: bool,
+        send: trio.MemorySendChannel[bytes | None],
+    ) -> None:
+        async with send:
+            try:
+                with trio.fail_after(FORWARD_TIMEOUT):
+                    reply = await (_ask_tcp if tcp else _ask_udp)(query, upstream)
+            except (OSError, trio.TooSlowError, ValueError):
+                reply = None
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                await send.send(reply)
+
+    # --- metrics --------------------------------------------------------------------------------
+
+    def _count(self, what: str, start: float) -> None:
+        self.counts[what] = self.counts.get(what, 0) + 1
+        took = time.perf_counter() - start
+        self.latency[bisect.bisect_left(LATENCY_BUCKETS, took)] += 1
+        self.latency_sum += took
+
+
+async def _ask_udp(query: bytes, upstream: tuple[str, int]) -> bytes:
+    family = socket.AF_INET6 if ":" in upstream[0] else socket.AF_INET
+    with trio.socket.socket(family, socket.SOCK_DGRAM) as sock:
+        await sock.connect(upstream)
+        await sock.send(query)
+        while True:
+            reply = await sock.recv(MAX_UDP)
+            if reply[:2] == query[:2]:
+                return reply
+
+
+async def _ask_tcp(query: bytes, upstream: tuple[str, int]) -> bytes:
+    stream = await trio.open_tcp_stream(*upstream)
+    async with stream:
+        await stream.send_all(struct.pack("!H", len(query)) + query)
+        buffer = b""
+        while len(buffer) < 2 or len(buffer) < 2 + struct.unpack_from("!H", buffer)[0]:
+            chunk = await stream.receive_some(65536)
+            if not chunk:
+                raise ValueError("the upstream closed the connection")
+            buffer += chunk
+        return buffer[2 : 2 + struct.unpack_from("!H", buffer)[0]]
+
+
+def _addr(entry: str) -> tuple[str, int]:
+    from vxnet.config import parse_hostport
+
+    host, port = parse_hostport(entry, any_port=True)
+    return (host, port)

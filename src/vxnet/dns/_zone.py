@@ -1,0 +1,599 @@
+"""The cluster zone ``dcos.thisdcos.directory``, answered from task records: sans-IO DNS.
+
+A :class:`Zone` is built from the tasks in the replicated store and turns query bytes into reply
+bytes; the UDP/TCP server around it only moves packets (and forwards what :meth:`Zone.answer`
+says is not ours). The names are those of DC/OS's dcos-dns, so ``dig`` gives what it gave::
+
+    <task>.<framework>.containerip.<zone>     A: container IPv4   AAAA: container IPv6
+    <task>.<framework>.agentip.<zone>         A: the agent's IPv4
+    <task>.<framework>.autoip.<zone>          A: the agent's IPv4 if ports are mapped, else the
+                                              container's addresses (A and AAAA)
+    _<task>._<framework>._tcp.<zone>          SRV 1 1 <port> <task>.<framework>.autoip.<zone>.
+    _<port>._<task>._<framework>._tcp.<zone>  the same for one named port (and ``_udp``)
+    <zone>                                    SOA ns.spartan. support.mesosphere.com. <serial>
+                                              60 180 86400 1, and NS ns.spartan.
+
+TTLs: 5 s, but NS 3600 s. ``<task>`` and ``<framework>`` are the names made into labels by
+:func:`normalize_label` (DC/OS's ``mesos_state:label/1``); a task whose label comes out empty has
+no names, and a task without a container address has its ``autoip`` name on the agent (as in
+DC/OS).
+
+Rules (``zone`` matching ignores case; the reply echoes the question as sent):
+
+====================================================  ==========================================
+query                                                 reply
+====================================================  ==========================================
+under 12 bytes, or QR set (a response)                nothing (``reply`` None)
+OPCODE not QUERY                                      NOTIMP, header only
+QDCOUNT not 1, or does not parse                      FORMERR, header only
+name outside the zone                                 nothing: ``forward`` (the caller forwards)
+EDNS version above 0                                  BADVERS
+QTYPE AXFR/IXFR, or QCLASS not IN (or ANY)            REFUSED
+name with records of QTYPE (ANY: all its records)     NOERROR, AA, the records; SRV adds the
+                                                      targets' A/AAAA in ADDITIONAL
+name that exists (or an empty non-terminal)           NOERROR, AA, no answer, SOA in AUTHORITY
+any other name in the zone                            NXDOMAIN, AA, SOA in AUTHORITY
+====================================================  ==========================================
+
+* Several tasks with the same labels give several records (each value once); successive answers
+  for one question start one record later (round robin, ANSWER section only).
+* Answers take the owner name in the query's case. A reply over the size limit (see
+  :mod:`vxnet.dns._wire`) first loses its ADDITIONAL glue; if still too big it is sent with TC
+  and only the question (and OPT), so the client retries over TCP.
+* Speed: at construction every positive answer, and the NODATA answers for A/AAAA at the names
+  that have addresses, are encoded ahead, in every rotation, with and without a minimal OPT RR.
+  A query that is exactly such a question (QDCOUNT 1, other counts 0, or ARCOUNT 1 with a bare
+  OPT RR: version 0, no flags, no options) is answered by copying its ID and RD/CD bits into
+  the encoded reply; anything else goes through the full path, which gives the same bytes.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import struct
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from vxnet.dns._wire import (
+    AA,
+    BADVERS,
+    CLASS_ANY,
+    CLASS_IN,
+    FORMERR,
+    HEADER_SIZE,
+    NOERROR,
+    NOTIMP,
+    NXDOMAIN,
+    OPT_RR,
+    QR,
+    RCODE_NAMES,
+    REFUSED,
+    SERVFAIL,
+    TYPE_A,
+    TYPE_AAAA,
+    TYPE_ANY,
+    TYPE_AXFR,
+    TYPE_IXFR,
+    TYPE_NS,
+    TYPE_SOA,
+    TYPE_SRV,
+    UDP_LIMIT,
+    UDP_PAYLOAD,
+    FormatError,
+    Name,
+    Query,
+    Record,
+    encode_name,
+    encode_reply,
+    header_only,
+    read_query,
+    size_limit,
+    write_reply,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+__all__ = [
+    "NS_NAME",
+    "SOA_RNAME",
+    "ZONE_SUFFIX",
+    "Answer",
+    "Port",
+    "Task",
+    "Zone",
+    "normalize_label",
+    "task_from_record",
+]
+
+ZONE_SUFFIX = "dcos.thisdcos.directory"
+NS_NAME = "ns.spartan"  # DC/OS's name server name (SOA MNAME and the NS record)
+SOA_RNAME = "support.mesosphere.com"
+TTL = 5  # A, AAAA, SRV, SOA
+NS_TTL = 3600
+SOA_TIMES = (60, 180, 86400, 1)  # refresh, retry, expire, minimum (after the serial)
+SRV_PRIORITY = 1
+SRV_WEIGHT = 1
+LABEL_MAX = 63
+PROTOCOLS = ("tcp", "udp")
+_SUFFIX_LABEL = re.compile(r"[a-z0-9_-]{1,63}")
+TYPE_NAMES = {TYPE_A: "A", TYPE_NS: "NS", TYPE_SOA: "SOA", TYPE_AAAA: "AAAA", TYPE_SRV: "SRV"}
+
+# The fast path's header bytes 2-3 (QR, AA, RCODE NOERROR, RD and CD as in the query), indexed by
+# the query's byte 2 & RD | byte 3 & CD.
+_FAST_FLAGS = tuple(bytes(((QR | AA) >> 8 | (i & 0x01), i & 0x10)) for i in range(0x12))
+_PLAIN_COUNTS = b"\x00\x01\x00\x00\x00\x00\x00\x00"  # QDCOUNT 1, nothing else
+_EDNS_COUNTS = b"\x00\x01\x00\x00\x00\x00\x00\x01"  # QDCOUNT 1, ARCOUNT 1
+_OPT_HEAD = b"\x00\x00\x29"  # root owner, type OPT
+_OPT_TAIL = b"\x00" * 6  # RCODE 0, version 0, flags 0 (DO clear), no options
+_CLASS_IN = CLASS_IN.to_bytes(2, "big")
+_POINTER_MAX = 0x3FFF  # dnslib writes bad pointers to names beyond this offset
+
+
+@dataclass(frozen=True, slots=True)
+class Port:
+    """A port of a task: SRV records point at it."""
+
+    name: str  # e.g. "http"; "" for none
+    port: int
+    protocol: str = "tcp"  # "tcp" | "udp"
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    """A running task, as the zone needs it."""
+
+    name: str
+    framework: str
+    agent_ip: str  # IPv4
+    ip: str | None = None  # container IPv4
+    ip6: str | None = None  # container IPv6
+    ports_mapped: bool = False
+    ports: tuple[Port, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """What to do with one query."""
+
+    reply: bytes | None  # the reply to send; None = send nothing
+    forward: bool = False  # the name is outside the zone: the caller forwards the query
+    rcode: str = "NOERROR"  # for metrics; "DROPPED" when nothing is sent and nothing forwarded
+    fast: bool = False  # answered from the pre-encoded table
+
+
+_DROP = Answer(None, rcode="DROPPED")
+_FORWARD = Answer(None, forward=True)
+
+
+def normalize_label(text: str) -> str:
+    """``text`` made a DNS label the way DC/OS does (``mesos_state:label/1``).
+
+    ASCII letters are lowered; characters before the first letter or digit are dropped; then
+    ``-``, ``_`` and ``.`` become ``-`` (runs are kept), other characters are dropped; at 63
+    characters trailing dashes are cut and only letters and digits fill up to 63; trailing
+    dashes are cut at the end. ``"My_App.v2"`` gives ``"my-app-v2"``; the result may be empty.
+    """
+    out: list[str] = []
+    started = False
+    full = False  # DC/OS's "terminate" state
+    for char in text:
+        if "A" <= char <= "Z":
+            char = chr(ord(char) + 32)
+        alnum = "a" <= char <= "z" or "0" <= char <= "9"
+        if not started:
+            if not alnum:
+                continue
+            started = True
+        if not full and len(out) >= LABEL_MAX:
+            while out and out[-1] == "-":
+                out.pop()
+            full = True
+        if full:
+            if len(out) == LABEL_MAX:
+                break
+            if alnum:
+                out.append(char)
+        elif char in "-_.":
+            out.append("-")
+        elif alnum:
+            out.append(char)
+    return "".join(out).rstrip("-")
+
+
+def task_from_record(value: Mapping[str, Any]) -> Task:
+    """The task a store task record describes.
+
+    The record's fields: ``name``, ``framework``, ``agent_ip`` (IPv4), optionally ``ip``
+    (IPv4), ``ip6`` (IPv6), ``ports_mapped`` (bool) and ``ports`` (a list of ``{"name",
+    "port", "protocol"}``, ``protocol`` ``tcp`` or ``udp``, ``tcp`` by default). The others
+    (``network``, ``runtime``, ``container_id``) do not matter to DNS and are not read.
+
+    Raises:
+        ValueError: The record does not fit; the message names the field.
+    """
+    if not isinstance(value, Mapping):
+        raise ValueError(f"a task record is an object, not {type(value).__name__}")
+    name = _text(value, "name")
+    framework = _text(value, "framework")
+    agent_ip = _address(value, "agent_ip", 4)
+    if agent_ip is None:
+        raise ValueError("agent_ip: missing")
+    mapped = value.get("ports_mapped", False)
+    if not isinstance(mapped, bool):
+        raise ValueError(f"ports_mapped: true or false, got {mapped!r}")
+    raw_ports = value.get("ports")
+    if raw_ports is None:
+        raw_ports = []
+    if not isinstance(raw_ports, list):
+        raise ValueError(f"ports: a list, got {raw_ports!r}")
+    return Task(
+        name=name,
+        framework=framework,
+        agent_ip=agent_ip,
+        ip=_address(value, "ip", 4),
+        ip6=_address(value, "ip6", 6),
+        ports_mapped=mapped,
+        ports=tuple(_port(raw, f"ports[{i}]") for i, raw in enumerate(raw_ports)),
+    )
+
+
+def _text(value: Mapping[str, Any], key: str) -> str:
+    text = value.get(key)
+    if not isinstance(text, str) or not text:
+        raise ValueError(f"{key}: a non-empty string, got {text!r}")
+    return text
+
+
+def _address(value: Mapping[str, Any], key: str, version: int) -> str | None:
+    raw = value.get(key)
+    if raw is None:
+        return None
+    try:
+        address = ipaddress.ip_address(raw) if isinstance(raw, str) else None
+    except ValueError:
+        address = None
+    if address is None or address.version != version:
+        raise ValueError(f"{key}: an IPv{version} address, got {raw!r}")
+    return str(address)
+
+
+def _port(raw: Any, where: str) -> Port:
+    if not isinstance(raw, Mapping):
+        raise ValueError(f"{where}: an object, got {raw!r}")
+    name = raw.get("name", "")
+    if name is None:
+        name = ""
+    if not isinstance(name, str):
+        raise ValueError(f"{where}.name: a string, got {name!r}")
+    number = raw.get("port")
+    if not isinstance(number, int) or isinstance(number, bool) or not 1 <= number <= 65535:
+        raise ValueError(f"{where}.port: a number from 1 to 65535, got {number!r}")
+    protocol = raw.get("protocol", "tcp")
+    if not isinstance(protocol, str) or protocol.lower() not in PROTOCOLS:
+        raise ValueError(f"{where}.protocol: 'tcp' or 'udp', got {protocol!r}")
+    return Port(name, number, protocol.lower())
+
+
+@dataclass(frozen=True, slots=True)
+class _RRSet:
+    """The records of one type at one name, in their base (unrotated) order."""
+
+    rtype: int
+    ttl: int
+    rdatas: tuple[bytes, ...]  # in wire form
+    texts: tuple[str, ...]  # the same, in zone-file form
+    glue: Name | None = None  # SRV: the target, whose A/AAAA records go in ADDITIONAL
+
+
+class _Entry:
+    """One question's rotation counter and, when it is on the fast path, its encoded replies
+    (from the header's byte 4 on, one per rotation)."""
+
+    __slots__ = ("edns", "edns_size", "plain", "turn")
+
+    def __init__(self) -> None:
+        self.turn = 0
+        self.plain: tuple[bytes, ...] = ()
+        self.edns: tuple[bytes, ...] = ()
+        self.edns_size = 0  # the whole reply with OPT, header included
+
+
+class Zone:
+    """The zone of ``suffix`` holding the records of ``tasks`` (see the module docstring).
+
+    Args:
+        tasks: The running tasks.
+        suffix: The zone's name.
+        serial: The SOA serial.
+
+    Raises (constructor):
+        ValueError: A bad suffix or serial, or a task with an address that is not one (the
+            caller's fault: :func:`task_from_record` checks them).
+    """
+
+    def __init__(
+        self, tasks: Iterable[Task], *, suffix: str = ZONE_SUFFIX, serial: int = 1
+    ) -> None:
+        self.suffix = _check_suffix(suffix)
+        if not 0 <= serial <= 0xFFFFFFFF:
+            raise ValueError(f"serial: a number from 0 to 4294967295, got {serial}")
+        self.serial = serial
+        self._apex: Name = tuple(label.encode() for label in self.suffix.split("."))
+        self._nodes: dict[Name, dict[int, _RRSet]] = {}
+        self._entries: dict[tuple[Name, int], _Entry] = {}
+        self._plain: dict[bytes, _Entry] = {}
+        self._edns: dict[bytes, _Entry] = {}
+        self._build(tasks)
+        soa = self._nodes[self._apex][TYPE_SOA]
+        self._soa = Record(self._apex, TYPE_SOA, soa.ttl, soa.rdatas[0])
+        self._pre_encode()
+
+    # --- answering ------------------------------------------------------------------------------
+
+    def answer(self, query: bytes, *, tcp: bool = False) -> Answer:
+        """What to do with ``query``, a DNS message received over UDP (or TCP if ``tcp``).
+
+        Never raises: bytes that are not a query get FORMERR or nothing.
+        """
+        counts = query[4:12]
+        if counts == _PLAIN_COUNTS:
+            entry = self._plain.get(query[12:])
+            if entry is not None and not query[2] & 0xF8:  # QR 0, OPCODE QUERY
+                turn = entry.turn
+                entry.turn = turn + 1
+                bodies = entry.plain
+                flags = _FAST_FLAGS[query[2] & 0x01 | query[3] & 0x10]
+                reply = query[:2] + flags + bodies[turn % len(bodies)]
+                return Answer(reply, False, "NOERROR", True)
+        elif counts == _EDNS_COUNTS and query[-6:] == _OPT_TAIL and query[-11:-8] == _OPT_HEAD:
+            entry = self._edns.get(query[12:-11])
+            if (
+                entry is not None
+                and not query[2] & 0xF8
+                and (
+                    tcp
+                    or entry.edns_size <= UDP_LIMIT
+                    or entry.edns_size <= (query[-8] << 8 | query[-7])
+                )
+            ):
+                turn = entry.turn
+                entry.turn = turn + 1
+                bodies = entry.edns
+                flags = _FAST_FLAGS[query[2] & 0x01 | query[3] & 0x10]
+                reply = query[:2] + flags + bodies[turn % len(bodies)]
+                return Answer(reply, False, "NOERROR", True)
+        return self._answer_slow(query, tcp)
+
+    def _answer_slow(self, query: bytes, tcp: bool = False) -> Answer:
+        """:meth:`answer` without the pre-encoded tables (the same reply, built anew)."""
+        if len(query) < HEADER_SIZE or query[2] & 0x80:
+            return _DROP
+        try:
+            return self._respond(query, tcp)
+        except Exception:  # a bug of ours, not the client's: it still gets an answer
+            return Answer(header_only(query, SERVFAIL), rcode="SERVFAIL")
+
+    def _respond(self, data: bytes, tcp: bool) -> Answer:
+        if data[2] & 0x78:  # OPCODE not QUERY: whatever follows the header is not read
+            return Answer(header_only(data, NOTIMP), rcode="NOTIMP")
+        try:
+            query = read_query(data)
+        except FormatError:
+            return Answer(header_only(data, FORMERR), rcode="FORMERR")
+        name = tuple(label.lower() for label in query.labels)
+        if name[-len(self._apex) :] != self._apex:
+            return _FORWARD
+        if query.edns is not None and query.edns.version > 0:
+            return _error(query, BADVERS)
+        if query.qtype in (TYPE_AXFR, TYPE_IXFR) or query.qclass not in (CLASS_IN, CLASS_ANY):
+            return _error(query, REFUSED)
+        entry = self._entries.get((name, query.qtype))
+        turn = 0
+        if entry is not None:
+            turn = entry.turn
+            entry.turn = turn + 1
+        reply, rcode = self._reply(query, name, turn, size_limit(query.edns, tcp=tcp))
+        return Answer(reply, rcode=RCODE_NAMES[rcode])
+
+    def _reply(self, query: Query, name: Name, turn: int, limit: int) -> tuple[bytes, int]:
+        """The reply to an in-zone ``query`` for ``name`` (lower case), rotated by ``turn``,
+        cut to ``limit`` bytes, and its RCODE."""
+        rcode, answer, authority, glue = self._sections(query.labels, name, query.qtype, turn)
+        reply = encode_reply(
+            query, rcode, aa=True, answer=answer, authority=authority, additional=glue
+        )
+        if glue and (len(reply) > limit or len(reply) > _POINTER_MAX):
+            reply = encode_reply(query, rcode, aa=True, answer=answer, authority=authority)
+        if len(reply) > limit:
+            reply = encode_reply(query, rcode, aa=True, tc=True)
+        return reply, rcode
+
+    def _sections(
+        self, owner: Name, name: Name, qtype: int, turn: int
+    ) -> tuple[int, list[Record], list[Record], list[Record]]:
+        """RCODE, ANSWER, AUTHORITY and ADDITIONAL for ``qtype`` at ``name`` (lower case),
+        answers owned by ``owner`` (the name in the query's case), rotated by ``turn``."""
+        node = self._nodes.get(name)
+        if node is None:
+            return NXDOMAIN, [], [self._soa], []
+        answer: list[Record] = []
+        glue: list[Record] = []
+        for rtype in sorted(node) if qtype == TYPE_ANY else [qtype]:
+            rrset = node.get(rtype)
+            if rrset is None:
+                continue
+            shift = turn % len(rrset.rdatas)
+            for rdata in rrset.rdatas[shift:] + rrset.rdatas[:shift]:
+                answer.append(Record(owner, rtype, rrset.ttl, rdata))
+            if rrset.glue is not None:
+                glue.extend(self._glue(rrset.glue))
+        if not answer:
+            return NOERROR, [], [self._soa], []
+        return NOERROR, answer, [], glue
+
+    def _glue(self, target: Name) -> list[Record]:
+        node = self._nodes.get(target, {})
+        return [
+            Record(target, rtype, rrset.ttl, rdata)
+            for rtype in (TYPE_A, TYPE_AAAA)
+            if (rrset := node.get(rtype)) is not None
+            for rdata in rrset.rdatas
+        ]
+
+    # --- contents -------------------------------------------------------------------------------
+
+    def records(self) -> list[dict[str, Any]]:
+        """Every record served, as ``{"name", "type", "value", "ttl"}``, sorted by name, type
+        and value (for ``GET /v1/records``)."""
+        found = [
+            {
+                "name": ".".join(label.decode() for label in name),
+                "type": TYPE_NAMES[rtype],
+                "value": text,
+                "ttl": rrset.ttl,
+            }
+            for name, node in self._nodes.items()
+            for rtype, rrset in node.items()
+            for text in rrset.texts
+        ]
+        return sorted(found, key=lambda r: (r["name"], r["type"], r["value"]))
+
+    @property
+    def fast_entries(self) -> int:
+        """How many questions are answered from the pre-encoded tables."""
+        return len(self._plain.keys() | self._edns.keys())
+
+    # --- construction ---------------------------------------------------------------------------
+
+    def _build(self, tasks: Iterable[Task]) -> None:
+        found: dict[Name, dict[int, dict[str, tuple[int, bytes]]]] = {}  # -> sort key, RDATA
+
+        def add(name: Name, rtype: int, text: str, key: int, rdata: bytes) -> None:
+            if len(encode_name(name)) <= 255:
+                found.setdefault(name, {}).setdefault(rtype, {})[text] = (key, rdata)
+
+        apex = self._apex
+        for task in tasks:
+            task_label = normalize_label(task.name).encode()
+            framework = normalize_label(task.framework).encode()
+            if not task_label or not framework:
+                continue
+            try:
+                agent = ipaddress.IPv4Address(task.agent_ip)
+                ip = None if task.ip is None else ipaddress.IPv4Address(task.ip)
+                ip6 = None if task.ip6 is None else ipaddress.IPv6Address(task.ip6)
+            except ValueError as exc:
+                raise ValueError(f"task {task.name!r} of {task.framework!r}: {exc}") from exc
+            container: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = [
+                address for address in (ip, ip6) if address is not None
+            ]
+            auto = [agent] if task.ports_mapped or not container else container
+            for kind, addresses in (
+                (b"containerip", container),
+                (b"agentip", [agent]),
+                (b"autoip", auto),
+            ):
+                name = (task_label, framework, kind, *apex)
+                for address in addresses:
+                    rtype = TYPE_A if address.version == 4 else TYPE_AAAA
+                    add(name, rtype, str(address), int(address), address.packed)
+            target = (task_label, framework, b"autoip", *apex)
+            target_text = ".".join(label.decode() for label in target) + "."
+            target_wire = encode_name(target)
+            for port in task.ports:
+                protocol = port.protocol.lower()
+                if protocol not in PROTOCOLS:
+                    continue
+                if not 0 <= port.port <= 65535:
+                    raise ValueError(f"task {task.name!r}: port {port.port} out of range")
+                service = (b"_" + task_label, b"_" + framework, b"_" + protocol.encode(), *apex)
+                port_label = normalize_label(port.name).encode()
+                names = [service, (b"_" + port_label, *service)] if port_label else [service]
+                text = f"{SRV_PRIORITY} {SRV_WEIGHT} {port.port} {target_text}"
+                rdata = struct.pack("!HHH", SRV_PRIORITY, SRV_WEIGHT, port.port) + target_wire
+                for name in names:
+                    add(name, TYPE_SRV, text, port.port, rdata)
+        soa = (self.serial, *SOA_TIMES)
+        soa_wire = _text_name(NS_NAME) + _text_name(SOA_RNAME) + struct.pack("!5I", *soa)
+        soa_text = f"{NS_NAME}. {SOA_RNAME}. " + " ".join(map(str, soa))
+        add(apex, TYPE_SOA, soa_text, 0, soa_wire)
+        add(apex, TYPE_NS, f"{NS_NAME}.", 0, _text_name(NS_NAME))
+
+        for name, by_type in found.items():
+            node = self._nodes.setdefault(name, {})
+            for rtype, values in by_type.items():
+                ordered = sorted(values.items(), key=lambda item: item[1][0])
+                node[rtype] = _RRSet(
+                    rtype=rtype,
+                    ttl=NS_TTL if rtype == TYPE_NS else TTL,
+                    rdatas=tuple(rdata for _, (_, rdata) in ordered),
+                    texts=tuple(text for text, _ in ordered),
+                    glue=_srv_target(name, len(apex)) if rtype == TYPE_SRV else None,
+                )
+            for cut in range(1, len(name) - len(apex)):  # empty non-terminals
+                self._nodes.setdefault(name[cut:], {})
+        for name, node in self._nodes.items():
+            for rtype in (*node, TYPE_ANY):
+                self._entries[(name, rtype)] = _Entry()
+
+    def _pre_encode(self) -> None:
+        """Fill the fast tables (see the module docstring)."""
+        for name, node in self._nodes.items():
+            rtypes = list(node)
+            if TYPE_A in node or TYPE_AAAA in node:  # NODATA for the other address family
+                rtypes.extend(t for t in (TYPE_A, TYPE_AAAA) if t not in node)
+            question = encode_name(name)
+            for rtype in rtypes:
+                first = self._write(name, rtype, 0)
+                size = len(first)
+                if size + len(OPT_RR) > UDP_PAYLOAD:
+                    continue  # too big for either table
+                rrset = node.get(rtype)
+                turns = range(1, 1 if rrset is None else len(rrset.rdatas))
+                replies = [first, *(self._write(name, rtype, turn) for turn in turns)]
+                entry = self._entries.setdefault((name, rtype), _Entry())
+                key = question + rtype.to_bytes(2, "big") + _CLASS_IN
+                if size <= UDP_LIMIT:
+                    entry.plain = tuple(reply[4:] for reply in replies)
+                    self._plain[key] = entry
+                entry.edns = tuple(_with_opt(reply)[4:] for reply in replies)
+                entry.edns_size = size + len(OPT_RR)
+                self._edns[key] = entry
+
+    def _write(self, name: Name, rtype: int, turn: int) -> bytes:
+        """The reply for ``rtype`` at ``name`` asked in lower case, with ID 0, flags 0 and no OPT
+        RR: what the slow path gives for that query (rotated by ``turn``)."""
+        rcode, answer, authority, glue = self._sections(name, name, rtype, turn)
+        return write_reply(name, rtype, rcode, answer=answer, authority=authority, additional=glue)
+
+
+def _error(query: Query, rcode: int) -> Answer:
+    return Answer(encode_reply(query, rcode, aa=False), rcode=RCODE_NAMES[rcode])
+
+
+def _check_suffix(suffix: str) -> str:
+    text = suffix.lower().removesuffix(".")
+    if not all(_SUFFIX_LABEL.fullmatch(label) for label in text.split(".")) or len(text) > 253:
+        raise ValueError(f"suffix: a domain name such as {ZONE_SUFFIX!r}, got {suffix!r}")
+    return text
+
+
+def _text_name(text: str) -> bytes:
+    """``text`` (``a.b``) in wire form."""
+    return encode_name(tuple(label.encode() for label in text.split(".")))
+
+
+def _srv_target(name: Name, apex_size: int) -> Name:
+    """The SRV target of ``name``: ``<task>.<framework>.autoip.<zone>`` for
+    ``[_<port>.]_<task>._<framework>._<protocol>.<zone>``."""
+    task_label, framework = name[-apex_size - 3][1:], name[-apex_size - 2][1:]
+    return (task_label, framework, b"autoip", *name[-apex_size:])
+
+
+def _with_opt(reply: bytes) -> bytes:
+    """``reply`` (to a query without EDNS) with our OPT RR added last."""
+    arcount = int.from_bytes(reply[10:12], "big") + 1
+    return reply[:10] + arcount.to_bytes(2, "big") + reply[12:] + OPT_RR
