@@ -108,8 +108,19 @@ def load(url: str, records: int) -> float:
 
 def run_dnsperf(port: int, queries: Path, seconds: int) -> dict[str, float]:
     done = subprocess.run(
-        ["dnsperf", "-s", "127.0.0.1", "-p", str(port), "-d", str(queries), "-c", "1",
-         "-l", str(seconds)],
+        [
+            "dnsperf",
+            "-s",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "-d",
+            str(queries),
+            "-c",
+            "1",
+            "-l",
+            str(seconds),
+        ],
         capture_output=True,
         text=True,
         timeout=seconds + 60,
@@ -166,7 +177,9 @@ def main() -> None:
                 seconds=args.seconds,
                 rounds=args.rounds,
                 dnsperf="-c 1, 90 % existing names, 10 % NXDOMAIN, type A",
-                knot=subprocess.run(["knotd", "--version"], capture_output=True, text=True).stdout.strip(),
+                knot=subprocess.run(
+                    ["knotd", "--version"], capture_output=True, text=True
+                ).stdout.strip(),
                 vxnet_zone_loaded_s=round(loaded, 2),
             )
             results: dict[str, list[dict[str, float]]] = {"vxnet": [], "knot": []}
@@ -179,7 +192,12 @@ def main() -> None:
                     used = cpu_seconds(pid) - cpu
                     figures["cpu_us_per_query"] = used * 1e6 / max(figures["completed"], 1)
                     results[name].append(figures)
-                    emit(metric="run", server=name, round=r + 1, **{k: round(v, 2) for k, v in figures.items()})
+                    emit(
+                        metric="run",
+                        server=name,
+                        round=r + 1,
+                        **{k: round(v, 2) for k, v in figures.items()},
+                    )
             ours = statistics.median(f["qps"] for f in results["vxnet"])
             theirs = statistics.median(f["qps"] for f in results["knot"])
             emit(
@@ -187,8 +205,12 @@ def main() -> None:
                 vxnet_qps=round(ours),
                 knot_qps=round(theirs),
                 ratio=round(ours / theirs, 3),
-                vxnet_cpu_us_per_query=round(statistics.median(f["cpu_us_per_query"] for f in results["vxnet"]), 1),
-                knot_cpu_us_per_query=round(statistics.median(f["cpu_us_per_query"] for f in results["knot"]), 1),
+                vxnet_cpu_us_per_query=round(
+                    statistics.median(f["cpu_us_per_query"] for f in results["vxnet"]), 1
+                ),
+                knot_cpu_us_per_query=round(
+                    statistics.median(f["cpu_us_per_query"] for f in results["knot"]), 1
+                ),
                 target_ratio=TARGET,
                 target_met=ours / theirs >= TARGET,
             )
