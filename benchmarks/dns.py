@@ -83,6 +83,7 @@ def load(url: str, records: int) -> float:
     import concurrent.futures
 
     start = time.monotonic()
+    client = httpx.Client(trust_env=False)  # one for all: each new client builds an SSL context
 
     def put(i: int) -> None:
         value = {
@@ -94,10 +95,9 @@ def load(url: str, records: int) -> float:
             "runtime": "api",
             "container_id": f"t{i}",
         }
-        with httpx.Client(trust_env=False) as client:
-            client.put(f"{url}/v1/store/tasks/198.18.0.1/t{i}", json=value).raise_for_status()
+        client.put(f"{url}/v1/store/tasks/198.18.0.1/t{i}", json=value).raise_for_status()
 
-    with concurrent.futures.ThreadPoolExecutor(PUT_WORKERS) as pool:
+    with client, concurrent.futures.ThreadPoolExecutor(PUT_WORKERS) as pool:
         list(pool.map(put, range(records)))
     while True:
         served = httpx.get(f"{url}/v1/records", trust_env=False).json()["records"]

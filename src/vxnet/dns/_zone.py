@@ -124,6 +124,7 @@ TYPE_NAMES = {TYPE_A: "A", TYPE_NS: "NS", TYPE_SOA: "SOA", TYPE_AAAA: "AAAA", TY
 # The fast path's header bytes 2-3 (QR, AA, RCODE NOERROR, RD and CD as in the query), indexed by
 # the query's byte 2 & RD | byte 3 & CD.
 _FAST_FLAGS = tuple(bytes(((QR | AA) >> 8 | (i & 0x01), i & 0x10)) for i in range(0x12))
+BUILT_MAX = 65536  # slow-path replies kept per zone (the table is emptied when full)
 _PLAIN_COUNTS = b"\x00\x01\x00\x00\x00\x00\x00\x00"  # QDCOUNT 1, nothing else
 _EDNS_COUNTS = b"\x00\x01\x00\x00\x00\x00\x00\x01"  # QDCOUNT 1, ARCOUNT 1
 _OPT_HEAD = b"\x00\x00\x29"  # root owner, type OPT
@@ -325,6 +326,9 @@ class Zone:
         self._nodes: dict[Name, dict[int, _RRSet]] = {}
         self._entries: dict[tuple[Name, int], _Entry] = {}
         self._plain: dict[bytes, _Entry] = {}
+        # replies built by the slow path for plain questions that are not in the tables
+        # (NXDOMAIN above all), by question bytes: (byte 3 of the flags, reply from byte 4 on)
+        self._built: dict[bytes, tuple[int, bytes]] = {}
         self._edns: dict[bytes, _Entry] = {}
         self._build(tasks)
         soa = self._nodes[self._apex][TYPE_SOA]
@@ -338,6 +342,29 @@ class Zone:
 
         Never raises: bytes that are not a query get FORMERR or nothing.
         """
+        reply = self.fast(query, tcp)
+        if reply is not None:
+            return Answer(reply, False, "NXDOMAIN" if reply[3] & 0x0F == 3 else "NOERROR", True)
+        answer = self._answer_slow(query, tcp)
+        if (
+            answer.reply is not None
+            and answer.rcode in ("NXDOMAIN", "NOERROR")
+            and answer.reply[6:8] == b"\x00\x00"  # no answer records (NXDOMAIN, NODATA)
+            and query[4:12] == _PLAIN_COUNTS
+            and not query[2] & 0xF8
+            and not answer.reply[2] & 0x02  # not truncated
+        ):
+            if len(self._built) >= BUILT_MAX:
+                self._built.clear()
+            self._built[query[12:]] = (answer.reply[3] & 0x0F, answer.reply[4:])
+        return answer
+
+    def fast(self, query: bytes, tcp: bool = False) -> bytes | None:
+        """The pre-encoded reply to ``query`` (its ID and flags patched in), or None when the
+        query is not one of the table's (then :meth:`answer` builds the reply).
+
+        This is the server's per-packet hot path: slicing and one dict lookup, no parsing.
+        """
         counts = query[4:12]
         if counts == _PLAIN_COUNTS:
             entry = self._plain.get(query[12:])
@@ -346,8 +373,11 @@ class Zone:
                 entry.turn = turn + 1
                 bodies = entry.plain
                 flags = _FAST_FLAGS[query[2] & 0x01 | query[3] & 0x10]
-                reply = query[:2] + flags + bodies[turn % len(bodies)]
-                return Answer(reply, False, "NOERROR", True)
+                return query[:2] + flags + bodies[turn % len(bodies)]
+            built = self._built.get(query[12:])
+            if built is not None and not query[2] & 0xF8:
+                flags = _FAST_FLAGS[query[2] & 0x01 | query[3] & 0x10]
+                return query[:2] + flags[:1] + bytes([flags[1] | built[0]]) + built[1]
         elif counts == _EDNS_COUNTS and query[-6:] == _OPT_TAIL and query[-11:-8] == _OPT_HEAD:
             entry = self._edns.get(query[12:-11])
             if (
@@ -363,9 +393,8 @@ class Zone:
                 entry.turn = turn + 1
                 bodies = entry.edns
                 flags = _FAST_FLAGS[query[2] & 0x01 | query[3] & 0x10]
-                reply = query[:2] + flags + bodies[turn % len(bodies)]
-                return Answer(reply, False, "NOERROR", True)
-        return self._answer_slow(query, tcp)
+                return query[:2] + flags + bodies[turn % len(bodies)]
+        return None
 
     def _answer_slow(self, query: bytes, tcp: bool = False) -> Answer:
         """:meth:`answer` without the pre-encoded tables (the same reply, built anew)."""
