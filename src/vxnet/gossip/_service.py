@@ -403,6 +403,10 @@ class GossipService:
         items = store.live_items(prefix, time.time()) if live else store.items(prefix)
         return [record_json(r) for r in items]
 
+    def hidden_owners(self) -> frozenset[str]:
+        """Owners whose records ``records(live=True)`` hides now (down beyond the grace)."""
+        return self.store.store.hidden_owners(time.time())
+
     def members(self) -> list[dict[str, Any]]:
         """Every known member, as JSON-able dicts."""
         return [member_json(m, self.serf.state.member_status(m.name)) for m in self.core.members()]
