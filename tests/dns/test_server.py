@@ -62,7 +62,13 @@ class Agent:
         return dns.query.udp(query, "127.0.0.1", port=self.dns_port, timeout=5)
 
 
-def start_agent(tmp: Path, name: str, upstreams: list[str], dns_port: int | None = None) -> Agent:
+def start_agent(
+    tmp: Path,
+    name: str,
+    upstreams: list[str],
+    dns_port: int | None = None,
+    forward_clients: list[str] | None = None,
+) -> Agent:
     port = dns_port or free_udp_tcp_port()
     api = free_udp_tcp_port()
     config = tmp / f"{name}.toml"
@@ -70,6 +76,7 @@ def start_agent(tmp: Path, name: str, upstreams: list[str], dns_port: int | None
         f'[agent]\nlisten = "127.0.0.1:{api}"\noverlay = false\n'
         f'[gossip]\nname = "{name}"\nbind = "127.0.0.1:0"\n'
         f'[dns]\nlisten = ["127.0.0.1:{port}"]\nupstreams = {json.dumps(upstreams)}\n'
+        + (f"forward_clients = {json.dumps(forward_clients)}\n" if forward_clients else "")
     )
     log = tmp / f"{name}.log"
     with log.open("wb") as out:
@@ -241,6 +248,16 @@ def test_a_forwarding_loop_is_cut_short(tmp_path: Path) -> None:
         for x in (a, b):
             x.proc.terminate()
             x.proc.wait(timeout=15)
+
+
+def test_only_allowed_clients_may_forward(tmp_path: Path, knot: Knot) -> None:
+    a = start_agent(tmp_path, "strict", [knot.address], forward_clients=["10.0.0.0/8"])
+    try:
+        assert a.ask("www.example.test").rcode() == dns.rcode.REFUSED  # 127.0.0.1 is not allowed
+        assert a.ask(ZONE, "SOA").rcode() == dns.rcode.NOERROR  # the zone answers everyone
+    finally:
+        a.proc.terminate()
+        a.proc.wait(timeout=15)
 
 
 def test_no_upstream_means_refused(tmp_path: Path) -> None:

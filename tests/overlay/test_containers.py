@@ -193,10 +193,20 @@ def test_tasks_registered_through_the_api(lc: LabCluster) -> None:
         code, _, text = out.stdout.partition(" ")
         return int(code), json.loads(text)
 
-    code, answer = call(
-        "POST", "/v1/tasks", {"id": "vm1", "name": "legacy", "network": "dcos", "ip": "9.0.0.77"}
-    )
+    body = {
+        "id": "vm1",
+        "name": "legacy",
+        "network": "dcos",
+        "ip": "9.0.0.77",
+        "ports": [{"name": "http", "port": 8080}],
+    }
+    code, answer = call("POST", "/v1/tasks", body)
     assert code == 201, answer
+    bad = {**body, "id": "vm3", "ports": [{"name": "http", "port": 70000}]}
+    assert call("POST", "/v1/tasks", bad) == (
+        400,
+        {"error": "ports[0].port: a port number 1-65535"},
+    )
     code, answer = call(
         "POST", "/v1/tasks", {"id": "vm2", "name": "x", "network": "dcos", "ip": "fd01::1"}
     )
@@ -208,6 +218,10 @@ def test_tasks_registered_through_the_api(lc: LabCluster) -> None:
         return [t["name"] for t in tasks if t["runtime"] == "api"]
 
     wait_until("the API task on a2", lambda: on_a2() == ["legacy"], timeout=5)
+    srv = a2.run(
+        ["dig", "@127.0.0.1", "+short", "SRV", "_legacy._api._tcp.dcos.thisdcos.directory"]
+    )
+    assert srv.stdout.split() == ["1", "1", "8080", "legacy.api.autoip.dcos.thisdcos.directory."]
     assert call("DELETE", "/v1/tasks/vm1") == (200, {"deleted": "vm1"})
     assert call("DELETE", "/v1/tasks/vm1")[0] == 404
     wait_until("the API task gone on a2", lambda: on_a2() == [], timeout=5)

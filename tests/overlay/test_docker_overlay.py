@@ -105,8 +105,10 @@ def test_docker_and_cni_containers_reach_each_other_and_docker_tasks_are_records
     wait_until("the Docker network on a1", lambda: "d-dcos" in a1.run(["ip", "link"]).stdout)
     watcher = watch(a2, "db", True)
     time.sleep(1.0)  # it is polling
+    labels = {"vxnet.task": "db", "vxnet.framework": "shop", "vxnet.port.pg": "5432"}
+    trio.run(ensure_image, docker)  # not part of the container's start
     started = time.time()
-    info = run_container(docker, "web-1", {"vxnet.task": "db", "vxnet.framework": "shop"})
+    info = run_container(docker, "web-1", labels)
     took = seen_at(watcher) - started
     print(f"Docker task record on a2 {took:.2f} s after the create and start calls began")
     assert took < 1.0
@@ -118,6 +120,7 @@ def test_docker_and_cni_containers_reach_each_other_and_docker_tasks_are_records
     assert task["ip"] == ip
     assert task["agent_ip"] == str(a1.address)
     assert task["ports_mapped"] is False
+    assert task["ports"] == [{"name": "pg", "port": 5432, "protocol": "tcp"}]
     # the Docker half of a1's subnet, MTU 1420, no masquerading by Docker
     status = lc.status(a1)
     (overlay,) = status["info"]["overlays"]

@@ -82,7 +82,16 @@ def task_from_api(body: object, agent_ip: str) -> tuple[str, dict[str, Any]]:
     """
     if not isinstance(body, dict):
         raise TaskError("the body must be a JSON object")
-    unknown = set(body) - {"id", "name", "framework", "network", "ip", "ip6", "ports_mapped"}
+    unknown = set(body) - {
+        "id",
+        "name",
+        "framework",
+        "network",
+        "ip",
+        "ip6",
+        "ports_mapped",
+        "ports",
+    }
     if unknown:
         raise TaskError(f"unknown fields: {', '.join(sorted(unknown))}")
     task_id = body.get("id")
@@ -119,7 +128,34 @@ def task_from_api(body: object, agent_ip: str) -> tuple[str, dict[str, Any]]:
         record[key] = str(address)
     if "ip" not in record and "ip6" not in record:
         raise TaskError("give the task's address: ip and/or ip6")
+    if "ports" in body:
+        record["ports"] = check_ports(body["ports"])
     return task_id, record
+
+
+def check_ports(ports: object) -> list[dict[str, Any]]:
+    """Named ports as task records carry them (for DNS SRV records).
+
+    Raises:
+        TaskError: Not a list of ``{"name", "port", "protocol"?}`` with a port 1-65535 and a
+            protocol tcp or udp.
+    """
+    if not isinstance(ports, list):
+        raise TaskError('ports: a list of {"name", "port", "protocol"}')
+    out = []
+    for i, port in enumerate(ports):
+        if not isinstance(port, dict) or set(port) - {"name", "port", "protocol"}:
+            raise TaskError(f'ports[{i}]: an object with "name", "port" and "protocol"')
+        name, number = port.get("name"), port.get("port")
+        protocol = port.get("protocol", "tcp")
+        if not isinstance(name, str) or not 1 <= len(name) <= 63:
+            raise TaskError(f"ports[{i}].name: a name of 1 to 63 characters")
+        if not isinstance(number, int) or isinstance(number, bool) or not 1 <= number <= 65535:
+            raise TaskError(f"ports[{i}].port: a port number 1-65535")
+        if protocol not in ("tcp", "udp"):
+            raise TaskError(f"ports[{i}].protocol: tcp or udp")
+        out.append({"name": name, "port": number, "protocol": protocol})
+    return out
 
 
 class Containers:

@@ -13,7 +13,8 @@ socket (``agent.docker_socket``):
   would drop traffic from the overlay into ``d-<net>``: the agent keeps ``DOCKER-USER`` rules
   accepting what arrives from the VTEP and from ``m-<net>`` for ``d-<net>``.
 * A container connected to a vxnet network becomes a task record (name from the labels
-  ``vxnet.task`` and ``vxnet.framework``, else the container's name and framework ``docker``);
+  ``vxnet.task`` and ``vxnet.framework``, else the container's name and framework ``docker``;
+  named ports for DNS SRV records from labels ``vxnet.port.<name>=<port>[/udp]``);
   it stops being one when it disconnects, dies or is removed. At the start of every session the
   agent lists the containers, so nothing that happened while it was away is missed.
 * Docker not installed or not running: the agent says so once, keeps serving CNI, and looks
@@ -114,6 +115,16 @@ def task_record(container: dict[str, Any], network: str, agent_ip: str) -> dict[
         "ports_mapped": any(bool(v) for v in bindings.values()),
         "container_id": str(container["Id"]),
     }
+    ports = []
+    for label, value in sorted(labels.items()):
+        if label.startswith("vxnet.port."):  # vxnet.port.<name>=<port>[/udp]
+            number, _, protocol = str(value).partition("/")
+            if number.isdigit() and 1 <= int(number) <= 65535 and protocol in ("", "tcp", "udp"):
+                ports.append(
+                    {"name": label[11:], "port": int(number), "protocol": protocol or "tcp"}
+                )
+    if ports:
+        record["ports"] = ports
     if attached.get("IPAddress"):
         record["ip"] = str(attached["IPAddress"])
     if attached.get("GlobalIPv6Address"):
