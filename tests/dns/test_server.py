@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import dns.flags
@@ -27,7 +28,6 @@ from vxnet.dnslab import Knot, free_udp_tcp_port
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
-    from pathlib import Path
 
 pytestmark = pytest.mark.skipif(shutil.which("dig") is None, reason="needs dig (bind9-dnsutils)")
 
@@ -99,7 +99,7 @@ def start_agent(
 
 @pytest.fixture(scope="module")
 def knot(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Knot]:
-    if shutil.which("knotd") is None and not shutil.os.path.exists("/usr/sbin/knotd"):  # type: ignore[attr-defined]
+    if shutil.which("knotd") is None and not Path("/usr/sbin/knotd").exists():
         pytest.skip("needs knotd (knot)")
     with Knot(tmp_path_factory.mktemp("knot"), "example.test", ["www A 192.0.2.10"]) as server:
         yield server
