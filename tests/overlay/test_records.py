@@ -46,6 +46,7 @@ def test_the_published_record_and_the_remote_read_back_agree() -> None:
         "vtep_mac": "70:b3:d5:80:00:04",
         "vtep_ip6": "fd01:a::4",
         "subnets": ["9.0.3.0/24", "fd01:b:0:0:3::/80"],
+        "networks": {"dcos": {"subnet": "9.0.3.0/24"}, "dcos6": {"subnet6": "fd01:b:0:0:3::/80"}},
     }
     assert remote_from_record("overlay/198.18.0.11", record) == RemoteAgent(
         ip="198.18.0.11",

@@ -4,7 +4,12 @@ Each agent publishes what the others need to reach its containers::
 
     overlay/198.18.0.11 = {"agent_ip": "198.18.0.11", "vtep_ip": "44.128.0.1",
                            "vtep_mac": "70:b3:d5:80:00:01", "vtep_ip6": "fd01:a::1",
-                           "subnets": ["9.0.0.0/24", "fd01:b::/80"]}
+                           "subnets": ["9.0.0.0/24", "fd01:b::/80"],
+                           "networks": {"dcos": {"subnet": "9.0.0.0/24",
+                                                 "subnet6": "fd01:b::/80"}}}
+
+``subnets`` is what the others route to this agent; ``networks`` says which network each
+belongs to (for people and tools: ``vxnet store get overlay/<ip>``).
 
 Addresses are written in :mod:`ipaddress`'s canonical spelling, so that the routes built from them
 compare equal to what the kernel reports. A record that does not fit (a missing field, an address
@@ -44,6 +49,7 @@ def overlay_record(agent: Mapping[str, Any]) -> dict[str, Any]:
     """
     vxlan: dict[str, Any] | None = None
     subnets: list[str] = []
+    networks: dict[str, dict[str, str]] = {}
     for overlay in agent.get("overlays", []):
         if overlay.get("state", {}).get("status") == "STATUS_FAILED":
             continue
@@ -52,7 +58,9 @@ def overlay_record(agent: Mapping[str, Any]) -> dict[str, Any]:
             vxlan = backend
         for key in ("subnet", "subnet6"):
             if overlay.get(key):
-                subnets.append(str(ipaddress.ip_network(overlay[key])))
+                subnet = str(ipaddress.ip_network(overlay[key]))
+                subnets.append(subnet)
+                networks.setdefault(str(overlay.get("info", {}).get("name")), {})[key] = subnet
     if vxlan is None:
         raise RecordError(f"agent {agent.get('ip')}: no network was allocated, so no VTEP")
     record: dict[str, Any] = {
@@ -60,6 +68,7 @@ def overlay_record(agent: Mapping[str, Any]) -> dict[str, Any]:
         "vtep_ip": _address(vxlan, "vtep_ip"),
         "vtep_mac": str(vxlan["vtep_mac"]).lower(),
         "subnets": subnets,
+        "networks": networks,
     }
     if vxlan.get("vtep_ip6"):
         record["vtep_ip6"] = _address(vxlan, "vtep_ip6")
