@@ -114,13 +114,8 @@ def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
 def _members(args: argparse.Namespace) -> int:
     import json
 
-    from vxnet.api import ApiError, fetch_json
-
-    url = _api_url(args.api)
-    try:
-        data = fetch_json(f"{url}/v1/members")
-    except ApiError as exc:
-        print(f"vxnet members: {exc}", file=sys.stderr)
+    data = _fetch("members", f"{_api_url(args.api)}/v1/members")
+    if data is None:
         return EXIT_FAILED
     members = data.get("members", []) if isinstance(data, dict) else []
     if args.json:
@@ -147,6 +142,17 @@ def print_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
     widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(header)]
     for row in [header, *rows]:
         print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+
+
+def _fetch(command: str, url: str) -> Any:
+    """``fetch_json(url)``, or ``None`` with the reason printed for ``vxnet <command>``."""
+    from vxnet.api import ApiError, fetch_json
+
+    try:
+        return fetch_json(url)
+    except ApiError as exc:
+        print(f"vxnet {command}: {exc}", file=sys.stderr)
+        return None
 
 
 def _api_url(api: str) -> str:
@@ -216,13 +222,8 @@ def _master(args: argparse.Namespace) -> int:
 def _master_state(args: argparse.Namespace) -> int:
     import json
 
-    from vxnet.api import ApiError, fetch_json
-
-    url = _api_url(args.api)
-    try:
-        state = fetch_json(f"{url}/overlay-master/state")
-    except ApiError as exc:
-        print(f"vxnet master state: {exc}", file=sys.stderr)
+    state = _fetch("master state", f"{_api_url(args.api)}/overlay-master/state")
+    if state is None:
         return EXIT_FAILED
     if args.json:
         print(json.dumps(state, indent=2))
@@ -259,13 +260,8 @@ def _master_state(args: argparse.Namespace) -> int:
 def _overlay_status(args: argparse.Namespace) -> int:
     import json
 
-    from vxnet.api import ApiError, fetch_json
-
-    url = _api_url(args.api)
-    try:
-        status = fetch_json(f"{url}/overlay-agent/status")
-    except ApiError as exc:
-        print(f"vxnet overlay status: {exc}", file=sys.stderr)
+    status = _fetch("overlay status", f"{_api_url(args.api)}/overlay-agent/status")
+    if status is None:
         return EXIT_FAILED
     if args.json:
         print(json.dumps(status, indent=2))
@@ -343,14 +339,10 @@ def _overlay_status(args: argparse.Namespace) -> int:
 def _overlay_usage(args: argparse.Namespace) -> int:
     import json
 
-    from vxnet.api import ApiError, fetch_json
-
-    url = _api_url(args.api)
-    try:
-        records = fetch_json(f"{url}/v1/store?prefix=usage/&live=1")["records"]
-    except (ApiError, KeyError, TypeError) as exc:
-        print(f"vxnet overlay usage: {exc}", file=sys.stderr)
+    answer = _fetch("overlay usage", f"{_api_url(args.api)}/v1/store?prefix=usage/&live=1")
+    if answer is None:
         return EXIT_FAILED
+    records = answer.get("records", [])
     rows = []
     low = []
     for record in sorted(records, key=lambda r: _ip_order(r["key"].removeprefix("usage/"))):
@@ -392,14 +384,10 @@ def _ip_order(text: str) -> tuple[int, str]:
 def _tasks(args: argparse.Namespace) -> int:
     import json
 
-    from vxnet.api import ApiError, fetch_json
-
-    url = _api_url(args.api)
-    try:
-        records = fetch_json(f"{url}/v1/tasks")["tasks"]
-    except (ApiError, KeyError, TypeError) as exc:
-        print(f"vxnet tasks: {exc}", file=sys.stderr)
+    answer = _fetch("tasks", f"{_api_url(args.api)}/v1/tasks")
+    if answer is None:
         return EXIT_FAILED
+    records = answer.get("tasks", [])
     tasks = [r["value"] for r in records]
     if args.json:
         print(json.dumps(tasks, indent=2))

@@ -39,7 +39,7 @@ import trio
 from vxnet.dns._mmsg import BUFFER as MMSG_BUFFER
 from vxnet.dns._mmsg import Batch
 from vxnet.dns._mmsg import available as mmsg_available
-from vxnet.dns._zone import Zone, task_from_record
+from vxnet.dns._zone import Answer, Zone, task_from_record
 
 if TYPE_CHECKING:
     from ipaddress import IPv4Network, IPv6Network
@@ -307,24 +307,13 @@ class DnsService:
                     if reply[3] & 0x0F:
                         missing += 1
                     continue
-                began = time.perf_counter()
-                answer = zone.answer(data)
+                answer = self._answer_slow(zone, data)
                 if answer.reply is not None:
                     with contextlib.suppress(OSError):
                         sendto(answer.reply, peer)
-                    self._count(answer.rcode, began)
                 elif answer.forward:
                     nursery.start_soon(self._forward_udp, sock, data, peer)
-                else:
-                    self._count("dropped", began)
-            if served:
-                took = time.perf_counter() - start
-                counts = self.counts
-                counts["NOERROR"] = counts.get("NOERROR", 0) + served - missing
-                if missing:
-                    counts["NXDOMAIN"] = counts.get("NXDOMAIN", 0) + missing
-                self.latency[bisect.bisect_left(LATENCY_BUCKETS, took / served)] += served
-                self.latency_sum += took
+            self._count_batch(served, missing, start)
 
     async def _serve_udp_batched(self, sock: socket.socket, nursery: trio.Nursery) -> None:
         """:meth:`_serve_udp` with ``recvmmsg``/``sendmmsg``: up to 64 queries per system call
@@ -347,26 +336,39 @@ class DnsService:
                 served += batch.queued - queued
                 for i in missed:
                     data = query(i)
-                    began = time.perf_counter()
-                    answer = zone.answer(data)
+                    answer = self._answer_slow(zone, data)
                     if answer.reply is not None:
                         reply_to(i, answer.reply)
-                        self._count(answer.rcode, began)
                     elif answer.forward:
                         nursery.start_soon(self._forward_udp, sock, data, batch.peer(i))
-                    else:
-                        self._count("dropped", began)
                 batch.flush()
                 if received < BATCH:
                     break  # drained
-            if served:
-                took = time.perf_counter() - start
-                counts = self.counts
-                counts["NOERROR"] = counts.get("NOERROR", 0) + served - missing
-                if missing:
-                    counts["NXDOMAIN"] = counts.get("NXDOMAIN", 0) + missing
-                self.latency[bisect.bisect_left(LATENCY_BUCKETS, took / served)] += served
-                self.latency_sum += took
+            self._count_batch(served, missing, start)
+
+    def _answer_slow(self, zone: Zone, data: bytes) -> Answer:
+        """``zone``'s answer to a query the pre-encoded table did not know, counted and timed
+        (a query to forward is counted when its answer comes)."""
+        began = time.perf_counter()
+        answer = zone.answer(data)
+        if answer.reply is not None:
+            self._count(answer.rcode, began)
+        elif not answer.forward:
+            self._count("dropped", began)
+        return answer
+
+    def _count_batch(self, served: int, missing: int, start: float) -> None:
+        """Count the ``served`` pre-encoded answers of a batch begun at ``start`` (``missing``
+        of them NXDOMAIN); each gets the batch's average time."""
+        if not served:
+            return
+        took = time.perf_counter() - start
+        counts = self.counts
+        counts["NOERROR"] = counts.get("NOERROR", 0) + served - missing
+        if missing:
+            counts["NXDOMAIN"] = counts.get("NXDOMAIN", 0) + missing
+        self.latency[bisect.bisect_left(LATENCY_BUCKETS, took / served)] += served
+        self.latency_sum += took
 
     async def _serve_tcp(self, stream: trio.SocketStream) -> None:
         async with stream:
