@@ -16,17 +16,31 @@ receiver got), with the sender's TCP retransmits and both ends' CPU use as iperf
 ``--rounds`` rounds, each one underlay and one overlay run (the order alternates from round to
 round, so neither path always runs first).
 
+All lab hosts live on this one machine, so where their work runs is a choice, and the benchmark
+measures both choices in the same run (``--cpus`` picks one):
+
+* ``per-host`` (needs two CPUs; the target is judged here): each host has a CPU of its own, as
+  two machines would. The sender's iperf3 is pinned to the first CPU this process may use and
+  the receiver's to the second, and each host's receive processing is steered to its CPU (RPS
+  on its underlay ``eth0``). Host ``a1``'s TCP and encapsulation run on the first CPU, ``a2``'s
+  decapsulation, forwarding and TCP on the second.
+* ``shared``: no pinning and no steering. Packets are handled to the end on the CPU that sent
+  them, so one CPU does both hosts' work: this compares the CPU cost per byte of the two paths
+  more than their throughput, and the overlay's extra hops (two forwarding and FIB lookups, two
+  bridges, encapsulation and decapsulation) all land on that one CPU.
+
 Figures (JSON lines, after a ``setup`` line with versions, machine, MTUs and parameters): one
-``throughput`` line per run, then a ``summary`` line with the median of each path and their
-ratio, overlay / underlay, beside the target (at least 0.80). All processes run on this one
-machine, so sender, receiver and the kernel's encapsulation share its CPUs: the figures compare
-the two paths, they are not a network's line rate.
+``throughput`` line per run, then one ``summary`` line per CPU placement with the median of each
+path and their ratio, overlay / underlay, beside the target (at least 0.80, judged on
+``per-host``). The figures compare the two paths on this machine; they are not a network's line
+rate.
 
 Needs root (it builds network namespaces), iperf3 (Debian package iperf3) and the CNI plugins
 (containernetworking-plugins); nothing is configured outside the lab's namespaces and the lab
 removes everything it built.
 
-    .venv/bin/python benchmarks/dataplane.py [--seconds 5] [--rounds 3] [--streams 1]
+    .venv/bin/python benchmarks/dataplane.py [--seconds 5] [--rounds 5] [--streams 1]
+        [--cpus both|per-host|shared]
 """
 
 from __future__ import annotations
@@ -92,6 +106,21 @@ def listening(ns: Namespace, port: int) -> bool:
     return bool(out.strip())
 
 
+def steer(host: Namespace, cpu: int | None) -> None:
+    """Steer receive processing on ``host``'s ``eth0`` to ``cpu`` (RPS), or back to none."""
+    mask = "0" if cpu is None else format(1 << cpu, "x")
+    # sysfs shows the devices of the namespace that mounted it: ip netns exec mounts the lab
+    # host's own, in a mount namespace of the command's own.
+    netns = Path(host.netns_path).name
+    path = "/sys/class/net/eth0/queues/rx-0/rps_cpus"
+    subprocess.run(
+        ["ip", "netns", "exec", netns, "sh", "-c", f"echo {mask} > {path}"],
+        check=True,
+        capture_output=True,
+        timeout=10,
+    )
+
+
 def measure(
     iperf3: str,
     sender: Namespace,
@@ -99,8 +128,12 @@ def measure(
     address: str,
     seconds: int,
     streams: int,
+    pinned: tuple[int, int] | None,
 ) -> dict[str, Any]:
-    """One iperf3 run from ``sender`` to ``address`` (in ``receiver``): its figures."""
+    """One iperf3 run from ``sender`` to ``address`` (in ``receiver``): its figures.
+
+    ``pinned``: the CPUs of the client and the server (iperf3 ``-A``), or None for no pinning.
+    """
     server = receiver.spawn([iperf3, "-s", "-1", "-p", str(IPERF_PORT)])
     try:
         deadline = time.monotonic() + 10
@@ -110,6 +143,8 @@ def measure(
             time.sleep(0.05)
         argv = [iperf3, "-c", address, "-p", str(IPERF_PORT), "-t", str(seconds)]
         argv += ["-P", str(streams), "-J", "--connect-timeout", "5000"]
+        if pinned is not None:
+            argv += ["-A", f"{pinned[0]},{pinned[1]}"]
         client = sender.run(argv, check=False, timeout=seconds + 30)
         try:
             report = json.loads(client.stdout)
@@ -135,7 +170,7 @@ def measure(
     }
 
 
-def bench(iperf3: str, seconds: int, rounds: int, streams: int) -> None:
+def bench(iperf3: str, seconds: int, rounds: int, streams: int, placements: list[str]) -> None:
     version = subprocess.run(
         [iperf3, "--version"], capture_output=True, text=True, check=False
     ).stdout.split("\n")[0]
@@ -174,6 +209,7 @@ def bench(iperf3: str, seconds: int, rounds: int, streams: int) -> None:
             seconds=seconds,
             rounds=rounds,
             streams=streams,
+            cpu_placements=placements,
             underlay_mtu=mtu(a1, "eth0"),
             overlay_mtu=mtu(c1, "eth0"),
             vtep_mtu=mtu(a1, "vtep1024"),
@@ -185,28 +221,43 @@ def bench(iperf3: str, seconds: int, rounds: int, streams: int) -> None:
             "underlay": (a1, a2, str(a2.address)),
             "overlay": (c1, c2, ip2),
         }
-        results: dict[str, list[float]] = {name: [] for name in paths}
-        for r in range(1, rounds + 1):
-            order = list(paths) if r % 2 else list(reversed(paths))
-            for name in order:
-                sender, receiver, address = paths[name]
-                try:
-                    figures = measure(iperf3, sender, receiver, address, seconds, streams)
-                except Exception as exc:
-                    fail(str(exc))
-                results[name].append(figures["gbps"])
-                emit(metric="throughput", path=name, round=r, **figures)
-        underlay = statistics.median(results["underlay"])
-        overlay = statistics.median(results["overlay"])
-        ratio = overlay / underlay if underlay else 0.0
-        emit(
-            metric="summary",
-            underlay_median_gbps=round(underlay, 3),
-            overlay_median_gbps=round(overlay, 3),
-            ratio=round(ratio, 3),
-            target_ratio=TARGET_RATIO,
-            target_met=ratio >= TARGET_RATIO,
-        )
+        usable = sorted(os.sched_getaffinity(0))
+        cpu1, cpu2 = usable[0], usable[min(1, len(usable) - 1)]
+        for placement in placements:
+            per_host = placement == "per-host"
+            steer(a1, cpu1 if per_host else None)
+            steer(a2, cpu2 if per_host else None)
+            results: dict[str, list[float]] = {name: [] for name in paths}
+            for r in range(1, rounds + 1):
+                order = list(paths) if r % 2 else list(reversed(paths))
+                for name in order:
+                    sender, receiver, address = paths[name]
+                    try:
+                        figures = measure(
+                            iperf3,
+                            sender,
+                            receiver,
+                            address,
+                            seconds,
+                            streams,
+                            (cpu1, cpu2) if per_host else None,
+                        )
+                    except Exception as exc:
+                        fail(str(exc))
+                    results[name].append(figures["gbps"])
+                    emit(metric="throughput", cpus=placement, path=name, round=r, **figures)
+            underlay = statistics.median(results["underlay"])
+            overlay = statistics.median(results["overlay"])
+            ratio = overlay / underlay if underlay else 0.0
+            emit(
+                metric="summary",
+                cpus=placement,
+                underlay_median_gbps=round(underlay, 3),
+                overlay_median_gbps=round(overlay, 3),
+                ratio=round(ratio, 3),
+                target_ratio=TARGET_RATIO,
+                target_met=ratio >= TARGET_RATIO if per_host else None,
+            )
 
 
 def main() -> None:
@@ -216,11 +267,23 @@ def main() -> None:
     parser.add_argument(
         "--streams", type=int, default=1, help="parallel TCP streams, iperf3 -P (default 1)"
     )
+    parser.add_argument(
+        "--cpus",
+        choices=["both", "per-host", "shared"],
+        default="both",
+        help="where the hosts' work runs: a CPU per host, one shared, or both in turn (default)",
+    )
     args = parser.parse_args()
     if args.seconds < 1 or args.rounds < 1 or not 1 <= args.streams <= 128:
         parser.error("--seconds and --rounds must be at least 1, --streams 1 to 128")
+    placements = ["per-host", "shared"] if args.cpus == "both" else [args.cpus]
+    if "per-host" in placements and len(os.sched_getaffinity(0)) < 2:
+        if args.cpus == "per-host":
+            fail("--cpus per-host needs two CPUs; this process may use one", 2)
+        print("dataplane: one CPU only: measuring --cpus shared", file=sys.stderr)
+        placements = ["shared"]
     iperf3 = requirements()
-    bench(iperf3, args.seconds, args.rounds, args.streams)
+    bench(iperf3, args.seconds, args.rounds, args.streams, placements)
 
 
 with contextlib.suppress(KeyboardInterrupt):
