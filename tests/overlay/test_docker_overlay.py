@@ -139,6 +139,14 @@ def test_docker_and_cni_containers_reach_each_other_and_docker_tasks_are_records
     assert back.returncode == 0, back.stdout + back.stderr + a1.run(["iptables", "-S"]).stdout
     rules = a1.run(["iptables", "-S", "DOCKER-USER"]).stdout
     assert "-A DOCKER-USER -i vtep1024 -o d-dcos -j ACCEPT" in rules, rules
+    # a1's FORWARD policy is Docker's DROP: CNI containers there must still reach other hosts
+    policy = a1.run(["iptables", "-S", "FORWARD"]).stdout.splitlines()[0]
+    assert policy == "-P FORWARD DROP", policy
+    local = lc.attach(a1, "c2")
+    assert local.ip is not None
+    for src, dst in ((local, cni.ip), (cni, local.ip)):
+        ping = src.container.run(["ping", "-c", "2", "-i", "0.2", "-W", "2", dst], check=False)
+        assert ping.returncode == 0, f"{src.container.name} -> {dst}: {ping.stdout}{rules}"
     usage = json.loads(a2.run([sys.executable, "-m", "vxnet", "overlay", "usage", "--json"]).stdout)
     assert usage[str(a1.address)]["networks"]["dcos"]["docker"]["allocated"] == 1
     watcher = watch(a2, "db", False)

@@ -10,8 +10,10 @@ socket (``agent.docker_socket``):
   network is created; one that differs is removed and created again, unless containers use it
   (then the agent says what differs, once, and leaves it).
 * Docker's FORWARD policy may be DROP (dockerd sets it when it finds forwarding off), which
-  would drop traffic from the overlay into ``d-<net>``: the agent keeps ``DOCKER-USER`` rules
-  accepting what arrives from the VTEP and from ``m-<net>`` for ``d-<net>``.
+  would drop every forwarded packet Docker's own rules do not accept: the agent keeps
+  ``DOCKER-USER`` rules accepting what arrives from the VTEP for ``d-<net>``, and whatever
+  enters or leaves ``m-<net>`` (CNI containers to and from other hosts, Docker containers and
+  the outside), as a host without Docker forwards it.
 * A container connected to a vxnet network becomes a task record (name from the labels
   ``vxnet.task`` and ``vxnet.framework``, else the container's name and framework ``docker``;
   named ports for DNS SRV records from labels ``vxnet.port.<name>=<port>[/udp]``);
@@ -267,15 +269,15 @@ class DockerNetworks:
         await trio.to_thread.run_sync(self._accept_forwarding)
 
     def _accept_forwarding(self) -> None:
-        """``DOCKER-USER`` rules accepting overlay traffic into every ``d-<net>``."""
+        """``DOCKER-USER`` rules: overlay traffic into ``d-<net>``, anything through ``m-<net>``."""
         iptables = shutil.which("iptables") or shutil.which("iptables", path="/usr/sbin:/sbin")
         if iptables is None:
             return
         for spec in self.specs.values():
             bridge = spec["Options"]["com.docker.network.bridge.name"]
             mesos = "m-" + bridge.removeprefix("d-")
-            for source in (self.vtep, mesos):
-                rule = ["DOCKER-USER", "-i", source, "-o", bridge, "-j", "ACCEPT"]
+            for match in (["-i", self.vtep, "-o", bridge], ["-i", mesos], ["-o", mesos]):
+                rule = ["DOCKER-USER", *match, "-j", "ACCEPT"]
                 try:
                     check = subprocess.run(
                         [iptables, "-w", "-C", *rule],
