@@ -601,7 +601,11 @@ def _lab_cleanup(args: argparse.Namespace) -> int:
     if not report:
         print(
             "no lab to remove"
-            + ("" if args.all else " (labs of running owners are kept; --all removes them too)")
+            + (
+                ""
+                if args.all
+                else " (labs of running owners and the sandbox's are kept; --all removes them too)"
+            )
         )
     return EXIT_FAILED if any(line.startswith("could not") for line in report) else EXIT_OK
 
@@ -832,10 +836,14 @@ def build_parser() -> argparse.ArgumentParser:
         "cleanup",
         help="remove labs left behind by runs that died",
         description="Stop the processes of, and delete the namespaces of, every lab whose "
-        "owner process is gone (with --all, of every lab). Needs root.",
+        "owner process is gone, except the sandbox's (with --all, of every lab). Needs root.",
     )
     clean.add_argument("--all", action="store_true", help="also remove labs of running owners")
     clean.set_defaults(func=_lab_cleanup)
+
+    from vxnet import sandbox_cli
+
+    sandbox_cli.add_parser(commands)
     return parser
 
 

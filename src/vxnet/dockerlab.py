@@ -47,7 +47,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
-from vxnet.lab import LabError
+from vxnet.lab import LabError, proc_start_time, stop_pids
 from vxnet.overlay._docker import Docker
 
 if TYPE_CHECKING:
@@ -230,7 +230,31 @@ class LabDockerd:
         self.run_dir = self.base_dir if short else SHORT_RUN_ROOT / tag
         self.cgroup_parent = f"vxnet-dk-{tag}"
         self.proc: subprocess.Popen[bytes] | None = None
+        self.adopted_pid: tuple[int, int | None] | None = None  # (pid, start) of adopt()
         self.machine_dirs: list[Path] = []  # those of MACHINE_DIRS it made
+
+    def record(self) -> dict[str, Any]:
+        """What another process needs to stop this daemon (:meth:`adopt`), as JSON values."""
+        pid = None if self.proc is None else self.proc.pid
+        return {
+            "base_dir": str(self.base_dir),
+            "run_dir": str(self.run_dir),
+            "cgroup_parent": self.cgroup_parent,
+            "machine_dirs": [str(d) for d in self.machine_dirs],
+            "pid": pid,
+            "start": None if pid is None else proc_start_time(pid),
+        }
+
+    @classmethod
+    def adopt(cls, host: Host, record: dict[str, Any]) -> Self:
+        """The daemon another process started in ``host``, from its :meth:`record`."""
+        self = cls(host, Path(record["base_dir"]))
+        self.run_dir = Path(record["run_dir"])
+        self.cgroup_parent = str(record["cgroup_parent"])
+        self.machine_dirs = [Path(d) for d in record["machine_dirs"]]
+        if record.get("pid") is not None:
+            self.adopted_pid = (int(record["pid"]), record.get("start"))
+        return self
 
     @property
     def data_root(self) -> Path:
@@ -326,7 +350,10 @@ class LabDockerd:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(timeout=5)
+        elif self.adopted_pid is not None:
+            stop_pids([self.adopted_pid[0]], grace=grace, starts=dict([self.adopted_pid]))
         self.proc = None
+        self.adopted_pid = None
         problems = []
         # What a dockerd that did not stop cleanly left: containerd, shims, containers.
         left = _signal_all(lambda: _pids_of(roots, self.cgroup_parent))

@@ -9,7 +9,9 @@ Every lab claims a slot, a /24 of 198.18.0.0/15, by creating ``/run/vxnet/lab/<s
 exclusively; the file names the lab's prefix (``vxl-<slot>-<6 hex>``, carried by all its
 namespaces) and its owner process. Two labs never share addresses or names, and a lab whose owner
 died is found and removed by :func:`cleanup` (``vxnet lab cleanup``) without touching the labs of
-live test runs.
+live test runs. A lab may instead be kept by a file (the sandbox's state file): it then outlives
+the process that built it, :func:`cleanup` leaves it alone while that file exists, and
+:meth:`Lab.reopen` gives a later process the lab back.
 
 Teardown (:meth:`Lab.close`, run by the context manager whatever the body did) stops every process
 in the lab's namespaces by PID (SIGTERM, then SIGKILL after a grace period), deletes the
@@ -19,6 +21,7 @@ namespaces and releases the slot.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import re
@@ -47,6 +50,8 @@ __all__ = [
     "cleanup",
     "list_labs",
     "namespace_pids",
+    "proc_start_time",
+    "stop_pids",
 ]
 
 LAB_ROOT = Path("/run/vxnet/lab")
@@ -88,7 +93,7 @@ def _proc_stat(pid: int) -> tuple[str, int] | None:
     return fields[0], int(fields[19])
 
 
-def _proc_start_time(pid: int) -> int | None:
+def proc_start_time(pid: int) -> int | None:
     stat = _proc_stat(pid)
     return None if stat is None else stat[1]
 
@@ -125,9 +130,15 @@ def namespace_pids(names: Sequence[str]) -> list[int]:
     return pids
 
 
-def _stop_pids(pids: Sequence[int], grace: float = STOP_GRACE) -> None:
-    """SIGTERM each PID, wait up to ``grace`` seconds, then SIGKILL the ones still running."""
-    starts = {pid: _proc_start_time(pid) for pid in pids}
+def stop_pids(
+    pids: Sequence[int], grace: float = STOP_GRACE, starts: dict[int, int | None] | None = None
+) -> None:
+    """SIGTERM each PID, wait up to ``grace`` seconds, then SIGKILL the ones still running.
+
+    ``starts``: each PID's start time as recorded when it was started (default: now), so that
+    a PID reused by another process is left alone.
+    """
+    starts = {pid: proc_start_time(pid) for pid in pids} if starts is None else starts
     for sig in (signal.SIGTERM, signal.SIGKILL):
         running = [pid for pid in pids if _alive(pid, starts[pid])]
         for pid in running:
@@ -237,10 +248,19 @@ class LabInfo:
     owner_pid: int
     owner_start: int | None
     namespaces: tuple[str, ...]
+    keeper: str | None = None
+    hosts: tuple[tuple[str, str], ...] = ()  # (name, underlay address), in order
 
     @property
     def owner_alive(self) -> bool:
         return _alive(self.owner_pid, self.owner_start)
+
+    @property
+    def kept(self) -> bool:
+        """Whether the lab is in use: its keeper file exists, or else its owner runs."""
+        if self.keeper is not None:
+            return Path(self.keeper).exists()
+        return self.owner_alive
 
     def to_json(self) -> str:
         return json.dumps(
@@ -251,6 +271,8 @@ class LabInfo:
                 "owner_pid": self.owner_pid,
                 "owner_start": self.owner_start,
                 "namespaces": list(self.namespaces),
+                "keeper": self.keeper,
+                "hosts": [list(h) for h in self.hosts],
             }
         )
 
@@ -264,6 +286,8 @@ class LabInfo:
             owner_pid=int(d["owner_pid"]),
             owner_start=d["owner_start"],
             namespaces=tuple(d["namespaces"]),
+            keeper=d.get("keeper"),
+            hosts=tuple((str(n), str(a)) for n, a in d.get("hosts", ())),
         )
 
 
@@ -280,10 +304,17 @@ class Lab:
             starting with a letter, at most 12 characters).
         mtu: MTU of the underlay links.
         root: Where the lab records its slot (tests may point it elsewhere).
+        keeper: A file that keeps the lab while it exists, whether or not this process runs
+            (see :func:`cleanup`); the lab's processes then outlive this process too.
     """
 
     def __init__(
-        self, hosts: int | Sequence[str] = 2, *, mtu: int = 1500, root: Path = LAB_ROOT
+        self,
+        hosts: int | Sequence[str] = 2,
+        *,
+        mtu: int = 1500,
+        root: Path = LAB_ROOT,
+        keeper: Path | None = None,
     ) -> None:
         names = [f"h{i + 1}" for i in range(hosts)] if isinstance(hosts, int) else list(hosts)
         if not 1 <= len(names) <= MAX_HOSTS:
@@ -299,9 +330,30 @@ class Lab:
         self._names = names
         self._mtu = mtu
         self._root = root
+        self._keeper = None if keeper is None else str(keeper)
         self._info: LabInfo | None = None
         self._procs: list[subprocess.Popen[bytes]] = []
         self.hosts: list[Host] = []
+
+    @classmethod
+    def reopen(cls, slot: int, *, root: Path = LAB_ROOT) -> Lab:
+        """The lab recorded in slot ``slot``, built earlier by another process.
+
+        Raises:
+            LabError: No readable record in that slot.
+        """
+        lab = cls(1, root=root)
+        info = lab._read_info(slot)
+        if info is None:
+            raise LabError(f"no lab is recorded in {lab._state_file(slot)}")
+        lab._info = info
+        lab._names = [name for name, _ in info.hosts]
+        lab._keeper = info.keeper
+        lab.hosts = [
+            Host(name=name, netns=f"{info.prefix}-{name}", address=IPv4Address(address), _lab=lab)
+            for name, address in info.hosts
+        ]
+        return lab
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -408,7 +460,7 @@ class Lab:
                         address=info.subnet.network_address + i + 1,
                         _lab=self,
                     )
-                    self._record(host.netns)
+                    self._record(host.netns, host)
                     netns.create(host.netns)
                     ipr.link(
                         "add",
@@ -444,7 +496,7 @@ class Lab:
             return
         info = self._read_info(self._info.slot) or self._info
         procs, self._procs = self._procs, []
-        _stop_pids([p.pid for p in procs if p.poll() is None])
+        stop_pids([p.pid for p in procs if p.poll() is None])
         for p in procs:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 p.wait(timeout=1)
@@ -514,8 +566,9 @@ class Lab:
                 prefix=f"vxl-{slot}-{secrets.token_hex(3)}",
                 subnet=_slot_subnet(slot),
                 owner_pid=pid,
-                owner_start=_proc_start_time(pid),
+                owner_start=proc_start_time(pid),
                 namespaces=(),
+                keeper=self._keeper,
             )
             try:
                 fd = os.open(self._state_file(slot), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
@@ -531,16 +584,15 @@ class Lab:
             "run `vxnet lab cleanup` to free the ones of dead runs"
         )
 
-    def _record(self, namespace: str) -> None:
+    def _record(self, namespace: str, host: Host | None = None) -> None:
         """Note a namespace in the slot file *before* creating it, so a crash cannot orphan it."""
         assert self._info is not None
-        self._info = LabInfo(
-            slot=self._info.slot,
-            prefix=self._info.prefix,
-            subnet=self._info.subnet,
-            owner_pid=self._info.owner_pid,
-            owner_start=self._info.owner_start,
+        self._info = dataclasses.replace(
+            self._info,
             namespaces=(*self._info.namespaces, namespace),
+            hosts=self._info.hosts
+            if host is None
+            else (*self._info.hosts, (host.name, str(host.address))),
         )
         path = self._state_file(self._info.slot)
         tmp = path.with_suffix(".tmp")
@@ -551,7 +603,7 @@ class Lab:
 def _remove_lab(info: LabInfo, state_file: Path | None) -> list[str]:
     """Stop processes in the lab's namespaces, delete them, drop the slot file; return problems."""
     names = sorted(set(info.namespaces) | set(_namespaces_with_prefix(info.prefix)))
-    _stop_pids(namespace_pids(names))
+    stop_pids(namespace_pids(names))
     problems = []
     left = namespace_pids(names)
     if left:
@@ -608,14 +660,17 @@ def list_labs(root: Path = LAB_ROOT) -> list[tuple[LabInfo | None, list[str], Pa
 
 
 def cleanup(*, everything: bool = False, root: Path = LAB_ROOT) -> list[str]:
-    """Remove labs whose owner process is gone (all labs with ``everything``).
+    """Remove labs no one uses (all labs with ``everything``).
+
+    A lab is in use while its keeper file exists (the sandbox's), or, without a keeper, while
+    the process that built it runs.
 
     Returns:
         One line per lab removed or that could not be removed.
     """
     report = []
     for info, names, path in list_labs(root):
-        if info is not None and info.owner_alive and not everything:
+        if info is not None and info.kept and not everything:
             continue
         if info is None:
             if not names and path is not None:

@@ -23,6 +23,7 @@ from vxnet.cnirun import find_plugin_dir, run_conflist
 from vxnet.config import (
     AgentConfig,
     AgentSettings,
+    DnsSettings,
     GossipSettings,
     LogSettings,
     MasterConfig,
@@ -79,12 +80,16 @@ class LabCluster:
     Args:
         lab: The lab (created).
         tmp: A directory for configurations, state and logs.
-        master: The master's host.
+        master: The (first) master's host.
         agents: The agents' hosts.
+        more_masters: Further masters' hosts: with two, three masters replicate the log
+            (quorum 2), and the agents register with any of them.
         network: The cluster's network configuration.
         record_grace: The agents' ``gossip.record_grace``.
         docker_sockets: The Docker socket of each host (by name) whose agent uses Docker; the
             others run with ``agent.docker`` off (the machine's own Docker is never touched).
+        dns_on_host: The agents answer DNS on their underlay address as well as on loopback
+            (so that containers can ask them).
     """
 
     lab: Lab
@@ -94,24 +99,52 @@ class LabCluster:
     network: NetworkConfig = field(default_factory=dual_stack_network)
     record_grace: int = 30
     docker_sockets: dict[str, str] = field(default_factory=dict)
+    more_masters: list[Host] = field(default_factory=list)
+    dns_on_host: bool = False
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    @property
+    def masters(self) -> list[Host]:
+        """Every master's host, the first one first."""
+        return [self.master, *self.more_masters]
+
+    def master_api(self, host: Host) -> str:
+        """``host:port`` of a master's HTTP API."""
+        return f"{host.address}:{MASTER_PORT}"
 
     # --- processes ------------------------------------------------------------------------------
 
-    def _spawn(self, host: Host, role: str, text: str) -> None:
-        config = self.tmp / f"{host.name}.toml"
-        config.write_text(text)
-        argv = [sys.executable, "-m", "vxnet", role, "-c", str(config)]
-        with (self.tmp / f"{host.name}.log").open("ab") as log:
-            self.procs[host.name] = host.spawn(argv, stdout=log, stderr=log)
+    def config_path(self, host: Host) -> Path:
+        return self.tmp / f"{host.name}.toml"
 
-    def master_config(self) -> MasterConfig:
+    def log_path(self, host: Host) -> Path:
+        return self.tmp / f"{host.name}.log"
+
+    def command(self, host: Host, role: str) -> list[str]:
+        """The command line of ``host``'s ``vxnet master`` or ``vxnet agent``."""
+        return [sys.executable, "-m", "vxnet", role, "-c", str(self.config_path(host))]
+
+    def _spawn(self, host: Host, role: str, text: str) -> None:
+        self.config_path(host).write_text(text)
+        with self.log_path(host).open("ab") as log:
+            self.procs[host.name] = host.spawn(self.command(host, role), stdout=log, stderr=log)
+
+    def master_config(self, host: Host | None = None) -> MasterConfig:
+        """The configuration of the master on ``host`` (default: the first)."""
+        host = self.master if host is None else host
+        data_dir = self.tmp / f"{host.name}-data"
+        if self.more_masters:
+            log = LogSettings(
+                listen=f"{host.address}:{LOG_PORT}",
+                replicas=tuple(f"{m.address}:{LOG_PORT}" for m in self.masters),
+                quorum=len(self.masters) // 2 + 1,
+            )
+        else:
+            log = LogSettings(listen=f"127.0.0.1:{LOG_PORT}")
         return MasterConfig(
-            master=MasterSettings(
-                listen=f"{self.master.address}:{MASTER_PORT}", data_dir=str(self.tmp / "master")
-            ),
+            master=MasterSettings(listen=self.master_api(host), data_dir=str(data_dir)),
             network=self.network,
-            log=LogSettings(listen=f"127.0.0.1:{LOG_PORT}"),
+            log=log,
         )
 
     def agent_config(self, host: Host, *, seed: Host | None = None, **agent: Any) -> AgentConfig:
@@ -119,7 +152,7 @@ class LabCluster:
         if seed is None:
             seed = self.agents[0] if host is not self.agents[0] else self.agents[1]
         settings = AgentSettings(
-            masters=(f"{self.master.address}:{MASTER_PORT}",),
+            masters=tuple(self.master_api(m) for m in self.masters),
             ip=IPv4Address(str(host.address)),
             state_dir=str(self.state_dir(host)),
             cni_dir=str(self.state_dir(host) / "cni"),
@@ -127,8 +160,12 @@ class LabCluster:
             docker=host.name in self.docker_sockets,
             docker_socket=self.docker_sockets.get(host.name, "/nonexistent/docker.sock"),
         )
+        dns = DnsSettings()
+        if self.dns_on_host:
+            dns = DnsSettings(listen=("127.0.0.1:53", f"{host.address}:53"))
         return AgentConfig(
             agent=dataclasses.replace(settings, **agent),
+            dns=dns,
             gossip=GossipSettings(
                 name=host.name,
                 bind=f"{host.address}:{GOSSIP_PORT}",
@@ -141,15 +178,17 @@ class LabCluster:
     def state_dir(self, host: Host) -> Path:
         return self.tmp / host.name
 
-    def start_master(self) -> None:
-        self._spawn(self.master, "master", to_toml(self.master_config()))
+    def start_master(self, host: Host | None = None) -> None:
+        host = self.master if host is None else host
+        self._spawn(host, "master", to_toml(self.master_config(host)))
 
     def start_agent(self, host: Host, *, seed: Host | None = None, **agent: Any) -> None:
         self._spawn(host, "agent", to_toml(self.agent_config(host, seed=seed, **agent)))
 
     def start(self) -> None:
-        """Start the master and every agent."""
-        self.start_master()
+        """Start the masters and every agent."""
+        for host in self.masters:
+            self.start_master(host)
         for host in self.agents:
             self.start_agent(host)
 

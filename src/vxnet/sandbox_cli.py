@@ -1,0 +1,266 @@
+"""``vxnet sandbox ...``: the command-line face of :mod:`vxnet.sandbox`."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import sys
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import argparse
+
+__all__ = ["add_parser"]
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_MISSING = 2
+
+
+def program() -> str:
+    """How the user called vxnet, for commands to copy: ``vxnet`` when that is on PATH."""
+    me = os.path.realpath(sys.argv[0])
+    if me.endswith(".py"):
+        return "vxnet"  # python -m vxnet
+    found = shutil.which("vxnet")
+    if found is not None and os.path.realpath(found) == me:
+        return "vxnet"
+    relative = os.path.relpath(me, os.getcwd())
+    return relative if not relative.startswith("..") else me
+
+
+def _table(header: list[str], rows: list[list[str]]) -> None:
+    from vxnet.cli import print_table
+
+    print_table(header, rows)
+
+
+def print_summary(s: dict[str, Any], *, title: str) -> None:
+    """The sandbox as text: masters, agents, containers, and what to try."""
+    lab = s.get("lab") or {}
+    spec = s["spec"]
+    print(
+        f"{title}: {len(s['masters'])} master{'s' if len(s['masters']) > 1 else ''}, "
+        f"{len(s['agents'])} agents, "
+        f"{len(s['containers'])} containers"
+        + (f", lab {lab['prefix']} (underlay {lab['subnet']})" if lab else "")
+        + ("" if spec["docker"] else " (no Docker)")
+    )
+    print()
+    print("masters")
+    _table(
+        ["  HOST", "ADDRESS", "API", "PROCESS"],
+        [[f"  {m['name']}", str(m["address"]), m["api"], m["process"]] for m in s["masters"]],
+    )
+    print()
+    print("agents")
+    rows = []
+    for a in s["agents"]:
+        overlay = a.get("overlay")
+        if overlay is None:
+            rows.append([f"  {a['name']}", str(a["address"]), "-", "-", "-", a["process"]])
+            continue
+        subnets = ", ".join(
+            f"{n['network']} {n['subnet'] or ''}{' ' + n['subnet6'] if n.get('subnet6') else ''}"
+            for n in overlay["networks"]
+        )
+        objects = f"{overlay['objects_ok']}/{overlay['objects']} ok"
+        rows.append(
+            [
+                f"  {a['name']}",
+                str(a["address"]),
+                f"{a.get('vtep_ip')} {a.get('vtep_mac')}",
+                subnets,
+                f"{overlay['remotes']} remotes, {objects}",
+                a["process"],
+            ]
+        )
+    _table(["  HOST", "ADDRESS", "VTEP IP / MAC", "SUBNETS", "KERNEL", "PROCESS"], rows)
+    print()
+    print("containers")
+    _table(
+        ["  NAME", "KIND", "IP", "IPV6", "DNS NAME"],
+        [
+            [f"  {c['name']}", c["kind"], str(c["ip"]), c.get("ip6") or "-", c["dns"]]
+            for c in s["containers"]
+        ],
+    )
+    reach = s.get("reachability")
+    if reach and reach.get("ok"):
+        print()
+        print(
+            f"checked: every container reached every other ({reach['pairs']} pings), and every "
+            "name answered on every agent"
+        )
+    print()
+    print("try:")
+    for line in s["try"]:
+        print(f"  {line}")
+    print(f"  {s['try'][0].split(' sandbox ')[0]} sandbox status | kill a2 | start a2 | down")
+
+
+def _up(args: argparse.Namespace) -> int:
+    from vxnet.sandbox import SandboxError, Spec, missing_prerequisites, up
+
+    spec = Spec(masters=args.masters, agents=args.agents, ipv6=args.ipv6, docker=args.docker)
+    try:
+        spec.check()
+        if missing := missing_prerequisites(spec):
+            print("vxnet sandbox up: missing prerequisites:", file=sys.stderr)
+            for line in missing:
+                print(f"  {line}", file=sys.stderr)
+            return EXIT_MISSING
+        result = up(spec, progress_out=None if args.quiet else sys.stderr, program=program())
+    except SandboxError as exc:
+        print(f"vxnet sandbox up: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    if args.json:
+        print(json.dumps(result, indent=1))
+    elif not args.quiet:
+        print_summary(result, title=f"vxnet sandbox is up in {result['ready_s']} s")
+    return EXIT_OK
+
+
+def _status(args: argparse.Namespace) -> int:
+    from vxnet.sandbox import SandboxError, status
+
+    try:
+        result = status(program())
+    except SandboxError as exc:
+        print(f"vxnet sandbox status: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    if args.json:
+        print(json.dumps(result, indent=1))
+    else:
+        print_summary(result, title=f"vxnet sandbox ({result['phase']})")
+    healthy = (
+        result["phase"] == "up"
+        and all(m["process"] == "running" for m in result["masters"])
+        and all(a["process"] == "running" for a in result["agents"])
+    )
+    return EXIT_OK if healthy else EXIT_FAILED
+
+
+def _exec(args: argparse.Namespace) -> int:
+    from vxnet.sandbox import SandboxError, exec_argv
+
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not command:
+        print("vxnet sandbox exec: give a command to run, e.g. ip addr", file=sys.stderr)
+        return EXIT_MISSING
+    try:
+        argv = exec_argv(args.name, command)
+    except SandboxError as exc:
+        print(f"vxnet sandbox exec: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    sys.stdout.flush()
+    try:
+        os.execvp(argv[0], argv)  # noqa: S606 - the user's own command, as given
+    except OSError as exc:
+        print(f"vxnet sandbox exec: cannot run {argv[0]}: {exc.strerror}", file=sys.stderr)
+    return EXIT_FAILED
+
+
+def _kill(args: argparse.Namespace) -> int:
+    from vxnet.sandbox import SandboxError, kill
+
+    try:
+        print(kill(args.name, sig=signal.Signals[f"SIG{args.signal}"]))
+    except SandboxError as exc:
+        print(f"vxnet sandbox kill: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def _start(args: argparse.Namespace) -> int:
+    from vxnet.sandbox import SandboxError, start
+
+    try:
+        print(start(args.name))
+    except SandboxError as exc:
+        print(f"vxnet sandbox start: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def _down(args: argparse.Namespace) -> int:
+    from vxnet.sandbox import SandboxError, down
+
+    try:
+        done = down()
+    except SandboxError as exc:
+        print(f"vxnet sandbox down: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    if not args.quiet:
+        for line in done or ["no sandbox is up: nothing to remove"]:
+            print(line)
+    return EXIT_OK
+
+
+def add_parser(commands: Any) -> None:
+    """Add ``sandbox`` and its actions to the ``vxnet`` parser's subcommands."""
+    sandbox = commands.add_parser(
+        "sandbox",
+        help="a whole cluster on this machine, in network namespaces (root)",
+        description="A local vxnet cluster: masters, agents, CNI and Docker containers in "
+        "network namespaces of this machine, with real VxLAN between the hosts and real DNS. "
+        "Needs root. It lives in /run/vxnet/sandbox (or $VXNET_SANDBOX_DIR) until `down`.",
+    )
+    actions = sandbox.add_subparsers(title="sandbox actions", metavar="ACTION", required=True)
+    up = actions.add_parser(
+        "up",
+        help="build the sandbox and show it working",
+        description="Build the hosts, start the masters and agents, a dockerd per agent host "
+        "(when Docker is installed) and sample containers on every agent, wait until the "
+        "overlay has converged, every name resolves on every agent and every container "
+        "reaches every other, then print a summary.",
+    )
+    up.add_argument(
+        "--masters", type=int, choices=[1, 3], default=1, help="1 or 3 masters (default 1)"
+    )
+    up.add_argument("--agents", type=int, default=3, metavar="N", help="agents, 2-20 (default 3)")
+    up.add_argument("--ipv6", action="store_true", help="dual-stack overlay (fd01:b::/64)")
+    docker = up.add_mutually_exclusive_group()
+    docker.add_argument(
+        "--docker",
+        dest="docker",
+        action="store_const",
+        const=True,
+        default=None,
+        help="run Docker containers too (the default when dockerd is installed)",
+    )
+    docker.add_argument(
+        "--no-docker", dest="docker", action="store_const", const=False, help="CNI containers only"
+    )
+    up.add_argument("--quiet", action="store_true", help="no progress, no summary: exit status")
+    up.add_argument("--json", action="store_true", help="print the summary as JSON")
+    up.set_defaults(func=_up)
+    st = actions.add_parser("status", help="what runs, what the kernel holds, the containers")
+    st.add_argument("--json", action="store_true", help="print JSON")
+    st.set_defaults(func=_status)
+    ex = actions.add_parser(
+        "exec",
+        help="run a command in a host or container (vxnet sandbox exec a1 ip route)",
+        description="Run CMD in the network namespace of a host (m1, a1, ...) or a container "
+        "(a1-web, a1-db, ...), with this machine's tools; `vxnet` runs this vxnet.",
+    )
+    ex.add_argument("name", metavar="NAME", help="host or container")
+    ex.add_argument("command", nargs="...", metavar="CMD", help="the command and its arguments")
+    ex.set_defaults(func=_exec)
+    k = actions.add_parser("kill", help="stop a host's vxnet process (to watch failure handling)")
+    k.add_argument("name", metavar="HOST", help="an agent (a1, ...) or a master (m1, ...)")
+    k.add_argument(
+        "--signal", choices=["KILL", "TERM"], default="KILL", help="signal (default KILL)"
+    )
+    k.set_defaults(func=_kill)
+    s = actions.add_parser("start", help="start a stopped host's vxnet process again")
+    s.add_argument("name", metavar="HOST")
+    s.set_defaults(func=_start)
+    d = actions.add_parser(
+        "down",
+        help="remove everything the sandbox made (also after a crash; idempotent)",
+    )
+    d.add_argument("--quiet", action="store_true", help="print nothing")
+    d.set_defaults(func=_down)
