@@ -59,6 +59,7 @@ __all__ = [
 ]
 
 STATE_FILE = "sandbox.json"
+OWN_DIRS = ("hosts", "docker")  # with STATE_FILE and "lock", all the sandbox writes in its dir
 FRAMEWORK = "marathon"
 CNI_TASK = "web"
 DOCKER_TASK = "db"
@@ -349,7 +350,7 @@ def up(
                 f"{len(existing['hosts'])} hosts, in {base}): `vxnet sandbox status` shows it, "
                 "`vxnet sandbox down` removes it"
             )
-        for leftover in ("hosts", "docker", "logs"):
+        for leftover in OWN_DIRS:
             shutil.rmtree(base / leftover, ignore_errors=True)
         names = [f"m{i + 1}" for i in range(spec.masters)]
         names += [f"a{i + 1}" for i in range(spec.agents)]
@@ -845,6 +846,7 @@ def _process_host(state: dict[str, Any], name: str) -> dict[str, Any]:
 def kill(name: str, *, sig: signal.Signals = signal.SIGKILL) -> str:
     """Send ``sig`` to the vxnet process of host ``name``; a line saying what was done."""
     base = sandbox_dir()
+    _need_state()
     with _locked(base):
         state = _need_state()
         host = _process_host(state, name)
@@ -866,6 +868,7 @@ def kill(name: str, *, sig: signal.Signals = signal.SIGKILL) -> str:
 def start(name: str) -> str:
     """Start host ``name``'s vxnet process again, with its configuration; a line saying so."""
     base = sandbox_dir()
+    _need_state()
     with _locked(base):
         state = _need_state()
         host = _process_host(state, name)
@@ -938,22 +941,25 @@ def _teardown(base: Path, state: dict[str, Any] | None) -> list[str]:
             problems.append(str(exc))
     if problems:
         raise SandboxError("removing the sandbox left: " + "; ".join(problems))
-    if base.exists():
-        for entry in base.iterdir():
-            if entry.name == "lock":
-                continue
-            if entry.is_dir():
-                shutil.rmtree(entry)
-            else:
-                entry.unlink()
-        done.append(f"removed {base}")
+    # Only what the sandbox writes: $VXNET_SANDBOX_DIR may name a directory that holds more.
+    removed = False
+    for name in OWN_DIRS:
+        if (base / name).exists():
+            shutil.rmtree(base / name)
+            removed = True
+    for name in (STATE_FILE, STATE_FILE.replace(".json", ".tmp")):
+        if (base / name).exists():
+            (base / name).unlink()
+            removed = True
+    if removed:
+        done.append(f"removed the sandbox's files in {base}")
     return done
 
 
 def down() -> list[str]:
     """Remove the sandbox, whatever state it is in (idempotent); lines saying what was done."""
     base = sandbox_dir()
-    if not base.exists() and not _kept_labs(base):
+    if not _kept_labs(base) and not any((base / n).exists() for n in (STATE_FILE, *OWN_DIRS)):
         return []
     with _locked(base):
         try:

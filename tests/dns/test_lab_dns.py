@@ -11,10 +11,9 @@ import pytest
 
 from vxnet.lab import Lab
 from vxnet.labcluster import LabCluster
+from waiting import wait_until
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from vxnet.lab import Host
 
 pytestmark = [
@@ -35,15 +34,6 @@ def dig(host: Host, name: str) -> tuple[str, list[str]]:
         if len(words) == 5 and words[3] == "A"
     ]
     return status, answers
-
-
-def wait_until(what: str, check: Callable[[], bool], timeout: float) -> float:
-    start = time.monotonic()
-    while not check():
-        if time.monotonic() - start > timeout:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
-    return time.monotonic() - start
 
 
 def test_a_task_on_one_host_resolves_on_another_until_it_stops_or_its_agent_dies(

@@ -21,9 +21,10 @@ from taskwatch import seen_at, watch
 from vxnet.dockerlab import IMAGE, LabDockerd, ensure_image
 from vxnet.lab import Lab
 from vxnet.labcluster import LabCluster
+from waiting import wait_until
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Iterator
     from pathlib import Path
 
     from vxnet.lab import Host
@@ -33,15 +34,6 @@ pytestmark = [
     pytest.mark.lab,
     pytest.mark.skipif(shutil.which("dockerd") is None, reason="needs dockerd (docker.io)"),
 ]
-
-
-def wait_until(what: str, check: Callable[[], bool], timeout: float = 30.0) -> float:
-    start = time.monotonic()
-    while not check():
-        if time.monotonic() - start > timeout:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
-    return time.monotonic() - start
 
 
 def tasks(host: Host) -> list[dict[str, Any]]:

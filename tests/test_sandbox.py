@@ -1,0 +1,330 @@
+"""``vxnet sandbox``: a whole cluster on this machine, run as a user runs it (real processes).
+
+The sandboxes here live in directories of their own (``VXNET_SANDBOX_DIR``), except the one the
+README's first command brings up, which uses the default, as a user's would.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from vxnet import sandbox
+from vxnet.lab import LAB_ROOT, NETNS_DIR
+from waiting import wait_until
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+REPO = Path(__file__).resolve().parent.parent
+DOCKER = shutil.which("dockerd") is not None
+lab = pytest.mark.lab
+wait = functools.partial(wait_until, poll=0.5)  # each look runs processes
+
+
+# --- helpers ------------------------------------------------------------------------------------
+
+
+def vxnet(
+    base: Path | None, *args: str, timeout: float = 300, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ)
+    if base is not None:
+        env["VXNET_SANDBOX_DIR"] = str(base)
+    else:
+        env.pop("VXNET_SANDBOX_DIR", None)
+    result = subprocess.run(
+        [sys.executable, "-m", "vxnet", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        check=False,
+    )
+    if check and result.returncode != 0:
+        pytest.fail(
+            f"vxnet {' '.join(args)} exited {result.returncode}:\n{result.stdout}{result.stderr}"
+        )
+    return result
+
+
+def exec_in(base: Path | None, name: str, *argv: str) -> subprocess.CompletedProcess[str]:
+    return vxnet(base, "sandbox", "exec", name, *argv, timeout=60, check=False)
+
+
+def pings(base: Path | None, state: dict[str, Any]) -> list[str]:
+    """Every container pings every other (IPv4, and IPv6 where both have it): the failures."""
+    env = dict(os.environ)
+    if base is not None:
+        env["VXNET_SANDBOX_DIR"] = str(base)
+    procs = []
+    for src in state["containers"]:
+        for dst in state["containers"]:
+            for key in ("ip", "ip6"):
+                if src is not dst and src.get(key) and dst.get(key):
+                    argv = [sys.executable, "-m", "vxnet", "sandbox", "exec", src["name"]]
+                    argv += ["ping", "-c", "1", "-W", "3", dst[key]]
+                    procs.append(
+                        (
+                            f"{src['name']} -> {dst['name']} {dst[key]}",
+                            subprocess.Popen(argv, stdout=subprocess.DEVNULL, env=env),
+                        )
+                    )
+    assert procs, "no container pairs"
+    return [what for what, p in procs if p.wait(timeout=60) != 0]
+
+
+def answers(base: Path | None, host: str, name: str, rtype: str = "A") -> set[str]:
+    out = exec_in(base, host, "dig", "@127.0.0.1", "+short", "+tries=1", "+time=2", name, rtype)
+    return {line for line in out.stdout.split() if line}
+
+
+def routes_via_vtep(base: Path | None, host: str) -> set[str]:
+    out = exec_in(base, host, "ip", "-j", "route", "show", "dev", "vtep1024").stdout
+    return {r["dst"] for r in json.loads(out or "[]") if r.get("gateway")}
+
+
+def snapshot(base: Path | None) -> dict[str, Any]:
+    """What the sandbox could leave behind on the machine, to compare before and after."""
+    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, check=True)
+    mounts = Path("/proc/self/mountinfo").read_text().splitlines()
+    cgroups = sorted(p.name for p in Path("/sys/fs/cgroup").glob("vxnet-dk-*"))
+    return {
+        "netns": sorted(os.listdir(NETNS_DIR)) if NETNS_DIR.is_dir() else [],
+        "links": sorted(line.split(":")[1].strip() for line in links.stdout.splitlines()),
+        "mounts": sorted(m for m in mounts if "vxnet" in m or "docker" in m or "netns" in m),
+        "cgroups": cgroups,
+        "lab slots": sorted(os.listdir(LAB_ROOT)) if LAB_ROOT.is_dir() else [],
+        "short docker roots": sorted(os.listdir("/run/vxnet-dk"))
+        if Path("/run/vxnet-dk").is_dir()
+        else [],
+        "sandbox dir": sorted(os.listdir(base)) if base is not None and base.is_dir() else [],
+    }
+
+
+def sandbox_processes(base: Path) -> list[str]:
+    """Processes that belong to a sandbox: its vxnet processes, dockerds and containers."""
+    found = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            cmdline = Path(f"/proc/{entry.name}/cmdline").read_bytes().replace(b"\0", b" ")
+            text = cmdline.decode(errors="replace")
+            if str(base) in text or "sleep 2147483647" in text:
+                found.append(f"{entry.name}: {text[:200]}")
+    return found
+
+
+def read_state(base: Path | None) -> dict[str, Any]:
+    path = (sandbox.sandbox_dir() if base is None else base) / "sandbox.json"
+    return dict(json.loads(path.read_text()))
+
+
+@pytest.fixture
+def base(lab_ready: None) -> Iterator[Path]:
+    """A sandbox directory of this test's own; whatever the test did, ``down`` runs at the end."""
+    path = Path(f"/tmp/vxsb-{secrets.token_hex(3)}")
+    try:
+        yield path
+    finally:
+        vxnet(path, "sandbox", "down", "--quiet", check=False)
+        shutil.rmtree(path, ignore_errors=True)
+
+
+# --- without a cluster --------------------------------------------------------------------------
+
+
+def test_missing_prerequisites_name_the_package(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(sandbox, "_which", lambda c: None if c in ("dig", "dockerd") else "/x")
+    lines = sandbox.missing_prerequisites(sandbox.Spec(docker=True))
+    assert lines[0].startswith("root:")
+    assert "dig: apt-get install bind9-dnsutils" in lines
+    assert "dockerd (asked for by --docker): apt-get install docker.io" in lines
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    monkeypatch.setattr(sandbox, "_which", lambda c: "/x")
+    monkeypatch.setattr(sandbox, "CNI_DIRS", ("/nonexistent",))
+    (line,) = sandbox.missing_prerequisites(sandbox.Spec(docker=False))
+    assert "apt-get install containernetworking-plugins" in line
+
+
+def test_bad_sizes_and_no_sandbox_are_clear_errors(tmp_path: Path) -> None:
+    with pytest.raises(sandbox.SandboxError, match="--masters must be 1 or 3, not 2"):
+        sandbox.Spec(masters=2).check()
+    with pytest.raises(sandbox.SandboxError, match="--agents must be 2 to 20, not 1"):
+        sandbox.Spec(agents=1).check()
+    bad = vxnet(tmp_path, "sandbox", "up", "--agents", "0", check=False)
+    assert bad.returncode == 1
+    assert "--agents must be 2 to 20, not 0" in bad.stderr
+    for args in (("status",), ("exec", "a1", "true"), ("kill", "a1"), ("start", "a1")):
+        result = vxnet(tmp_path, "sandbox", *args, check=False)
+        assert result.returncode == 1, args
+        assert "no sandbox is up" in result.stderr, args
+    down = vxnet(tmp_path, "sandbox", "down")
+    assert "no sandbox is up: nothing to remove" in down.stdout
+    (tmp_path / "sandbox.json").write_text("{not json")
+    damaged = vxnet(tmp_path, "sandbox", "status", check=False)
+    assert "is damaged" in damaged.stderr
+    assert "`vxnet sandbox down` removes the sandbox" in damaged.stderr
+    vxnet(tmp_path, "sandbox", "down")
+    assert not (tmp_path / "sandbox.json").exists()
+
+
+# --- a sandbox ----------------------------------------------------------------------------------
+
+
+@lab
+def test_up_reach_resolve_kill_start_and_down_leaves_nothing(base: Path) -> None:
+    before = snapshot(base)
+    up = vxnet(base, "sandbox", "up", "--agents", "3", "--json")
+    summary = json.loads(up.stdout)
+    assert "8/8 checking that every container reaches every other" in up.stderr
+    assert summary["phase"] == "up"
+    assert [a["name"] for a in summary["agents"]] == ["a1", "a2", "a3"]
+    assert all(a["process"] == "running" for a in summary["agents"])
+    assert all(a["overlay"]["remotes"] == 2 for a in summary["agents"])
+    state = read_state(base)
+    kinds = sorted(c["kind"] for c in state["containers"])
+    assert kinds == (["cni"] * 3 + ["docker"] * 3 if DOCKER else ["cni"] * 3)
+
+    again = vxnet(base, "sandbox", "up", check=False)
+    assert again.returncode == 1
+    assert "a sandbox exists already" in again.stderr
+
+    # checked here again, not taken from up's word: every pair, every name on every host
+    assert pings(base, state) == []
+    by_task: dict[str, set[str]] = {}
+    for c in state["containers"]:
+        by_task.setdefault(c["task"], set()).add(c["ip"])
+    for host in ("a1", "a2", "a3"):
+        for task, ips in by_task.items():
+            name = f"{task}.marathon.containerip.dcos.thisdcos.directory"
+            assert answers(base, host, name) == ips, (host, name)
+
+    # kill an agent: the others drop its routes and its names, the rest keeps working
+    a2_web = next(c for c in state["containers"] if c["name"] == "a2-web")
+    a2_subnet = next(s for s in routes_via_vtep(base, "a1") if a2_web["ip"].startswith(s[:5]))
+    killed = vxnet(base, "sandbox", "kill", "a2")
+    assert "stopped by SIGKILL" in killed.stdout
+    status = vxnet(base, "sandbox", "status", "--json", check=False)
+    assert status.returncode == 1
+    (a2,) = [a for a in json.loads(status.stdout)["agents"] if a["name"] == "a2"]
+    assert a2["process"] == "stopped"
+    web = "web.marathon.containerip.dcos.thisdcos.directory"
+    gone = wait(
+        "a1 to drop a2's route",
+        lambda: a2_subnet not in routes_via_vtep(base, "a1"),
+        sandbox.RECORD_GRACE + 25,
+    )
+    print(f"a2's route left a1 {gone:.1f} s after the kill was confirmed")
+    wait(
+        "a2-web to leave the DNS answers", lambda: a2_web["ip"] not in answers(base, "a3", web), 15
+    )
+    a3_web = next(c for c in state["containers"] if c["name"] == "a3-web")
+    assert exec_in(base, "a1-web", "ping", "-c", "1", "-W", "2", a3_web["ip"]).returncode == 0
+    assert vxnet(base, "sandbox", "kill", "a2", check=False).returncode == 1
+
+    started = vxnet(base, "sandbox", "start", "a2")
+    assert "vxnet agent started" in started.stdout
+    wait("a1 to route to a2 again", lambda: a2_subnet in routes_via_vtep(base, "a1"), 30)
+    wait(
+        "a1-web to reach a2-web again",
+        lambda: exec_in(base, "a1-web", "ping", "-c", "1", "-W", "1", a2_web["ip"]).returncode == 0,
+        30,
+    )
+    wait("a2-web back in the DNS answers", lambda: a2_web["ip"] in answers(base, "a3", web), 30)
+    assert vxnet(base, "sandbox", "status").returncode == 0
+
+    down = vxnet(base, "sandbox", "down")
+    assert "removed lab" in down.stdout
+    assert sandbox_processes(base) == []
+    assert snapshot(base) == before
+    assert not base.exists()
+    assert "no sandbox is up" in vxnet(base, "sandbox", "down").stdout
+
+
+@lab
+def test_down_removes_a_sandbox_whose_up_was_killed(base: Path) -> None:
+    before = snapshot(base)
+    env = {**os.environ, "VXNET_SANDBOX_DIR": str(base)}
+    argv = [sys.executable, "-m", "vxnet", "sandbox", "up", "--agents", "2", "--no-docker"]
+    up = subprocess.Popen(
+        argv, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env
+    )
+    assert up.stderr is not None
+    seen = []
+    try:
+        for line in up.stderr:
+            seen.append(line)
+            if "waiting for every agent" in line:
+                break
+    finally:
+        up.send_signal(signal.SIGKILL)
+        up.wait(timeout=10)
+        up.stderr.close()
+    assert any("waiting for every agent" in line for line in seen), "".join(seen)
+    state = read_state(base)
+    assert state["phase"] == "building"
+    assert len(sandbox_processes(base)) >= 3, "the master and agents outlive up"
+    # the lab is kept by the sandbox's file, not by the dead up process
+    subprocess.run(
+        [sys.executable, "-m", "vxnet", "lab", "cleanup"], check=True, capture_output=True
+    )
+    prefix = state["lab"]["prefix"]
+    assert any(n.startswith(prefix) for n in os.listdir(NETNS_DIR))
+    down = vxnet(base, "sandbox", "down")
+    assert f"removed lab {prefix}" in down.stdout
+    assert sandbox_processes(base) == []
+    assert snapshot(base) == before
+
+
+# --- the README's first command -----------------------------------------------------------------
+
+
+def readme_first_command() -> str:
+    text = (REPO / "README.md").read_text()
+    block = re.search(r"```sh\n(.*?)```", text, re.S)
+    assert block is not None, "README.md has no sh code block"
+    return block.group(1).splitlines()[0]
+
+
+@lab
+def test_readme_first_command_brings_a_sandbox_up(lab_ready: None) -> None:
+    command = readme_first_command()
+    assert command.startswith("./scripts/sandbox")
+    default = sandbox.sandbox_dir()
+    if os.environ.get("VXNET_SANDBOX_DIR") is None and (default / "sandbox.json").exists():
+        pytest.fail(f"a sandbox is up in {default}: `vxnet sandbox down` it before this test")
+    env = dict(os.environ)
+    env.pop("VXNET_SANDBOX_DIR", None)
+    try:
+        result = subprocess.run(
+            ["bash", "-c", command],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=900,
+            env=env,
+            check=False,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "vxnet sandbox is up in" in result.stdout
+        assert "checked: every container reached every other" in result.stdout
+        status = vxnet(None, "sandbox", "status", "--json")
+        assert json.loads(status.stdout)["phase"] == "up"
+    finally:
+        vxnet(None, "sandbox", "down", "--quiet", check=False)
+    assert not (default / "sandbox.json").exists()
