@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from vxnet.cli import main
-from vxnet.lab import LAB_ROOT, UNDERLAY, Lab, LabError, namespace_pids
+from vxnet.lab import LAB_ROOT, UNDERLAY, Lab, LabError, cleanup, namespace_pids
 
 pytestmark = [pytest.mark.lab, pytest.mark.usefixtures("lab_ready")]
 
@@ -158,6 +159,38 @@ def test_cleanup_removes_the_lab_of_a_dead_run_and_keeps_live_ones(
         assert all(wait_gone(p, 1) for p in pids)
         assert lab_namespaces(live.prefix) == {live.switch_netns, live.hosts[0].netns}
         live.hosts[0].run(["true"])
+
+
+def test_a_kept_lab_outlives_its_owner_until_its_keeper_goes(tmp_path: Path) -> None:
+    root = tmp_path / "slots"
+    keeper = tmp_path / "keeper.json"
+    keeper.write_text("{}")
+    lab = Lab(["m1", "a1"], root=root, keeper=keeper)
+    lab.create()
+    try:
+        slot_file = root / f"{lab.slot}.json"
+        record = json.loads(slot_file.read_text())
+        assert record["keeper"] == str(keeper)
+        assert record["hosts"] == [
+            ["m1", str(lab.hosts[0].address)],
+            ["a1", str(lab.hosts[1].address)],
+        ]
+        # as if the process that built it had died
+        record["owner_pid"], record["owner_start"] = 2**22 + 1, 1
+        slot_file.write_text(json.dumps(record))
+        assert cleanup(root=root) == []
+        again = Lab.reopen(lab.slot, root=root)
+        assert [(h.name, h.netns, h.address) for h in again.hosts] == [
+            (h.name, h.netns, h.address) for h in lab.hosts
+        ]
+        again.host("a1").run(["ping", "-c", "1", "-W", "2", str(again.host("m1").address)])
+        keeper.unlink()
+        assert cleanup(root=root) == [f"removed lab {lab.prefix} (3 namespaces)"]
+        assert lab_namespaces(lab.prefix) == set()
+        with pytest.raises(LabError, match="no lab is recorded"):
+            Lab.reopen(lab.slot, root=root)
+    finally:
+        lab.close()
 
 
 def test_bad_host_names_are_refused_before_anything_is_built() -> None:

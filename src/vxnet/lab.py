@@ -574,6 +574,9 @@ class Lab:
                 fd = os.open(self._state_file(slot), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             except FileExistsError:
                 continue
+            except FileNotFoundError:  # the empty root was just removed (sandbox down)
+                self._root.mkdir(parents=True, exist_ok=True)
+                fd = os.open(self._state_file(slot), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             with os.fdopen(fd, "w") as f:
                 f.write(info.to_json())
                 f.flush()

@@ -970,6 +970,9 @@ def down() -> list[str]:
     with contextlib.suppress(OSError):
         (base / "lock").unlink()
         base.rmdir()
+    for made in (LAB_ROOT, LAB_ROOT.parent):  # when empty: labs of running tests keep them
+        with contextlib.suppress(OSError):
+            made.rmdir()
     return done
 
 
