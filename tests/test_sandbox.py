@@ -294,11 +294,30 @@ def test_down_removes_a_sandbox_whose_up_was_killed(base: Path) -> None:
 # --- the README's first command -----------------------------------------------------------------
 
 
+def readme_commands() -> list[str]:
+    """The commands of the README's first sh block (its first screen), comments dropped."""
+    text = (REPO / "README.md").read_text()
+    block = re.search(r"```sh\n(.*?)```", text, re.S)
+    assert block is not None, "README.md has no sh code block"
+    return [line.split("#")[0].strip() for line in block.group(1).splitlines()]
+
+
 def readme_first_command() -> str:
     text = (REPO / "README.md").read_text()
     block = re.search(r"```sh\n(.*?)```", text, re.S)
     assert block is not None, "README.md has no sh code block"
     return block.group(1).splitlines()[0]
+
+
+def test_ci_runs_the_readmes_second_command() -> None:
+    first, second = readme_commands()
+    assert first == "./scripts/sandbox"
+    ci = [
+        line.strip()
+        for line in (REPO / ".ci" / "run").read_text().splitlines()
+        if line.strip() and not line.startswith("#") and not line.startswith(("set ", "cd "))
+    ]
+    assert ci == [second], f".ci/run must run exactly {second!r}, it runs {ci}"
 
 
 @lab
