@@ -254,6 +254,10 @@ def _master_state(args: argparse.Namespace) -> int:
             f"{name}: {counts.get('used', 0)} of {counts.get('total', 0)} in use, "
             f"{counts.get('free', 0)} free"
         )
+    leader = _fetch("master state", f"{_api_url(args.api)}/overlay-master/leader")
+    if isinstance(leader, dict) and leader.get("leader"):
+        asked = " (the master asked)" if leader.get("is_leader") else ""
+        print(f"leader: {leader['leader']}{asked}")
     return EXIT_OK
 
 

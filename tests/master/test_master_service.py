@@ -213,3 +213,4 @@ async def test_master_state_prints_a_table(tmp_path: Path) -> None:
     ]
     assert lines[2].split()[-2:] == ["9.0.1.0/24", "-"]
     assert "dcos: 2 of 4 in use, 2 free" in result.stdout
+    assert lines[-1] == f"leader: http://{url} (the master asked)"

@@ -16,6 +16,7 @@ from vxnet.master.logprocs import free_ports
 from vxnet.overlay._registration import (
     ALLOCATION_FILE,
     Registration,
+    describe,
     load_allocation,
     save_allocation,
 )
@@ -38,7 +39,10 @@ def master_config(tmp: Path) -> MasterConfig:
     return cfg
 
 
-async def test_registers_saves_and_restarts_from_disk(tmp_path: Path) -> None:
+async def test_registers_saves_and_restarts_from_disk(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO", logger="vxnet.overlay")
     cfg = master_config(tmp_path)
     seen: list[dict[str, Any]] = []
     state = tmp_path / "agent"
@@ -58,6 +62,11 @@ async def test_registers_saves_and_restarts_from_disk(tmp_path: Path) -> None:
     info = seen[0]
     assert info["ip"] == "198.18.0.11"
     assert info["overlays"][0]["subnet"] == "9.0.0.0/24"
+    vxlan = info["overlays"][0]["backend"]["vxlan"]
+    said = [r.getMessage() for r in caplog.records if "allocation from the masters" in r.message]
+    assert said == [
+        f"allocation from the masters: VTEP {vxlan['vtep_ip']} {vxlan['vtep_mac']}; dcos 9.0.0.0/24"
+    ], "said once, not at every refresh"
     assert json.loads((state / ALLOCATION_FILE).read_text()) == info
 
     # No master answers now: the agent has its allocation at once, from disk, and backs off.
@@ -75,6 +84,29 @@ async def test_registers_saves_and_restarts_from_disk(tmp_path: Path) -> None:
     assert "nothing in" in again.last_error
     bounds = [min(0.05 * 2**i, 0.2) for i in range(len(again.waits))]
     assert all(0 <= w <= b for w, b in zip(again.waits, bounds, strict=True))
+
+
+def test_describe_names_the_vtep_each_subnet_and_each_failure() -> None:
+    info = {
+        "overlays": [
+            {
+                "info": {"name": "dcos"},
+                "subnet": "9.0.1.0/24",
+                "subnet6": "fd01:b:0:0:1::/80",
+                "backend": {"vxlan": {"vtep_ip": "44.128.0.2/20", "vtep_mac": "70:b3:d5:80:00:02"}},
+                "state": {"status": "STATUS_OK"},
+            },
+            {
+                "info": {"name": "tiny"},
+                "state": {"status": "STATUS_FAILED", "error": "no free /25 subnet left"},
+            },
+        ]
+    }
+    assert describe(info) == (
+        "VTEP 44.128.0.2/20 70:b3:d5:80:00:02; dcos 9.0.1.0/24 fd01:b:0:0:1::/80; "
+        "tiny FAILED (no free /25 subnet left)"
+    )
+    assert describe({"overlays": []}) == "no networks"
 
 
 def test_a_saved_allocation_of_another_agent_or_a_broken_file_is_ignored(

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
     from pathlib import Path
 
-__all__ = ["ALLOCATION_FILE", "Registration", "load_allocation", "save_allocation"]
+__all__ = ["ALLOCATION_FILE", "Registration", "describe", "load_allocation", "save_allocation"]
 
 log = logging.getLogger("vxnet.overlay")
 
@@ -69,6 +69,23 @@ def load_allocation(state_dir: Path, agent_ip: str) -> dict[str, Any] | None:
         log.warning("%s: saved for agent %s, not %s; ignoring it", path, info.get("ip"), agent_ip)
         return None
     return info
+
+
+def describe(info: dict[str, Any]) -> str:
+    """An allocation in one line: the VTEP, then each network's subnets or its failure."""
+    parts: list[str] = []
+    for overlay in info.get("overlays", []):
+        name = overlay.get("info", {}).get("name", "?")
+        vxlan = overlay.get("backend", {}).get("vxlan")
+        if vxlan and not parts:
+            parts.append(f"VTEP {vxlan.get('vtep_ip')} {vxlan.get('vtep_mac')}")
+        state = overlay.get("state", {})
+        if state.get("status") == "STATUS_FAILED":
+            parts.append(f"{name} FAILED ({state.get('error', 'no reason given')})")
+        else:
+            subnets = " ".join(str(overlay[k]) for k in ("subnet", "subnet6") if overlay.get(k))
+            parts.append(f"{name} {subnets or '(no subnet)'}")
+    return "; ".join(parts) or "no networks"
 
 
 class Registration:
@@ -152,6 +169,12 @@ class Registration:
             bound = self.backoff[0]
             if info != self.info or self.source != "master":
                 changed = info != self.info
+                if changed or self.source == "disk":
+                    log.info(
+                        "allocation from the masters%s: %s",
+                        "" if self.info is None else (" (changed)" if changed else ", as saved"),
+                        describe(info),
+                    )
                 await trio.to_thread.run_sync(save_allocation, self.state_dir, info)
                 self.info = info
                 self.source = "master"
