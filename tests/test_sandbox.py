@@ -169,7 +169,13 @@ def test_bad_sizes_and_no_sandbox_are_clear_errors(tmp_path: Path) -> None:
     bad = vxnet(tmp_path, "sandbox", "up", "--agents", "0", check=False)
     assert bad.returncode == 1
     assert "--agents must be 2 to 20, not 0" in bad.stderr
-    for args in (("status",), ("exec", "a1", "true"), ("kill", "a1"), ("start", "a1")):
+    for args in (
+        ("status",),
+        ("exec", "a1", "true"),
+        ("kill", "a1"),
+        ("start", "a1"),
+        ("logs", "a1"),
+    ):
         result = vxnet(tmp_path, "sandbox", *args, check=False)
         assert result.returncode == 1, args
         assert "no sandbox is up" in result.stderr, args
@@ -247,6 +253,13 @@ def test_up_reach_resolve_kill_start_and_down_leaves_nothing(base: Path) -> None
     )
     wait("a2-web back in the DNS answers", lambda: a2_web["ip"] in answers(base, "a3", web), 30)
     assert vxnet(base, "sandbox", "status").returncode == 0
+    log = vxnet(base, "sandbox", "logs", "a2", "-n", "200").stdout
+    assert "agent a2: gossip on" in log
+    assert "allocation from the masters" in log
+    if DOCKER:
+        assert vxnet(base, "sandbox", "logs", "a1", "--dockerd").returncode == 0
+    unknown = vxnet(base, "sandbox", "logs", "zz", check=False)
+    assert "no host 'zz' runs a vxnet process in the sandbox: m1, a1, a2, a3" in unknown.stderr
 
     down = vxnet(base, "sandbox", "down")
     assert "removed lab" in down.stdout

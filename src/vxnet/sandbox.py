@@ -32,7 +32,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 from vxnet.config import DnsSettings, NetworkConfig
 from vxnet.lab import LAB_ROOT, Lab, LabError, list_labs, proc_start_time, stop_pids
@@ -51,12 +51,16 @@ __all__ = [
     "exec_argv",
     "kill",
     "load_state",
+    "log_path",
     "missing_prerequisites",
     "sandbox_dir",
     "start",
     "status",
     "up",
 ]
+
+_T = TypeVar("_T")
+_R = TypeVar("_R")
 
 STATE_FILE = "sandbox.json"
 OWN_DIRS = ("hosts", "docker")  # with STATE_FILE and "lock", all the sandbox writes in its dir
@@ -67,6 +71,7 @@ RECORD_GRACE = 15
 CONVERGE_TIMEOUT = 90.0
 DNS_TIMEOUT = 30.0
 PING_TIMEOUT = 30.0
+PING_WORKERS = 32  # pings at once
 MAX_MASTERS = 3
 MAX_AGENTS = 20
 
@@ -424,7 +429,7 @@ def _build(
 
     def converged() -> tuple[int, int]:
         _check_processes(state)
-        done = sum(1 for h in cluster.agents if cluster.converged(h))
+        done = sum(_each(cluster.converged, cluster.agents))
         return done, len(cluster.agents)
 
     try:
@@ -439,6 +444,14 @@ def _build(
     progress.step("checking that every container reaches every other")
     pairs = _check_reachability(state, progress)
     state["reachability"] = {"pairs": pairs, "ok": True}
+
+
+def _each(function: Callable[[_T], _R], items: Sequence[_T]) -> list[_R]:
+    """``function`` of every item, in order, several at once (each runs a process or two)."""
+    if not items:
+        return []
+    with concurrent.futures.ThreadPoolExecutor(min(len(items), PING_WORKERS)) as pool:
+        return list(pool.map(function, items))
 
 
 def _check_processes(state: dict[str, Any]) -> None:
@@ -638,36 +651,30 @@ def _check_reachability(state: dict[str, Any], progress: Progress) -> int:
                     pairs.append((src["name"], dst["name"], dst[key]))
     pending = list(pairs)
     deadline = time.monotonic() + PING_TIMEOUT
-    failed: list[str] = []
-    while pending:
-        procs = [
-            (
-                p,
-                subprocess.Popen(
-                    ["nsenter", f"--net={paths[p[0]]}", "--", "ping", "-c", "1", "-W", "2", p[2]],
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.STDOUT,
-                    text=True,
-                ),
-            )
-            for p in pending
-        ]
-        failed = []
-        still = []
-        for p, proc in procs:
-            out, _ = proc.communicate(timeout=30)
-            if proc.returncode != 0:
-                still.append(p)
-                failed.append(f"{p[0]} -> {p[1]} ({p[2]}): {out.strip().splitlines()[-1:]}")
-        pending = still
-        progress.count(len(pairs) - len(pending), len(pairs), "pairs")
-        if pending and time.monotonic() > deadline:
-            raise SandboxError(
-                f"{len(pending)} of {len(pairs)} container pairs cannot reach each other: "
-                + "; ".join(failed[:6])
-            )
-        if pending:
-            time.sleep(0.5)
+
+    def ping(pair: tuple[str, str, str]) -> str | None:
+        """None when ``pair``'s ping is answered, else what ping said last."""
+        argv = ["nsenter", f"--net={paths[pair[0]]}", "--", "ping", "-c", "1", "-W", "2", pair[2]]
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
+        return None if out.returncode == 0 else (out.stdout + out.stderr).strip()[-120:]
+
+    with concurrent.futures.ThreadPoolExecutor(PING_WORKERS) as pool:
+        while pending:
+            failed: list[str] = []
+            still = []
+            for pair, said in zip(pending, pool.map(ping, pending), strict=True):
+                if said is not None:
+                    still.append(pair)
+                    failed.append(f"{pair[0]} -> {pair[1]} ({pair[2]}): {said}")
+            pending = still
+            progress.count(len(pairs) - len(pending), len(pairs), "pairs")
+            if pending and time.monotonic() > deadline:
+                raise SandboxError(
+                    f"{len(pending)} of {len(pairs)} container pairs cannot reach each other: "
+                    + "; ".join(failed[:6])
+                )
+            if pending:
+                time.sleep(0.5)
     return len(pairs)
 
 
@@ -746,7 +753,8 @@ def summary(state: dict[str, Any], program: str = "vxnet") -> dict[str, Any]:
         for n, h in state["hosts"].items()
         if h["role"] == "master"
     ]
-    agents = [_agent_view(state, n) for n, h in state["hosts"].items() if h["role"] == "agent"]
+    names = [n for n, h in state["hosts"].items() if h["role"] == "agent"]
+    agents = _each(lambda n: _agent_view(state, n), names)
     containers = [
         {
             "name": c["name"],
@@ -827,6 +835,28 @@ def exec_argv(name: str, command: Sequence[str]) -> list[str]:
     if argv and argv[0] == "vxnet":
         argv = [sys.executable, "-m", "vxnet", *argv[1:]]
     return ["nsenter", f"--net={path}", "--", *argv]
+
+
+def log_path(name: str, *, dockerd: bool = False) -> Path:
+    """The log of host ``name``'s vxnet process (or of its dockerd).
+
+    Raises:
+        SandboxError: No sandbox, no such host, or that host has no such log (yet).
+    """
+    state = _need_state()
+    host = _process_host(state, name)
+    if dockerd:
+        record = host.get("docker")
+        if record is None:
+            raise SandboxError(f"{name} runs no dockerd in this sandbox")
+        path = Path(record["base_dir"]) / "dockerd.log"
+    else:
+        if "log" not in host:
+            raise SandboxError(f"{name} was never started (the sandbox is {state['phase']})")
+        path = Path(host["log"])
+    if not path.is_file():
+        raise SandboxError(f"{path} is not there")
+    return path
 
 
 def _lab(state: dict[str, Any]) -> Lab:

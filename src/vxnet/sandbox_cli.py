@@ -163,6 +163,23 @@ def _exec(args: argparse.Namespace) -> int:
     return EXIT_FAILED
 
 
+def _logs(args: argparse.Namespace) -> int:
+    from vxnet.sandbox import SandboxError, log_path
+
+    try:
+        path = log_path(args.name, dockerd=args.dockerd)
+    except SandboxError as exc:
+        print(f"vxnet sandbox logs: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    argv = ["tail", "-n", str(args.lines), *(["-f"] if args.follow else []), str(path)]
+    sys.stdout.flush()
+    try:
+        os.execvp(argv[0], argv)  # noqa: S606 - tail on the sandbox's own log file
+    except OSError as exc:
+        print(f"vxnet sandbox logs: cannot run tail: {exc.strerror}", file=sys.stderr)
+    return EXIT_FAILED
+
+
 def _kill(args: argparse.Namespace) -> int:
     from vxnet.sandbox import SandboxError, kill
 
@@ -249,6 +266,17 @@ def add_parser(commands: Any) -> None:
     ex.add_argument("name", metavar="NAME", help="host or container")
     ex.add_argument("command", nargs="...", metavar="CMD", help="the command and its arguments")
     ex.set_defaults(func=_exec)
+    lg = actions.add_parser(
+        "logs",
+        help="the end of a host's vxnet log (or its dockerd's)",
+        description="Print the last lines of the log of a host's vxnet master or agent "
+        "(with --dockerd, of its dockerd); --follow keeps printing what is added.",
+    )
+    lg.add_argument("name", metavar="HOST", help="m1, a1, ...")
+    lg.add_argument("-n", "--lines", type=int, default=40, metavar="N", help="lines (default 40)")
+    lg.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
+    lg.add_argument("--dockerd", action="store_true", help="the host's dockerd log instead")
+    lg.set_defaults(func=_logs)
     k = actions.add_parser("kill", help="stop a host's vxnet process (to watch failure handling)")
     k.add_argument("name", metavar="HOST", help="an agent (a1, ...) or a master (m1, ...)")
     k.add_argument(
