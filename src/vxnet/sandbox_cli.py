@@ -143,6 +143,16 @@ def _status(args: argparse.Namespace) -> int:
     return EXIT_OK if healthy else EXIT_FAILED
 
 
+def _replace_process(action: str, argv: list[str]) -> int:
+    """Become ``argv`` (its exit status is then the command's); if it cannot run, say why."""
+    sys.stdout.flush()
+    try:
+        os.execvp(argv[0], argv)  # noqa: S606 - the user's command, or tail on a sandbox log
+    except OSError as exc:
+        print(f"vxnet sandbox {action}: cannot run {argv[0]}: {exc.strerror}", file=sys.stderr)
+    return EXIT_FAILED
+
+
 def _exec(args: argparse.Namespace) -> int:
     from vxnet.sandbox import SandboxError, exec_argv
 
@@ -155,12 +165,7 @@ def _exec(args: argparse.Namespace) -> int:
     except SandboxError as exc:
         print(f"vxnet sandbox exec: {exc}", file=sys.stderr)
         return EXIT_FAILED
-    sys.stdout.flush()
-    try:
-        os.execvp(argv[0], argv)  # noqa: S606 - the user's own command, as given
-    except OSError as exc:
-        print(f"vxnet sandbox exec: cannot run {argv[0]}: {exc.strerror}", file=sys.stderr)
-    return EXIT_FAILED
+    return _replace_process("exec", argv)
 
 
 def _logs(args: argparse.Namespace) -> int:
@@ -172,12 +177,7 @@ def _logs(args: argparse.Namespace) -> int:
         print(f"vxnet sandbox logs: {exc}", file=sys.stderr)
         return EXIT_FAILED
     argv = ["tail", "-n", str(args.lines), *(["-f"] if args.follow else []), str(path)]
-    sys.stdout.flush()
-    try:
-        os.execvp(argv[0], argv)  # noqa: S606 - tail on the sandbox's own log file
-    except OSError as exc:
-        print(f"vxnet sandbox logs: cannot run tail: {exc.strerror}", file=sys.stderr)
-    return EXIT_FAILED
+    return _replace_process("logs", argv)
 
 
 def _kill(args: argparse.Namespace) -> int:
