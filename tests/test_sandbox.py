@@ -270,8 +270,9 @@ def test_up_reach_resolve_kill_start_and_down_leaves_nothing(base: Path) -> None
 
 
 @lab
-def test_down_removes_a_sandbox_whose_up_was_killed(base: Path) -> None:
-    before = snapshot(base)
+def interrupt_up(base: Path, sig: signal.Signals) -> tuple[str, int]:
+    """Start ``up`` (2 agents, no Docker), send ``sig`` once its agents are starting; what it
+    wrote on stderr and its exit status."""
     env = {**os.environ, "VXNET_SANDBOX_DIR": str(base)}
     argv = [sys.executable, "-m", "vxnet", "sandbox", "up", "--agents", "2", "--no-docker"]
     up = subprocess.Popen(
@@ -285,10 +286,19 @@ def test_down_removes_a_sandbox_whose_up_was_killed(base: Path) -> None:
             if "waiting for every agent" in line:
                 break
     finally:
-        up.send_signal(signal.SIGKILL)
-        up.wait(timeout=10)
+        up.send_signal(sig)
+        seen.append(up.stderr.read())
+        up.wait(timeout=60)
         up.stderr.close()
-    assert any("waiting for every agent" in line for line in seen), "".join(seen)
+    said = "".join(seen)
+    assert "waiting for every agent" in said, said
+    return said, up.returncode
+
+
+@lab
+def test_down_removes_a_sandbox_whose_up_was_killed(base: Path) -> None:
+    before = snapshot(base)
+    interrupt_up(base, signal.SIGKILL)
     state = read_state(base)
     assert state["phase"] == "building"
     assert len(sandbox_processes(base)) >= 3, "the master and agents outlive up"
@@ -302,6 +312,20 @@ def test_down_removes_a_sandbox_whose_up_was_killed(base: Path) -> None:
     assert f"removed lab {prefix}" in down.stdout
     assert sandbox_processes(base) == []
     assert snapshot(base) == before
+
+
+@lab
+def test_an_interrupted_up_removes_what_it_built(base: Path) -> None:
+    before = snapshot(base)
+    said, status = interrupt_up(base, signal.SIGINT)
+    assert status == 130, said
+    assert "interrupted; the sandbox was removed again; its logs are in /tmp/" in said
+    kept = Path(said.split("its logs are in ")[1].split()[0])
+    assert (kept / "a1.log").is_file()
+    shutil.rmtree(kept)
+    assert sandbox_processes(base) == []
+    assert snapshot(base) == before
+    assert not base.exists()
 
 
 # --- the README's first command -----------------------------------------------------------------

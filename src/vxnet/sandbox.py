@@ -46,6 +46,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "SandboxError",
+    "SandboxInterrupted",
     "Spec",
     "down",
     "exec_argv",
@@ -78,6 +79,10 @@ MAX_AGENTS = 20
 
 class SandboxError(Exception):
     """A sandbox command failed; the message says what and what to do."""
+
+
+class SandboxInterrupted(SandboxError):
+    """``up`` was interrupted (Ctrl-C) and removed what it had built."""
 
 
 def sandbox_dir() -> Path:
@@ -347,51 +352,60 @@ def up(
     steps = 8 if use_docker else 7
     progress = Progress(progress_out, steps)
     progress.step("checking prerequisites")
-    with _locked(base):
-        existing = load_state(base)
-        if existing is not None:
-            raise SandboxError(
-                f"a sandbox exists already ({existing.get('phase', '?')}, "
-                f"{len(existing['hosts'])} hosts, in {base}): `vxnet sandbox status` shows it, "
-                "`vxnet sandbox down` removes it"
-            )
-        for leftover in OWN_DIRS:
-            shutil.rmtree(base / leftover, ignore_errors=True)
-        names = [f"m{i + 1}" for i in range(spec.masters)]
-        names += [f"a{i + 1}" for i in range(spec.agents)]
-        state: dict[str, Any] = {
-            "version": 1,
-            "phase": "building",
-            "created": time.time(),
-            "spec": {
-                "masters": spec.masters,
-                "agents": spec.agents,
-                "ipv6": spec.ipv6,
-                "docker": use_docker,
-            },
-            "lab": None,
-            "hosts": {
-                n: {"role": "master" if n.startswith("m") else "agent", "pid": None} for n in names
-            },
-            "containers": [],
-        }
-        _save(base, state)
-        try:
-            _build(base, state, spec, use_docker, progress)
-        except BaseException as exc:
-            progress.finish()
-            kept = _keep_logs(base)
-            with contextlib.suppress(Exception):
-                _teardown(base, state)
-            if isinstance(exc, SandboxError | LabError | TimeoutError | OSError):
+    try:
+        with _locked(base):
+            existing = load_state(base)
+            if existing is not None:
                 raise SandboxError(
-                    f"{exc}\nthe sandbox was removed again; its logs are in {kept}"
-                ) from exc
-            raise
-        progress.finish()
-        state["phase"] = "up"
-        state["ready_s"] = round(progress.elapsed(), 1)
-        _save(base, state)
+                    f"a sandbox exists already ({existing.get('phase', '?')}, "
+                    f"{len(existing['hosts'])} hosts, in {base}): `vxnet sandbox status` shows it, "
+                    "`vxnet sandbox down` removes it"
+                )
+            for leftover in OWN_DIRS:
+                shutil.rmtree(base / leftover, ignore_errors=True)
+            names = [f"m{i + 1}" for i in range(spec.masters)]
+            names += [f"a{i + 1}" for i in range(spec.agents)]
+            state: dict[str, Any] = {
+                "version": 1,
+                "phase": "building",
+                "created": time.time(),
+                "spec": {
+                    "masters": spec.masters,
+                    "agents": spec.agents,
+                    "ipv6": spec.ipv6,
+                    "docker": use_docker,
+                },
+                "lab": None,
+                "hosts": {
+                    n: {"role": "master" if n.startswith("m") else "agent", "pid": None}
+                    for n in names
+                },
+                "containers": [],
+            }
+            _save(base, state)
+            try:
+                _build(base, state, spec, use_docker, progress)
+            except BaseException as exc:
+                progress.finish()
+                kept = _keep_logs(base)
+                with contextlib.suppress(Exception):
+                    _teardown(base, state)
+                if isinstance(exc, KeyboardInterrupt):
+                    raise SandboxInterrupted(
+                        f"interrupted; the sandbox was removed again; its logs are in {kept}"
+                    ) from exc
+                if isinstance(exc, SandboxError | LabError | TimeoutError | OSError):
+                    raise SandboxError(
+                        f"{exc}\nthe sandbox was removed again; its logs are in {kept}"
+                    ) from exc
+                raise
+            progress.finish()
+            state["phase"] = "up"
+            state["ready_s"] = round(progress.elapsed(), 1)
+            _save(base, state)
+    except BaseException:
+        _tidy(base)
+        raise
     return summary(state, program)
 
 
@@ -997,13 +1011,20 @@ def down() -> list[str]:
         except SandboxError:
             state = None  # damaged: the lab is found by its keeper
         done = _teardown(base, state)
+    _tidy(base)
+    return done
+
+
+def _tidy(base: Path) -> None:
+    """Remove the lock and the directories the sandbox made, once no sandbox is in them."""
+    if (base / STATE_FILE).exists():
+        return
     with contextlib.suppress(OSError):
         (base / "lock").unlink()
         base.rmdir()
     for made in (LAB_ROOT, LAB_ROOT.parent):  # when empty: labs of running tests keep them
         with contextlib.suppress(OSError):
             made.rmdir()
-    return done
 
 
 def _kept_labs(base: Path) -> list[int]:

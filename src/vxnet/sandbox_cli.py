@@ -17,6 +17,7 @@ __all__ = ["add_parser"]
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_MISSING = 2
+EXIT_INTERRUPTED = 130
 
 
 def program() -> str:
@@ -102,7 +103,7 @@ def print_summary(s: dict[str, Any], *, title: str) -> None:
 
 
 def _up(args: argparse.Namespace) -> int:
-    from vxnet.sandbox import SandboxError, Spec, missing_prerequisites, up
+    from vxnet.sandbox import SandboxError, SandboxInterrupted, Spec, missing_prerequisites, up
 
     spec = Spec(masters=args.masters, agents=args.agents, ipv6=args.ipv6, docker=args.docker)
     try:
@@ -115,7 +116,7 @@ def _up(args: argparse.Namespace) -> int:
         result = up(spec, progress_out=None if args.quiet else sys.stderr, program=program())
     except SandboxError as exc:
         print(f"vxnet sandbox up: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+        return EXIT_INTERRUPTED if isinstance(exc, SandboxInterrupted) else EXIT_FAILED
     if args.json:
         print(json.dumps(result, indent=1))
     elif not args.quiet:
