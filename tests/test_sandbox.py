@@ -270,6 +270,34 @@ def test_up_reach_resolve_kill_start_and_down_leaves_nothing(base: Path) -> None
 
 
 @lab
+@lab
+def test_a_dual_stack_sandbox_with_three_masters(base: Path) -> None:
+    up = vxnet(base, "sandbox", "up", "--agents", "2", "--masters", "3", "--ipv6", "--json")
+    summary = json.loads(up.stdout)
+    assert [m["process"] for m in summary["masters"]] == ["running"] * 3
+    state = read_state(base)
+    assert all(c["ip6"] for c in state["containers"]), state["containers"]
+    assert pings(base, state) == []  # both families: IPv6 pairs are in it
+    six = {c["ip6"] for c in state["containers"] if c["task"] == "web"}
+    name = "web.marathon.containerip.dcos.thisdcos.directory"
+    assert answers(base, "a2", name, "AAAA") == six
+    # the masters' log has a leader, and stays usable with one master down
+    m2 = str(base / "hosts" / "m2.toml")
+    assert "coordinator" in exec_in(base, "m2", "vxnet", "log", "status", "-c", m2).stdout
+    vxnet(base, "sandbox", "kill", "m1")
+    wait(
+        "a coordinator among m2 and m3",
+        lambda: "coordinator" in exec_in(base, "m2", "vxnet", "log", "status", "-c", m2).stdout,
+        15,
+    )
+    m1, m2_api = state["hosts"]["m1"]["address"], f"{state['hosts']['m2']['address']}:61080"
+    state_after = exec_in(base, "a1", "vxnet", "master", "state", "--api", m2_api)
+    said = state_after.stdout + state_after.stderr
+    leaders = [line for line in state_after.stdout.splitlines() if line.startswith("leader: ")]
+    assert len(leaders) == 1, said
+    assert f"//{m1}:" not in leaders[0], said
+
+
 def interrupt_up(base: Path, sig: signal.Signals) -> tuple[str, int]:
     """Start ``up`` (2 agents, no Docker), send ``sig`` once its agents are starting; what it
     wrote on stderr and its exit status."""
