@@ -51,6 +51,7 @@ __all__ = [
     "list_labs",
     "namespace_pids",
     "proc_start_time",
+    "process_alive",
     "stop_pids",
 ]
 
@@ -98,7 +99,7 @@ def proc_start_time(pid: int) -> int | None:
     return None if stat is None else stat[1]
 
 
-def _alive(pid: int, start: int | None) -> bool:
+def process_alive(pid: int, start: int | None) -> bool:
     """Whether ``pid`` runs (a zombie does not) and is the process that started at ``start``."""
     stat = _proc_stat(pid)
     return stat is not None and stat[0] != "Z" and (start is None or stat[1] == start)
@@ -140,14 +141,14 @@ def stop_pids(
     """
     starts = {pid: proc_start_time(pid) for pid in pids} if starts is None else starts
     for sig in (signal.SIGTERM, signal.SIGKILL):
-        running = [pid for pid in pids if _alive(pid, starts[pid])]
+        running = [pid for pid in pids if process_alive(pid, starts[pid])]
         for pid in running:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)
         deadline = time.monotonic() + grace
         while running and time.monotonic() < deadline:
             time.sleep(0.02)
-            running = [pid for pid in running if _alive(pid, starts[pid])]
+            running = [pid for pid in running if process_alive(pid, starts[pid])]
         if not running:
             return
 
@@ -253,7 +254,7 @@ class LabInfo:
 
     @property
     def owner_alive(self) -> bool:
-        return _alive(self.owner_pid, self.owner_start)
+        return process_alive(self.owner_pid, self.owner_start)
 
     @property
     def kept(self) -> bool:

@@ -35,7 +35,15 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 from vxnet.config import DnsSettings, NetworkConfig
-from vxnet.lab import LAB_ROOT, Lab, LabError, list_labs, proc_start_time, stop_pids
+from vxnet.lab import (
+    LAB_ROOT,
+    Lab,
+    LabError,
+    list_labs,
+    proc_start_time,
+    process_alive,
+    stop_pids,
+)
 from vxnet.labcluster import MASTER_PORT, LabCluster, dual_stack_network
 
 if TYPE_CHECKING:
@@ -221,14 +229,7 @@ def _locked(base: Path) -> Iterator[None]:
 
 
 def _alive(pid: int | None, start: int | None) -> bool:
-    if pid is None:
-        return False
-    stat = proc_start_time(pid)
-    if stat is None or (start is not None and stat != start):
-        return False
-    with contextlib.suppress(OSError):
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    return False
+    return pid is not None and process_alive(pid, start)
 
 
 # --- progress -----------------------------------------------------------------------------------
