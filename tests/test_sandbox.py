@@ -189,6 +189,59 @@ def test_bad_sizes_and_no_sandbox_are_clear_errors(tmp_path: Path) -> None:
     assert not (tmp_path / "sandbox.json").exists()
 
 
+def test_a_sandbox_whose_lab_is_gone_says_so_and_down_clears_it(tmp_path: Path) -> None:
+    """As after a reboot with the sandbox's directory on disk: namespaces and slot are gone."""
+    prefix = f"vxl-250-{secrets.token_hex(3)}"
+    state = {
+        "version": 1,
+        "phase": "up",
+        "spec": {"masters": 1, "agents": 2, "ipv6": False, "docker": True},
+        "lab": {"slot": 250, "prefix": prefix, "subnet": "198.18.250.0/24"},
+        "hosts": {
+            "a1": {
+                "role": "agent",
+                "pid": None,
+                "netns": f"{prefix}-a1",
+                "config": str(tmp_path / "hosts" / "a1.toml"),
+                "log": str(tmp_path / "hosts" / "a1.log"),
+                "docker": {"socket": str(tmp_path / "nothing.sock")},
+            }
+        },
+        "containers": [
+            {
+                "name": "a1-web",
+                "host": "a1",
+                "kind": "cni",
+                "task": "web",
+                "ip": "9.0.0.2",
+                "netns": f"{prefix}-a1-web",
+            },
+            {
+                "name": "a1-db",
+                "host": "a1",
+                "kind": "docker",
+                "task": "db",
+                "ip": "9.0.0.130",
+                "id": "0123",
+            },
+        ],
+    }
+    (tmp_path / "sandbox.json").write_text(json.dumps(state))
+    (tmp_path / "hosts").mkdir()
+    gone = "is gone (after a reboot?): `vxnet sandbox down`, then `vxnet sandbox up`"
+    for name in ("a1", "a1-web"):
+        result = vxnet(tmp_path, "sandbox", "exec", name, "true", check=False)
+        assert result.returncode == 1
+        assert gone in result.stderr, result.stderr
+    docker = vxnet(tmp_path, "sandbox", "exec", "a1-db", "true", check=False)
+    assert "a1's dockerd does not answer" in docker.stderr, docker.stderr
+    start = vxnet(tmp_path, "sandbox", "start", "a1", check=False)
+    assert "the sandbox's lab is gone (after a reboot?)" in start.stderr, start.stderr
+    down = vxnet(tmp_path, "sandbox", "down")
+    assert f"removed the sandbox's files in {tmp_path}" in down.stdout
+    assert not tmp_path.exists()
+
+
 # --- a sandbox ----------------------------------------------------------------------------------
 
 

@@ -641,11 +641,19 @@ def _wait_dns(cluster: LabCluster, state: dict[str, Any], progress: Progress) ->
 def _netns_of(state: dict[str, Any], container: dict[str, Any]) -> str:
     """The network namespace file of a sandbox container."""
     if container["kind"] == "cni":
-        return f"/run/netns/{container['netns']}"
+        path = f"/run/netns/{container['netns']}"
+        if not Path(path).exists():
+            raise SandboxError(f"container {container['name']}'s namespace {path} is gone {GONE}")
+        return path
     import trio
 
+    from vxnet.overlay._docker import DockerError
+
     docker = _docker_client(state, container["host"])
-    info = trio.run(docker.container, container["id"])
+    try:
+        info = trio.run(docker.container, container["id"])
+    except (DockerError, OSError) as exc:
+        raise SandboxError(f"{container['host']}'s dockerd does not answer ({exc})") from exc
     pid = 0 if info is None else int(info["State"].get("Pid") or 0)
     if not pid:
         raise SandboxError(f"Docker container {container['name']} is not running")
@@ -841,6 +849,8 @@ def exec_argv(name: str, command: Sequence[str]) -> list[str]:
         if netns is None:
             raise SandboxError(f"host {name} was not built (the sandbox is {state['phase']})")
         path = f"/run/netns/{netns}"
+        if not Path(path).exists():
+            raise SandboxError(f"host {name}'s network namespace {path} is gone {GONE}")
     else:
         container = next((c for c in state["containers"] if c["name"] == name), None)
         if container is None:
@@ -874,10 +884,16 @@ def log_path(name: str, *, dockerd: bool = False) -> Path:
     return path
 
 
+GONE = "(after a reboot?): `vxnet sandbox down`, then `vxnet sandbox up`"
+
+
 def _lab(state: dict[str, Any]) -> Lab:
     if state.get("lab") is None:
         raise SandboxError("the sandbox has no lab yet (its `up` did not get that far)")
-    return Lab.reopen(int(state["lab"]["slot"]))
+    try:
+        return Lab.reopen(int(state["lab"]["slot"]))
+    except LabError as exc:
+        raise SandboxError(f"the sandbox's lab is gone {GONE} ({exc})") from exc
 
 
 def _process_host(state: dict[str, Any], name: str) -> dict[str, Any]:
