@@ -273,6 +273,10 @@ def test_up_reach_resolve_kill_start_and_down_leaves_nothing(base: Path) -> None
             name = f"{task}.marathon.containerip.dcos.thisdcos.directory"
             assert answers(base, host, name) == ips, (host, name)
 
+    ok = vxnet(base, "sandbox", "check")
+    assert "reachability: 30 of 30 pings answered" in ok.stdout, ok.stdout
+    assert "names: 12 of 12 answers as expected (a1, a2, a3)" in ok.stdout, ok.stdout
+
     # kill an agent: the others drop its routes and its names, the rest keeps working
     a2_web = next(c for c in state["containers"] if c["name"] == "a2-web")
     a2_subnet = next(s for s in routes_via_vtep(base, "a1") if a2_web["ip"].startswith(s[:5]))
@@ -295,6 +299,18 @@ def test_up_reach_resolve_kill_start_and_down_leaves_nothing(base: Path) -> None
     a3_web = next(c for c in state["containers"] if c["name"] == "a3-web")
     assert exec_in(base, "a1-web", "ping", "-c", "1", "-W", "2", a3_web["ip"]).returncode == 0
     assert vxnet(base, "sandbox", "kill", "a2", check=False).returncode == 1
+    looked = vxnet(base, "sandbox", "check", "--json", check=False)
+    assert looked.returncode == 1
+    result = json.loads(looked.stdout)
+    assert {"from": "a1-web", "to": "a2-web"}.items() <= next(
+        u for u in result["unreachable"] if u["from"] == "a1-web" and u["to"] == "a2-web"
+    ).items()
+    assert all("a2" in (u["from"][:2], u["to"][:2]) for u in result["unreachable"])
+    assert result["agents_asked"] == ["a1", "a3"]
+    missing = {
+        ip for w in result["wrong_answers"] for ip in w["expected"] if ip not in w["answered"]
+    }
+    assert a2_web["ip"] in missing
 
     started = vxnet(base, "sandbox", "start", "a2")
     assert "vxnet agent started" in started.stdout
@@ -306,6 +322,11 @@ def test_up_reach_resolve_kill_start_and_down_leaves_nothing(base: Path) -> None
     )
     wait("a2-web back in the DNS answers", lambda: a2_web["ip"] in answers(base, "a3", web), 30)
     assert vxnet(base, "sandbox", "status").returncode == 0
+    wait(
+        "check to pass again",
+        lambda: vxnet(base, "sandbox", "check", check=False).returncode == 0,
+        30,
+    )
     log = vxnet(base, "sandbox", "logs", "a2", "-n", "200").stdout
     assert "agent a2: gossip on" in log
     assert "allocation from the masters" in log

@@ -56,6 +56,7 @@ __all__ = [
     "SandboxError",
     "SandboxInterrupted",
     "Spec",
+    "check",
     "down",
     "exec_argv",
     "kill",
@@ -660,36 +661,57 @@ def _netns_of(state: dict[str, Any], container: dict[str, Any]) -> str:
     return f"/proc/{pid}/ns/net"
 
 
-def _check_reachability(state: dict[str, Any], progress: Progress) -> int:
-    """Ping every container from every other (IPv4, and IPv6 where both have it)."""
-    containers = state["containers"]
-    paths = {c["name"]: _netns_of(state, c) for c in containers}
-    pairs = []
-    for src in containers:
-        for dst in containers:
-            if src is dst:
-                continue
-            for key in ("ip", "ip6"):
-                if src.get(key) and dst.get(key):
-                    pairs.append((src["name"], dst["name"], dst[key]))
-    pending = list(pairs)
-    deadline = time.monotonic() + PING_TIMEOUT
+Pair = tuple[str, str, str]  # source container, destination container, destination address
 
-    def ping(pair: tuple[str, str, str]) -> str | None:
-        """None when ``pair``'s ping is answered, else what ping said last."""
-        argv = ["nsenter", f"--net={paths[pair[0]]}", "--", "ping", "-c", "1", "-W", "2", pair[2]]
+
+def _pairs(state: dict[str, Any]) -> list[Pair]:
+    """Every ordered pair of containers, once per address family both have."""
+    containers = state["containers"]
+    return [
+        (src["name"], dst["name"], dst[key])
+        for src in containers
+        for dst in containers
+        if src is not dst
+        for key in ("ip", "ip6")
+        if src.get(key) and dst.get(key)
+    ]
+
+
+def _ping_all(state: dict[str, Any], pairs: list[Pair], pool: Any) -> list[str | None]:
+    """One ping per pair, several at once: None where answered, else what went wrong."""
+    paths: dict[str, str | SandboxError] = {}
+    for c in state["containers"]:
+        try:
+            paths[c["name"]] = _netns_of(state, c)
+        except SandboxError as exc:
+            paths[c["name"]] = exc
+
+    def ping(pair: Pair) -> str | None:
+        path = paths[pair[0]]
+        if isinstance(path, SandboxError):
+            return str(path)
+        argv = ["nsenter", f"--net={path}", "--", "ping", "-c", "1", "-W", "2", pair[2]]
         out = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
         return None if out.returncode == 0 else (out.stdout + out.stderr).strip()[-120:]
 
+    return list(pool.map(ping, pairs))
+
+
+def _check_reachability(state: dict[str, Any], progress: Progress) -> int:
+    """Ping every container from every other (IPv4, and IPv6 where both have it) until every
+    pair answers; how many pairs."""
+    pairs = _pairs(state)
+    pending = list(pairs)
+    deadline = time.monotonic() + PING_TIMEOUT
     with concurrent.futures.ThreadPoolExecutor(PING_WORKERS) as pool:
         while pending:
-            failed: list[str] = []
-            still = []
-            for pair, said in zip(pending, pool.map(ping, pending), strict=True):
-                if said is not None:
-                    still.append(pair)
-                    failed.append(f"{pair[0]} -> {pair[1]} ({pair[2]}): {said}")
-            pending = still
+            results = _ping_all(state, pending, pool)
+            failed = [
+                f"{p[0]} -> {p[1]} ({p[2]}): {said}"
+                for p, said in zip(pending, results, strict=True)
+                if said is not None
+            ]
+            pending = [p for p, said in zip(pending, results, strict=True) if said is not None]
             progress.count(len(pairs) - len(pending), len(pairs), "pairs")
             if pending and time.monotonic() > deadline:
                 raise SandboxError(
@@ -699,6 +721,53 @@ def _check_reachability(state: dict[str, Any], progress: Progress) -> int:
             if pending:
                 time.sleep(0.5)
     return len(pairs)
+
+
+def check() -> dict[str, Any]:
+    """Look once, now: does every container reach every other, and does every running agent
+    answer every name as the sandbox's containers say it should? What failed, as JSON values.
+
+    Raises:
+        SandboxError: No sandbox, or it is not up.
+    """
+    state = _need_state()
+    if state.get("phase") != "up":
+        raise SandboxError(f"the sandbox is not up ({state.get('phase')})")
+    pairs = _pairs(state)
+    with concurrent.futures.ThreadPoolExecutor(PING_WORKERS) as pool:
+        results = _ping_all(state, pairs, pool)
+    unreachable = [
+        {"from": p[0], "to": p[1], "address": p[2], "said": said}
+        for p, said in zip(pairs, results, strict=True)
+        if said is not None
+    ]
+    want = expected_names(state)
+    agents = [
+        n
+        for n, h in state["hosts"].items()
+        if h["role"] == "agent" and _process_state(h) == "running"
+    ]
+    answers = _each(lambda n: resolve(state["hosts"][n]["netns"], list(want)), agents)
+    wrong = [
+        {
+            "agent": agent,
+            "name": name,
+            "type": rtype,
+            "answered": sorted(got[(name, rtype)]),
+            "expected": sorted(addresses),
+        }
+        for agent, got in zip(agents, answers, strict=True)
+        for (name, rtype), addresses in want.items()
+        if got[(name, rtype)] != addresses
+    ]
+    return {
+        "pairs": len(pairs),
+        "unreachable": unreachable,
+        "agents_asked": agents,
+        "names": len(want) * len(agents),
+        "wrong_answers": wrong,
+        "ok": not unreachable and not wrong,
+    }
 
 
 # --- summary and status -------------------------------------------------------------------------

@@ -144,6 +144,41 @@ def _status(args: argparse.Namespace) -> int:
     return EXIT_OK if healthy else EXIT_FAILED
 
 
+def _check(args: argparse.Namespace) -> int:
+    from vxnet.sandbox import SandboxError, check
+
+    try:
+        result = check()
+    except SandboxError as exc:
+        print(f"vxnet sandbox check: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    if args.json:
+        print(json.dumps(result, indent=1))
+        return EXIT_OK if result["ok"] else EXIT_FAILED
+    bad = result["unreachable"]
+    print(f"reachability: {result['pairs'] - len(bad)} of {result['pairs']} pings answered")
+    for u in bad:
+        print(f"  {u['from']} -> {u['to']} ({u['address']}): {u['said'].splitlines()[-1]}")
+    wrong = result["wrong_answers"]
+    asked = ", ".join(result["agents_asked"]) or "none running"
+    print(
+        f"names: {result['names'] - len(wrong)} of {result['names']} answers as expected ({asked})"
+    )
+    for w in wrong:
+        missing = sorted(set(w["expected"]) - set(w["answered"]))
+        extra = sorted(set(w["answered"]) - set(w["expected"]))
+        what = "; ".join(
+            x
+            for x in (
+                f"missing {' '.join(missing)}" if missing else "",
+                f"not expected {' '.join(extra)}" if extra else "",
+            )
+            if x
+        )
+        print(f"  {w['agent']}: {w['name']} {w['type']}: {what}")
+    return EXIT_OK if result["ok"] else EXIT_FAILED
+
+
 def _replace_process(action: str, argv: list[str]) -> int:
     """Become ``argv`` (its exit status is then the command's); if it cannot run, say why."""
     sys.stdout.flush()
@@ -258,6 +293,15 @@ def add_parser(commands: Any) -> None:
     st = actions.add_parser("status", help="what runs, what the kernel holds, the containers")
     st.add_argument("--json", action="store_true", help="print JSON")
     st.set_defaults(func=_status)
+    ch = actions.add_parser(
+        "check",
+        help="ping every container pair and ask every agent every name, once, now",
+        description="Look once: does every container reach every other, and does every "
+        "running agent answer every name as the sandbox's containers say it should? Exit "
+        "status 1 when something failed (say, after `kill a2` and its grace).",
+    )
+    ch.add_argument("--json", action="store_true", help="print JSON")
+    ch.set_defaults(func=_check)
     ex = actions.add_parser(
         "exec",
         help="run a command in a host or container (vxnet sandbox exec a1 ip route)",
