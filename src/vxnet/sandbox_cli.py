@@ -38,6 +38,14 @@ def _table(header: list[str], rows: list[list[str]]) -> None:
     print_table(header, rows)
 
 
+def _said(action: str, exc: Exception) -> int:
+    """Say why ``vxnet sandbox <action>`` failed; its exit status (130 for an interrupted up)."""
+    from vxnet.sandbox import SandboxInterrupted
+
+    print(f"vxnet sandbox {action}: {exc}", file=sys.stderr)
+    return EXIT_INTERRUPTED if isinstance(exc, SandboxInterrupted) else EXIT_FAILED
+
+
 def print_summary(s: dict[str, Any], *, title: str) -> None:
     """The sandbox as text: masters, agents, containers, and what to try."""
     lab = s.get("lab") or {}
@@ -103,7 +111,7 @@ def print_summary(s: dict[str, Any], *, title: str) -> None:
 
 
 def _up(args: argparse.Namespace) -> int:
-    from vxnet.sandbox import SandboxError, SandboxInterrupted, Spec, missing_prerequisites, up
+    from vxnet.sandbox import SandboxError, Spec, missing_prerequisites, up
 
     spec = Spec(masters=args.masters, agents=args.agents, ipv6=args.ipv6, docker=args.docker)
     try:
@@ -115,8 +123,7 @@ def _up(args: argparse.Namespace) -> int:
             return EXIT_MISSING
         result = up(spec, progress_out=None if args.quiet else sys.stderr, program=program())
     except SandboxError as exc:
-        print(f"vxnet sandbox up: {exc}", file=sys.stderr)
-        return EXIT_INTERRUPTED if isinstance(exc, SandboxInterrupted) else EXIT_FAILED
+        return _said("up", exc)
     if args.json:
         print(json.dumps(result, indent=1))
     elif not args.quiet:
@@ -130,8 +137,7 @@ def _status(args: argparse.Namespace) -> int:
     try:
         result = status(program())
     except SandboxError as exc:
-        print(f"vxnet sandbox status: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+        return _said("status", exc)
     if args.json:
         print(json.dumps(result, indent=1))
     else:
@@ -150,8 +156,7 @@ def _check(args: argparse.Namespace) -> int:
     try:
         result = check()
     except SandboxError as exc:
-        print(f"vxnet sandbox check: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+        return _said("check", exc)
     if args.json:
         print(json.dumps(result, indent=1))
         return EXIT_OK if result["ok"] else EXIT_FAILED
@@ -199,8 +204,7 @@ def _exec(args: argparse.Namespace) -> int:
     try:
         argv = exec_argv(args.name, command)
     except SandboxError as exc:
-        print(f"vxnet sandbox exec: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+        return _said("exec", exc)
     return _replace_process("exec", argv)
 
 
@@ -210,8 +214,7 @@ def _logs(args: argparse.Namespace) -> int:
     try:
         path = log_path(args.name, dockerd=args.dockerd)
     except SandboxError as exc:
-        print(f"vxnet sandbox logs: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+        return _said("logs", exc)
     argv = ["tail", "-n", str(args.lines), *(["-f"] if args.follow else []), str(path)]
     return _replace_process("logs", argv)
 
@@ -222,8 +225,7 @@ def _kill(args: argparse.Namespace) -> int:
     try:
         print(kill(args.name, sig=signal.Signals[f"SIG{args.signal}"]))
     except SandboxError as exc:
-        print(f"vxnet sandbox kill: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+        return _said("kill", exc)
     return EXIT_OK
 
 
@@ -233,8 +235,7 @@ def _start(args: argparse.Namespace) -> int:
     try:
         print(start(args.name))
     except SandboxError as exc:
-        print(f"vxnet sandbox start: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+        return _said("start", exc)
     return EXIT_OK
 
 
@@ -244,8 +245,7 @@ def _down(args: argparse.Namespace) -> int:
     try:
         done = down()
     except SandboxError as exc:
-        print(f"vxnet sandbox down: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+        return _said("down", exc)
     if not args.quiet:
         for line in done or ["no sandbox is up: nothing to remove"]:
             print(line)
