@@ -226,7 +226,12 @@ def test_serf_joins_vxnet_and_lists_it_with_tags(cluster: Cluster, encrypt: bool
     )
     assert vxnet_status(cluster, a_url, "serf-1") == "alive"
     serf_log = (cluster.tmp / "serf-1.log").read_text()
-    assert "[ERR]" not in serf_log, serf_log
+    # Protocol errors only: the agent's IPC may fail to stream a late query ack to `serf query`,
+    # which has already gone after its 1 s timeout (a client-side race, not the wire's).
+    errors = [
+        line for line in serf_log.splitlines() if "[ERR]" in line and "agent.ipc:" not in line
+    ]
+    assert errors == [], serf_log
     # The operator's view, from the vxnet command.
     api = a_url.removeprefix("http://")
     table = subprocess.run(
