@@ -20,6 +20,7 @@ __all__ = ["main"]
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
+AGENT_API = "127.0.0.1:62080"  # agent.listen's default
 
 
 def _config_check(args: argparse.Namespace) -> int:
@@ -614,6 +615,16 @@ def _lab_cleanup(args: argparse.Namespace) -> int:
     return EXIT_FAILED if any(line.startswith("could not") for line in report) else EXIT_OK
 
 
+def _add_agent_api(parser: argparse.ArgumentParser) -> None:
+    """The ``--api`` option of the commands that ask a running agent."""
+    parser.add_argument(
+        "--api",
+        default=AGENT_API,
+        metavar="HOST:PORT",
+        help=f"the agent's API address (its agent.listen; default {AGENT_API})",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``vxnet`` (exposed for tests and documentation)."""
     parser = argparse.ArgumentParser(
@@ -665,12 +676,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="list the cluster's members as a running agent sees them",
         description="List members (name, address, status, tags) from a running agent's API.",
     )
-    members.add_argument(
-        "--api",
-        default="127.0.0.1:62080",
-        metavar="HOST:PORT",
-        help="the agent's API address (its agent.listen; default 127.0.0.1:62080)",
-    )
+    _add_agent_api(members)
     members.add_argument("--json", action="store_true", help="print JSON")
     members.set_defaults(func=_members)
 
@@ -679,12 +685,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="read and write the replicated store through a running agent",
         description="Read and write the replicated store through a running agent's API.",
     )
-    store.add_argument(
-        "--api",
-        default="127.0.0.1:62080",
-        metavar="HOST:PORT",
-        help="the agent's API address (default 127.0.0.1:62080)",
-    )
+    _add_agent_api(store)
     store_cmds = store.add_subparsers(
         title="store commands", dest="action", metavar="ACTION", required=True
     )
@@ -740,12 +741,7 @@ def build_parser() -> argparse.ArgumentParser:
         "counters, and every route, neighbour and FDB entry vxnet owns with whether it "
         "matches the desired state.",
     )
-    ostatus.add_argument(
-        "--api",
-        default="127.0.0.1:62080",
-        metavar="HOST:PORT",
-        help="the agent's API address (its agent.listen; default 127.0.0.1:62080)",
-    )
+    _add_agent_api(ostatus)
     ostatus.add_argument("--json", action="store_true", help="print JSON")
     ostatus.set_defaults(func=_overlay_status)
     ousage = overlay_cmds.add_parser(
@@ -754,9 +750,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Print, for every live agent, network and half (cni, docker), how many "
         "container addresses are allocated and free, and which agents are close to exhaustion.",
     )
-    ousage.add_argument(
-        "--api", default="127.0.0.1:62080", metavar="HOST:PORT", help="the agent's API address"
-    )
+    _add_agent_api(ousage)
     ousage.add_argument("--json", action="store_true", help="print JSON")
     ousage.set_defaults(func=_overlay_usage)
 
@@ -765,9 +759,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="list the cluster's tasks (containers with their names and addresses)",
         description="List every live task record of the cluster, as a running agent sees it.",
     )
-    tasks.add_argument(
-        "--api", default="127.0.0.1:62080", metavar="HOST:PORT", help="the agent's API address"
-    )
+    _add_agent_api(tasks)
     tasks.add_argument("--json", action="store_true", help="print JSON")
     tasks.set_defaults(func=_tasks)
 
