@@ -6,10 +6,12 @@ a subnet per network, so every one is written to the log), over one keep-alive H
 connection to the leader. Figures: registrations per second, p50 and p99 latency, at 1 and 64
 concurrent clients. Failover: with 8 clients registering, SIGKILL the leader and time from the
 kill to the first registration sent after it that succeeds (clients give up on a request after
-0.25 s and try the next master). Targets: at least 1,000 registrations per second at 64 clients;
-failover under 3 s.
+0.25 s and try the next master). State reads, on a fresh cluster: ``GET /overlay-master/state``
+one after another on a connection of its own, idle and during a burst of 64 registering clients
+(p50/p99; the state grows from the warm-up's agents to the burst's). Targets: at least 1,000
+registrations per second at 64 clients; failover under 3 s.
 
-    .venv/bin/python benchmarks/master.py [--seconds 5] [--clients 1 64]
+    .venv/bin/python benchmarks/master.py [--seconds 5] [--clients 1 64] [--burst-clients 64]
 """
 
 from __future__ import annotations
@@ -135,6 +137,75 @@ async def load(
     }
 
 
+def percentile_ms(sorted_seconds: list[float], q: float) -> float:
+    """The ``q`` quantile of sorted durations in seconds, in milliseconds (nearest rank)."""
+    i = min(len(sorted_seconds) - 1, int(q * len(sorted_seconds)))
+    return round(sorted_seconds[i] * 1000, 3)
+
+
+async def read_state(m: MasterProcesses, leader: int, stop: trio.Event) -> list[float]:
+    """``GET /overlay-master/state`` from the leader one after another until ``stop``."""
+    latencies: list[float] = []
+    conn = await RawHttp.connect(f"127.0.0.{leader + 1}", m.api_port)
+    try:
+        while not stop.is_set():
+            t0 = time.perf_counter()
+            with trio.fail_after(10):
+                status, answer = await conn.request("GET", "/overlay-master/state")
+            if status != 200:
+                raise RuntimeError(f"GET state: HTTP {status}: {answer[:200]!r}")
+            latencies.append(time.perf_counter() - t0)
+    finally:
+        await conn.aclose()
+    return sorted(latencies)
+
+
+async def agent_count(m: MasterProcesses, leader: int) -> int:
+    conn = await RawHttp.connect(f"127.0.0.{leader + 1}", m.api_port)
+    try:
+        _, answer = await conn.request("GET", "/overlay-master/state")
+    finally:
+        await conn.aclose()
+    return len(json.loads(answer)["agents"])
+
+
+async def state_reads(
+    m: MasterProcesses, leader: int, clients: int, seconds: float, ips: Any
+) -> dict[str, Any]:
+    """State read latency alone, then while ``clients`` register for ``seconds``."""
+    agents_before = await agent_count(m, leader)
+    stop = trio.Event()
+    idle: list[float] = []
+    burst: list[float] = []
+    registered: dict[str, Any] = {}
+
+    async def reader(into: list[float]) -> None:
+        into.extend(await read_state(m, leader, stop))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(reader, idle)
+        await trio.sleep(min(seconds, 2.0))
+        stop.set()
+    stop = trio.Event()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(reader, burst)
+        registered.update(await load(m, leader, clients, seconds, ips))
+        stop.set()
+    return {
+        "burst_clients": clients,
+        "agents_before": agents_before,
+        "agents_after": await agent_count(m, leader),
+        "idle_reads": len(idle),
+        "idle_p50_ms": percentile_ms(idle, 0.5),
+        "idle_p99_ms": percentile_ms(idle, 0.99),
+        "burst_reads": len(burst),
+        "burst_p50_ms": percentile_ms(burst, 0.5),
+        "burst_p99_ms": percentile_ms(burst, 0.99),
+        "burst_max_ms": round(burst[-1] * 1000, 3),
+        "burst_registrations_per_s": registered["per_s"],
+    }
+
+
 async def failover(m: MasterProcesses, ips: Any) -> dict[str, Any]:
     leader = await m.leader()
     killed_at: list[float] = []
@@ -192,6 +263,12 @@ async def bench(args: argparse.Namespace) -> None:
                 emit(metric="registrations", **r)
             f = await failover(m, ips)
             emit(metric="failover", load_clients=FAILOVER_CLIENTS, **f)
+        with MasterProcesses(Path(tmp) / "reads", 3, NETWORK) as m:
+            m.start_all()
+            leader = await m.leader()
+            await load(m, leader, 4, 1.0, ips)  # warm up
+            s = await state_reads(m, leader, args.burst_clients, args.seconds, ips)
+            emit(metric="state_reads", **s)
         per_s = results.get(64, {}).get("per_s")
         emit(
             metric="targets",
@@ -206,6 +283,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=5.0, help="per load run (default 5)")
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 64])
+    parser.add_argument(
+        "--burst-clients", type=int, default=64, help="registering during the state reads"
+    )
     parser.add_argument("--dir", default=None, help="where the data directories go (a disk)")
     trio.run(bench, parser.parse_args())
 
