@@ -60,13 +60,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from vxnet import __version__
-from vxnet.cnirun import CniError, find_plugin_dir
 from vxnet.config import NetworkConfig
-from vxnet.lab import Lab
-from vxnet.labcluster import LabCluster
+from vxnet.sandbox.cluster import LabCluster
+from vxnet.sandbox.cni import CniError, find_plugin_dir
+from vxnet.sandbox.lab import Lab
 
 if TYPE_CHECKING:
-    from vxnet.lab import Namespace
+    from vxnet.sandbox.lab import Namespace
 
 NETWORK = NetworkConfig()  # the default: dcos, 9.0.0.0/8, IPv4 only
 TARGET_RATIO = 0.80

@@ -34,7 +34,7 @@ from typing import Any
 import httpx
 
 from vxnet import __version__
-from vxnet.dnslab import Knot, free_udp_tcp_port
+from vxnet.sandbox.knot import Knot, free_udp_tcp_port
 
 ZONE = "dcos.thisdcos.directory"
 TARGET = 0.9

@@ -27,8 +27,8 @@ from typing import Any
 
 from vxnet import __version__
 from vxnet.config import NetworkConfig
-from vxnet.lab import Lab
-from vxnet.labcluster import LabCluster
+from vxnet.sandbox.cluster import LabCluster
+from vxnet.sandbox.lab import Lab
 
 TARGET_P99 = 1.0
 ZONE = "dcos.thisdcos.directory"

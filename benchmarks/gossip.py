@@ -28,7 +28,7 @@ from vxnet import __version__
 from vxnet.gossip._config import GossipTiming
 from vxnet.gossip._messages import NodeStatus
 from vxnet.gossip._swim import suspicion_timeout
-from vxnet.gossip.sim import SimNetwork
+from vxnet.testing.gossipsim import SimNetwork
 
 QUORUM = 0.9999
 SETTLE = 5.0

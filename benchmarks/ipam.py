@@ -32,10 +32,10 @@ from pathlib import Path
 from typing import Any
 
 from vxnet import __version__
-from vxnet.cnirun import CniError, find_plugin_dir
 from vxnet.config import NetworkConfig
-from vxnet.lab import Lab
-from vxnet.labcluster import LabCluster
+from vxnet.sandbox.cluster import LabCluster
+from vxnet.sandbox.cni import CniError, find_plugin_dir
+from vxnet.sandbox.lab import Lab
 
 TARGET_RATIO = 3.0
 

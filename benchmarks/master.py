@@ -31,7 +31,7 @@ import trio
 
 from _rawhttp import RawHttp  # benchmarks/ is the script's directory
 from vxnet import __version__
-from vxnet.master.logprocs import MasterProcesses
+from vxnet.testing.procs import MasterProcesses
 
 NETWORK = """
 [network]

@@ -1,9 +1,10 @@
 """Programming the overlay into the kernel: 1,000 remote agents, steady state, one more agent.
 
-In a fresh lab namespace (one host of a :class:`vxnet.lab.Lab`) with a VTEP ``vtep1024`` holding
-44.128.0.1/16, an agent learns of ``--agents`` remote agents at once (IPv4 only: per agent one FDB
-entry MAC -> underlay 198.19.x.y, one permanent neighbour 44.128.x.y -> MAC and one onlink route
-9.x.y.0/24 via 44.128.x.y; the underlay addresses are FDB destinations only, no packet is sent).
+In a fresh lab namespace (one host of a :class:`vxnet.sandbox.lab.Lab`) with a VTEP ``vtep1024``
+holding 44.128.0.1/16, an agent learns of ``--agents`` remote agents at once (IPv4 only: per agent
+one FDB entry MAC -> underlay 198.19.x.y, one permanent neighbour 44.128.x.y -> MAC and one onlink
+route 9.x.y.0/24 via 44.128.x.y; the underlay addresses are FDB destinations only, no packet is
+sent).
 A reconcile is: desired state, read the kernel, diff, apply; all through one pyroute2 socket.
 
 Figures (JSON lines, after a ``setup`` line):
@@ -37,10 +38,10 @@ from typing import Any
 import pyroute2
 
 from vxnet import __version__
-from vxnet.lab import Lab
 from vxnet.overlay._diff import apply_ops, diff
 from vxnet.overlay._model import KernelState, RemoteAgent, desired_state
 from vxnet.overlay._netlink import Kernel
+from vxnet.sandbox.lab import Lab
 
 DEV = "vtep1024"
 VNI = 1024

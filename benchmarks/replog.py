@@ -3,7 +3,7 @@
 Three vxnet log replicas (``vxnet log serve``, SQLite WAL with synchronous=FULL) and, in the same
 run, a three-member etcd cluster (Debian ``etcd-server``, WAL fsync on) on loopback. Each client
 appends 256-byte values one after another for ``--seconds``: vxnet through
-:class:`vxnet.master.logclient.LogClient`, etcd through its HTTP/JSON gateway (``/v3/kv/put``,
+:class:`vxnet.replog._client.LogClient`, etcd through its HTTP/JSON gateway (``/v3/kv/put``,
 one keep-alive HTTP/1.1 connection per client, requests spread over the members as etcd's own client
 does). Figures: appends per second, p50 and p99 latency, at 1 and 64 concurrent clients. Failover:
 with 8 clients appending, SIGKILL the coordinator (etcd: the leader) and time from the kill to the
@@ -40,8 +40,8 @@ import trio
 
 from _rawhttp import RawHttp  # benchmarks/ is the script's directory
 from vxnet import __version__
-from vxnet.master.logclient import AppendUncertain, LogUnavailable, open_log_client
-from vxnet.master.logprocs import LogProcesses, free_ports
+from vxnet.replog import AppendUncertain, LogUnavailable, open_log_client
+from vxnet.testing.procs import LogProcesses, free_ports
 
 VALUE_SIZE = 256
 FAILOVER_CLIENTS = 8

@@ -25,7 +25,7 @@ import trio.testing
 from vxnet import __version__
 from vxnet.gossip._messages import NodeStatus
 from vxnet.gossip._store import Store
-from vxnet.gossip.sim import SimNetwork
+from vxnet.testing.gossipsim import SimNetwork
 
 SETTLE = 5.0
 PAYLOAD = "x" * 170  # with the other fields, about 200 bytes of value per record

@@ -40,7 +40,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture(scope="session")
 def _dead_labs_removed() -> None:
     """Remove labs left by earlier runs that died; labs of live runs (parallel ones) are kept."""
-    from vxnet.lab import cleanup
+    from vxnet.sandbox.lab import cleanup
 
     cleanup()
 

@@ -10,7 +10,7 @@ from starlette.applications import Starlette
 from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
 
-from vxnet.httpd import serve_asgi
+from vxnet.http._server import serve_asgi
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator

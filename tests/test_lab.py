@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from vxnet.cli import main
-from vxnet.lab import LAB_ROOT, UNDERLAY, Lab, LabError, cleanup, namespace_pids
+from vxnet.sandbox.lab import LAB_ROOT, UNDERLAY, Lab, LabError, cleanup, namespace_pids
 
 pytestmark = [pytest.mark.lab, pytest.mark.usefixtures("lab_ready")]
 
@@ -112,7 +112,7 @@ def test_two_labs_coexist_with_separate_names_and_addresses() -> None:
 
 OWNER = textwrap.dedent("""
     import os, signal, sys, time
-    from vxnet.lab import Lab
+    from vxnet.sandbox.lab import Lab
     with Lab(2) as lab:
         lab.hosts[0].spawn(["sleep", "300"])
         print(lab.prefix, flush=True)

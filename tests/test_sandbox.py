@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from vxnet import sandbox
-from vxnet.lab import LAB_ROOT, NETNS_DIR
+from vxnet.sandbox import _sandbox as sandbox
+from vxnet.sandbox.lab import LAB_ROOT, NETNS_DIR
 from waiting import wait_until
 
 if TYPE_CHECKING:

@@ -11,6 +11,7 @@ import sys
 from typing import TYPE_CHECKING, Any, Literal
 
 from vxnet import __version__
+from vxnet._console import print_table
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -138,16 +139,9 @@ def _members(args: argparse.Namespace) -> int:
 HEADER = ("NAME", "ADDRESS", "STATUS", "TAGS")
 
 
-def print_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
-    """Columns padded to their widest cell, two spaces apart."""
-    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(header)]
-    for row in [header, *rows]:
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
-
-
 def _fetch(command: str, url: str) -> Any:
     """``fetch_json(url)``, or ``None`` with the reason printed for ``vxnet <command>``."""
-    from vxnet.api import ApiError, fetch_json
+    from vxnet.http import ApiError, fetch_json
 
     try:
         return fetch_json(url)
@@ -165,7 +159,7 @@ def _store(args: argparse.Namespace) -> int:
     import json
     from urllib.parse import quote
 
-    from vxnet.api import ApiError, fetch_json
+    from vxnet.http import ApiError, fetch_json
 
     base = _api_url(args.api) + "/v1/store"
     try:
@@ -200,8 +194,8 @@ def _master(args: argparse.Namespace) -> int:
         print("vxnet master: give --config FILE (or a command: state)", file=sys.stderr)
         return EXIT_BAD_INPUT
 
-    from vxnet.master._logstore import StorageFailure
-    from vxnet.master._service import MasterConfigError, run_master
+    from vxnet.master import MasterConfigError, run_master
+    from vxnet.replog import StorageFailure
 
     config = _daemon_config(args.config, "master", args.verbose)
     if config is None:
@@ -477,8 +471,7 @@ def _dns_lookup(args: argparse.Namespace) -> int:
 
 def _log_serve(args: argparse.Namespace) -> int:
 
-    from vxnet.master._logserver import run_log_replica
-    from vxnet.master._logstore import StorageFailure
+    from vxnet.replog import StorageFailure, run_log_replica
 
     config = _daemon_config(args.config, "master", args.verbose)
     if config is None:
@@ -497,7 +490,7 @@ def _log_serve(args: argparse.Namespace) -> int:
 def _log_replicas(args: argparse.Namespace) -> list[tuple[str, int]] | None:
     """The replica addresses of a ``vxnet log`` client command, or None (error printed)."""
     from vxnet.config import ConfigError, MasterConfig, load_config, parse_hostport
-    from vxnet.master._logserver import log_addresses
+    from vxnet.replog import log_addresses
 
     if args.replicas:
         try:
@@ -523,10 +516,10 @@ def _log_client(args: argparse.Namespace) -> int:
 
     import trio
 
-    from vxnet.master._logserver import format_address
-    from vxnet.master.logclient import (
+    from vxnet.replog import (
         AppendUncertain,
         LogUnavailable,
+        format_address,
         open_log_client,
         request_once,
     )
@@ -598,7 +591,7 @@ def _log_client(args: argparse.Namespace) -> int:
 
 
 def _lab_cleanup(args: argparse.Namespace) -> int:
-    from vxnet.lab import cleanup
+    from vxnet.sandbox.lab import cleanup
 
     report = cleanup(everything=args.all)
     for line in report:
@@ -837,7 +830,7 @@ def build_parser() -> argparse.ArgumentParser:
     clean.add_argument("--all", action="store_true", help="also remove labs of running owners")
     clean.set_defaults(func=_lab_cleanup)
 
-    from vxnet import sandbox_cli
+    from vxnet.sandbox import cli as sandbox_cli
 
     sandbox_cli.add_parser(commands)
     return parser

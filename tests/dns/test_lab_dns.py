@@ -9,12 +9,12 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from vxnet.lab import Lab
-from vxnet.labcluster import LabCluster
+from vxnet.sandbox.cluster import LabCluster
+from vxnet.sandbox.lab import Lab
 from waiting import wait_until
 
 if TYPE_CHECKING:
-    from vxnet.lab import Host
+    from vxnet.sandbox.lab import Host
 
 pytestmark = [
     pytest.mark.lab,

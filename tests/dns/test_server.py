@@ -24,7 +24,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from vxnet.dnslab import Knot, free_udp_tcp_port
+from vxnet.sandbox.knot import Knot, free_udp_tcp_port
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from vxnet.api import ApiError, fetch_json
+from vxnet.http import ApiError, fetch_json
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator

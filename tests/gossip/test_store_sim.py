@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from vxnet.gossip._store import Store
-from vxnet.gossip.sim import SimNetwork
+from vxnet.testing.gossipsim import SimNetwork
 
 
 def run(body: Any) -> None:

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from vxnet.gossip._config import GossipTiming
 from vxnet.gossip._messages import NodeStatus
-from vxnet.gossip.sim import SimNetwork
+from vxnet.testing.gossipsim import SimNetwork
 
 
 def run(test: object, *args: object) -> None:

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vxnet.master._lincheck import (
+from vxnet.testing.lincheck import (
     UNKNOWN,
     CheckTooLarge,
     Counter,

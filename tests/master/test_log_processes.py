@@ -10,13 +10,13 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import trio
 
-from vxnet.master.logclient import (
+from vxnet.replog._client import (
     AppendUncertain,
     LogUnavailable,
     open_log_client,
     request_once,
 )
-from vxnet.master.logprocs import LogProcesses
+from vxnet.testing.procs import LogProcesses
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

@@ -10,7 +10,9 @@ import pytest
 import trio
 
 from vxnet.config import LogSettings
-from vxnet.master._logserver import (
+from vxnet.replog._client import open_log_client, request_once
+from vxnet.replog._core import Heartbeat, LogTiming
+from vxnet.replog._server import (
     MAX_VALUE,
     AppendUncertain,
     NotLeader,
@@ -18,18 +20,16 @@ from vxnet.master._logserver import (
     log_addresses,
     raise_plain,
 )
-from vxnet.master._logstore import StorageFailure
-from vxnet.master._logwire import (
+from vxnet.replog._sqlite import SqliteLogStorage
+from vxnet.replog._storage import StorageFailure
+from vxnet.replog._wire import (
     FrameReader,
     client_hello,
     encode_frame,
     encode_message,
     peer_hello,
 )
-from vxnet.master._paxos import Heartbeat, LogTiming
-from vxnet.master._sqlitestore import SqliteLogStorage
-from vxnet.master.logclient import open_log_client, request_once
-from vxnet.master.logprocs import free_ports
+from vxnet.testing.procs import free_ports
 
 # Waiting loops poll state that changes inside the replicas (no event to wait on).
 # ruff: noqa: ASYNC110
@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Sequence
     from pathlib import Path
 
-    from vxnet.master._logstore import Entry
+    from vxnet.replog._storage import Entry
 
 FAST = LogTiming(election=0.1, lease=0.3, retry=0.05, heartbeat=0.075)
 
@@ -190,7 +190,7 @@ async def test_garbage_and_strangers_are_dropped_and_logged(
 ) -> None:
     c = cluster3
     leader = await c.leader()
-    caplog.set_level(logging.WARNING, "vxnet.master.log")
+    caplog.set_level(logging.WARNING, "vxnet.replog")
     for payload in (
         b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
         encode_frame(peer_hello(5, 4)) + encode_frame(encode_message(Heartbeat(10**6, 0, 0))),

@@ -13,7 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vxnet.master._logstore import (
+from vxnet.replog._sqlite import SqliteLogStorage
+from vxnet.replog._storage import (
     Durable,
     Entry,
     LogStorage,
@@ -21,8 +22,7 @@ from vxnet.master._logstore import (
     Snapshot,
     StorageFailure,
 )
-from vxnet.master._simdisk import CRASH_POINTS, CrashPoint, SimCrash, SimDisk
-from vxnet.master._sqlitestore import SqliteLogStorage
+from vxnet.testing.simdisk import CRASH_POINTS, CrashPoint, SimCrash, SimDisk
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator

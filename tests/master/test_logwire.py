@@ -9,20 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from vxnet.master._logstore import Entry, ReplicaStatus, Snapshot
-from vxnet.master._logwire import (
-    MAX_FRAME,
-    FrameReader,
-    WireError,
-    client_hello,
-    decode_hello,
-    decode_map,
-    decode_message,
-    encode_frame,
-    encode_message,
-    peer_hello,
-)
-from vxnet.master._paxos import (
+from vxnet.replog._core import (
     Accept,
     Accepted,
     Fetch,
@@ -34,6 +21,19 @@ from vxnet.master._paxos import (
     RecoverRequest,
     RecoverResponse,
     Reject,
+)
+from vxnet.replog._storage import Entry, ReplicaStatus, Snapshot
+from vxnet.replog._wire import (
+    MAX_FRAME,
+    FrameReader,
+    WireError,
+    client_hello,
+    decode_hello,
+    decode_map,
+    decode_message,
+    encode_frame,
+    encode_message,
+    peer_hello,
 )
 
 pos = st.integers(0, 2**63 - 1)

@@ -13,8 +13,8 @@ import httpx
 import pytest
 import trio
 
-from vxnet.master.client import open_master_client
-from vxnet.master.logprocs import MasterProcesses
+from vxnet.master._client import open_master_client
+from vxnet.testing.procs import MasterProcesses
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

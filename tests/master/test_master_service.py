@@ -9,13 +9,13 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import trio
 
-from vxnet.api import serve_api
 from vxnet.config import MasterConfig, parse_config
+from vxnet.http import serve_api
 from vxnet.master._api import build_master_app
-from vxnet.master._logserver import raise_plain
+from vxnet.master._client import MasterRefused, MasterUnreachable, open_master_client
 from vxnet.master._service import MasterConfigError, MasterService
-from vxnet.master.client import MasterRefused, MasterUnreachable, open_master_client
-from vxnet.master.logprocs import free_ports
+from vxnet.replog._server import raise_plain
+from vxnet.testing.procs import free_ports
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator

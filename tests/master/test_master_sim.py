@@ -19,7 +19,7 @@ import trio.testing
 
 from vxnet.config import NetworkConfig, Overlay
 from vxnet.master._allocator import Allocator
-from vxnet.master.logsim import LogSim
+from vxnet.testing.logsim import LogSim
 
 NETWORK = NetworkConfig(
     overlays=(

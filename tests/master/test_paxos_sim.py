@@ -15,8 +15,8 @@ import trio.testing
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from vxnet.master._logstore import ReplicaStatus
-from vxnet.master.logsim import LogSim
+from vxnet.replog._storage import ReplicaStatus
+from vxnet.testing.logsim import LogSim
 
 
 def run(body: Any) -> None:

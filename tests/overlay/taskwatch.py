@@ -7,7 +7,7 @@ import sys
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from vxnet.lab import Host
+    from vxnet.sandbox.lab import Host
 
 __all__ = ["seen_at", "watch"]
 

@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from vxnet.lab import Container, Host, Lab
-from vxnet.labcluster import LabCluster
+from vxnet.sandbox.cluster import LabCluster
+from vxnet.sandbox.lab import Container, Host, Lab
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator

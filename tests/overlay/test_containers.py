@@ -13,8 +13,8 @@ import pytest
 from taskwatch import seen_at, watch
 
 from vxnet.config import NetworkConfig, Overlay
-from vxnet.lab import Host, Lab
-from vxnet.labcluster import LabCluster, dual_stack_network
+from vxnet.sandbox.cluster import LabCluster, dual_stack_network
+from vxnet.sandbox.lab import Host, Lab
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator

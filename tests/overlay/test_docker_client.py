@@ -23,9 +23,9 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import trio
 
-from vxnet.dockerlab import IMAGE, LabDockerd, ensure_image
-from vxnet.lab import Host, Lab, namespace_pids
 from vxnet.overlay._docker import Docker, DockerError, DockerUnavailable
+from vxnet.sandbox.dockerd import IMAGE, LabDockerd, ensure_image
+from vxnet.sandbox.lab import Host, Lab, namespace_pids
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

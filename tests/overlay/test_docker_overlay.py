@@ -18,17 +18,17 @@ import pytest
 import trio
 from taskwatch import seen_at, watch
 
-from vxnet.dockerlab import IMAGE, LabDockerd, ensure_image
-from vxnet.lab import Lab
-from vxnet.labcluster import LabCluster
+from vxnet.sandbox.cluster import LabCluster
+from vxnet.sandbox.dockerd import IMAGE, LabDockerd, ensure_image
+from vxnet.sandbox.lab import Lab
 from waiting import wait_until
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
     from pathlib import Path
 
-    from vxnet.lab import Host
     from vxnet.overlay._docker import Docker
+    from vxnet.sandbox.lab import Host
 
 pytestmark = [
     pytest.mark.lab,

@@ -10,12 +10,12 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from vxnet.cnirun import CniError, find_plugin_dir, run_conflist
 from vxnet.overlay._cni import conflist, conflists, remove_stale, write_conflist
 from vxnet.overlay._diff import compare
 from vxnet.overlay._model import Fdb, KernelState, Neighbour, Route
 from vxnet.overlay._nat import nat_ruleset
 from vxnet.overlay._netlink import owned_changes
+from vxnet.sandbox.cni import CniError, find_plugin_dir, run_conflist
 
 if TYPE_CHECKING:
     from pathlib import Path

@@ -7,13 +7,13 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from vxnet.lab import Lab
 from vxnet.overlay._diff import diff
 from vxnet.overlay._model import KernelState, Op, RemoteAgent, Route, desired_state
 from vxnet.overlay._netlink import Kernel
+from vxnet.sandbox.lab import Lab
 
 if TYPE_CHECKING:
-    from vxnet.lab import Host
+    from vxnet.sandbox.lab import Host
 
 pytestmark = [pytest.mark.lab, pytest.mark.usefixtures("lab_ready")]
 

@@ -8,11 +8,10 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from vxnet.api import serve_api
 from vxnet.config import MasterConfig, parse_config
+from vxnet.http import serve_api
 from vxnet.master._api import build_master_app
 from vxnet.master._service import MasterService
-from vxnet.master.logprocs import free_ports
 from vxnet.overlay._registration import (
     ALLOCATION_FILE,
     Registration,
@@ -20,6 +19,7 @@ from vxnet.overlay._registration import (
     load_allocation,
     save_allocation,
 )
+from vxnet.testing.procs import free_ports
 
 if TYPE_CHECKING:
     from pathlib import Path

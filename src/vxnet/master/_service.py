@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from vxnet.master._allocator import Allocator, Outcome, network_json
-from vxnet.master._logserver import (
+from vxnet.replog import (
     LOG_FILE,
     AppendUncertain,
     NotLeader,
@@ -36,8 +36,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from vxnet.config import MasterConfig
-    from vxnet.master._logstore import LogStorage, Snapshot
-    from vxnet.master._paxos import LogTiming
+    from vxnet.replog import LogStorage, LogTiming, Snapshot
 
 __all__ = [
     "COMPACT_EVERY",
@@ -45,7 +44,6 @@ __all__ = [
     "MasterConfigError",
     "MasterService",
     "MasterUnavailable",
-    "run_master",
 ]
 
 log = logging.getLogger("vxnet.master")
@@ -92,7 +90,7 @@ class MasterService:
         from pathlib import Path
 
         from vxnet.config import parse_hostport
-        from vxnet.master._sqlitestore import SqliteLogStorage
+        from vxnet.replog import SqliteLogStorage
 
         self.config = config
         self.allocator = Allocator(config.network)
@@ -285,39 +283,3 @@ def _is_network_command(value: bytes) -> bool:
     except (ValueError, msgpack.UnpackException):
         return False
     return isinstance(body, dict) and body.get("op") == "network"
-
-
-async def run_master(
-    config: MasterConfig,
-    *,
-    task_status: trio.TaskStatus[MasterService] = trio.TASK_STATUS_IGNORED,
-) -> None:
-    """Run one master (log replica, allocator, HTTP API) until SIGINT/SIGTERM.
-
-    Raises:
-        MasterConfigError: The configuration conflicts with the log's allocations.
-        StorageFailure: The log's disk cannot be used or failed.
-        OSError: An address cannot be bound.
-    """
-    import signal
-
-    from vxnet.api import serve_api
-    from vxnet.master._api import build_master_app
-    from vxnet.master._logserver import raise_plain
-    from vxnet.master._logstore import StorageFailure
-
-    master = MasterService(config)
-    with (
-        trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals,
-        raise_plain(StorageFailure),
-        raise_plain(MasterConfigError),
-    ):
-        async with trio.open_nursery() as nursery:
-            await nursery.start(master.serve)
-            url = await nursery.start(serve_api, build_master_app(master), config.master.listen)
-            log.info("master API on %s", url)
-            task_status.started(master)
-            async for signum in signals:
-                log.info("received %s: stopping", signal.Signals(signum).name)
-                nursery.cancel_scope.cancel()
-                break

@@ -1,6 +1,6 @@
 """Keeping an agent registered with the masters, and its allocation on disk.
 
-The agent registers with the masters its configuration lists (:class:`vxnet.master.client.
+The agent registers with the masters its configuration lists (:class:`vxnet.master._client.
 MasterClient` tries each, follows the leader and rides out failovers). When no master answers it
 backs off with full jitter: it waits a random time up to a bound that starts at 0.5 s and doubles
 up to a cap. Once registered it registers again every ``refresh`` seconds, which picks up networks
@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from vxnet.master.client import MasterRefused, MasterUnreachable, open_master_client
+from vxnet.master import MasterRefused, MasterUnreachable, open_master_client
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence

@@ -1,11 +1,11 @@
 """A whole vxnet cluster on one machine: ``vxnet sandbox up|status|exec|kill|start|down``.
 
-The sandbox is a :class:`~vxnet.lab.Lab` (hosts ``m1``... for masters, ``a1``... for agents, in
-network namespaces on one underlay bridge) running real ``vxnet master`` and ``vxnet agent``
+The sandbox is a :class:`~vxnet.sandbox.lab.Lab` (hosts ``m1``... for masters, ``a1``... for agents,
+in network namespaces on one underlay bridge) running real ``vxnet master`` and ``vxnet agent``
 processes with configurations written from the same dataclasses a real deployment loads
-(:class:`~vxnet.labcluster.LabCluster`), a private ``dockerd`` per agent host when Docker is
-installed (:class:`~vxnet.dockerlab.LabDockerd`), and sample containers: on every agent one CNI
-container (task ``web``, attached with the conflist the agent wrote) and one Docker container
+(:class:`~vxnet.sandbox.cluster.LabCluster`), a private ``dockerd`` per agent host when Docker is
+installed (:class:`~vxnet.sandbox.dockerd.LabDockerd`), and sample containers: on every agent one
+CNI container (task ``web``, attached with the conflist the agent wrote) and one Docker container
 (task ``db``), all of framework ``marathon``.
 
 Everything the sandbox is lives under one directory (``/run/vxnet/sandbox``, or
@@ -35,7 +35,8 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 from vxnet.config import DnsSettings, NetworkConfig
-from vxnet.lab import (
+from vxnet.sandbox.cluster import MASTER_PORT, LabCluster, dual_stack_network
+from vxnet.sandbox.lab import (
     LAB_ROOT,
     Lab,
     LabError,
@@ -44,13 +45,12 @@ from vxnet.lab import (
     process_alive,
     stop_pids,
 )
-from vxnet.labcluster import MASTER_PORT, LabCluster, dual_stack_network
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
 
-    from vxnet.dockerlab import LabDockerd
-    from vxnet.lab import Host
+    from vxnet.sandbox.dockerd import LabDockerd
+    from vxnet.sandbox.lab import Host
 
 __all__ = [
     "SandboxError",
@@ -150,7 +150,7 @@ def missing_prerequisites(spec: Spec) -> list[str]:
             missing.append("dockerd (asked for by --docker): apt-get install docker.io")
         if _which("iptables") is None:
             missing.append("iptables (for Docker): apt-get install iptables")
-        from vxnet.dockerlab import BUSYBOX
+        from vxnet.sandbox.dockerd import BUSYBOX
 
         if not BUSYBOX.is_file():
             missing.append(
@@ -164,7 +164,7 @@ def docker_wanted(spec: Spec) -> bool:
     """Whether ``up`` runs Docker: as asked, or when dockerd and busybox are installed."""
     if spec.docker is not None:
         return spec.docker
-    from vxnet.dockerlab import BUSYBOX
+    from vxnet.sandbox.dockerd import BUSYBOX
 
     return _which("dockerd") is not None and _which("iptables") is not None and BUSYBOX.is_file()
 
@@ -482,7 +482,7 @@ def _check_processes(state: dict[str, Any]) -> None:
 def _start_dockerds(
     base: Path, state: dict[str, Any], agents: list[Host], progress: Progress
 ) -> None:
-    from vxnet.dockerlab import LabDockerd
+    from vxnet.sandbox.dockerd import LabDockerd
 
     started: list[LabDockerd] = []
 
@@ -520,7 +520,7 @@ def _run_docker_container(state: dict[str, Any], host: str, name: str) -> dict[s
     """Start the sample Docker container on ``host`` (once the agent made the network)."""
     import trio
 
-    from vxnet.dockerlab import IMAGE, ensure_image
+    from vxnet.sandbox.dockerd import IMAGE, ensure_image
 
     docker = _docker_client(state, host)
 
@@ -1042,7 +1042,7 @@ def _teardown(base: Path, state: dict[str, Any] | None) -> list[str]:
             if info is not None and info.keeper == str(_state_path(base)):
                 lab = Lab.reopen(info.slot)
     if state is not None and lab is not None:
-        from vxnet.dockerlab import LabDockerd
+        from vxnet.sandbox.dockerd import LabDockerd
 
         for name, host in state["hosts"].items():
             record = host.get("docker")

@@ -1,6 +1,6 @@
 """Time for deterministic simulations: timed actions run in order under trio's clock.
 
-Both simulators (:mod:`vxnet.gossip.sim`, :mod:`vxnet.master.logsim`) keep their events here.
+Both simulators (:mod:`.gossipsim`, :mod:`.logsim`) keep their events here.
 Under ``trio.testing.MockClock`` the queue jumps the clock straight to the next event instead of
 sleeping, so a large cluster costs no trio checkpoint per event; with a real clock it sleeps.
 Actions that share a time run in the order they were pushed.

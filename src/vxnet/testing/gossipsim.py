@@ -36,7 +36,7 @@ from vxnet.gossip._serf import encode_tags
 from vxnet.gossip._store import Store, StoreError
 from vxnet.gossip._swim import Membership, StreamRequest
 from vxnet.gossip._wire import StreamDecoder, WireError
-from vxnet.simtime import EventQueue
+from vxnet.testing.simtime import EventQueue
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping

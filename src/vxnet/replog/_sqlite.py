@@ -28,7 +28,7 @@ import zlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
-from vxnet.master._logstore import (
+from vxnet.replog._storage import (
     Durable,
     Entry,
     ReplicaStatus,

@@ -40,7 +40,7 @@ import struct
 import zlib
 from typing import TYPE_CHECKING, Final, Literal, TypeAlias
 
-from vxnet.master._logstore import (
+from vxnet.replog._storage import (
     Durable,
     Entry,
     ReplicaStatus,

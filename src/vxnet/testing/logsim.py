@@ -23,9 +23,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from vxnet.master._lincheck import UNKNOWN, Operation, Result, check
-from vxnet.master._logstore import StorageFailure
-from vxnet.master._paxos import (
+from vxnet.replog._core import (
     AppendDone,
     AppendFailed,
     Applied,
@@ -35,8 +33,10 @@ from vxnet.master._paxos import (
     Role,
     SnapshotInstalled,
 )
-from vxnet.master._simdisk import SimCrash, SimDisk
-from vxnet.simtime import EventQueue
+from vxnet.replog._storage import StorageFailure
+from vxnet.testing.lincheck import UNKNOWN, Operation, Result, check
+from vxnet.testing.simdisk import SimCrash, SimDisk
+from vxnet.testing.simtime import EventQueue
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Hashable

@@ -15,15 +15,14 @@ Routes (JSON):
   * ``GET /v1/records``: every DNS record this agent serves (name, type, value, TTL).
   * ``GET /metrics``: Prometheus text (address usage, IPAM requests, reconciles, errors).
 
-The app is a Starlette application served by :mod:`vxnet.httpd` (h11 on trio), bound to a
-loopback address by default (``agent.listen``).
+The app is a Starlette application served by :func:`vxnet.http.serve_api` (h11 on trio), bound to
+a loopback address by default (``agent.listen``).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-import trio
 from starlette.applications import Starlette
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -35,11 +34,7 @@ if TYPE_CHECKING:
     from vxnet.gossip import GossipService
     from vxnet.overlay._service import OverlayService
 
-__all__ = ["ApiError", "build_app", "fetch_json", "serve_api"]
-
-
-class ApiError(Exception):
-    """The API of a running node could not be reached or answered badly."""
+__all__ = ["build_app"]
 
 
 def build_app(
@@ -113,7 +108,7 @@ def build_app(
         return JSONResponse({"zone": dns.settings.suffix, "records": dns.zone.records()})
 
     async def metrics(request: Request) -> Response:
-        from vxnet.overlay._metrics import render
+        from vxnet.agent._metrics import render
 
         body, content_type = render(node, overlay, dns)
         return Response(body, media_type=content_type)
@@ -162,55 +157,3 @@ def build_app(
             Route("/metrics", metrics),
         ]
     )
-
-
-async def serve_api(
-    app: Starlette,
-    listen: str,
-    *,
-    task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
-) -> None:
-    """Serve ``app`` on ``listen`` (host:port) until cancelled; report the bound URL.
-
-    Raises:
-        OSError: The address cannot be bound.
-        ValueError: ``listen`` is not host:port.
-    """
-    from vxnet.config import parse_hostport
-    from vxnet.httpd import serve_asgi
-
-    host, port = parse_hostport(listen, any_port=True)
-
-    async def started(bound: tuple[str, int]) -> None:
-        shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
-        task_status.started(f"http://{shown}:{bound[1]}")
-
-    async with trio.open_nursery() as nursery:
-        bound = await nursery.start(serve_asgi, app, host, port)
-        await started(bound)
-
-
-def fetch_json(url: str, *, method: str = "GET", body: Any = None, timeout: float = 5.0) -> Any:
-    """Send a request to ``url`` and decode the JSON answer.
-
-    Raises:
-        ApiError: No answer, an HTTP error, or not JSON (the message says which, and where).
-    """
-    import httpx
-
-    try:
-        with httpx.Client(trust_env=False, follow_redirects=True, timeout=timeout) as client:
-            response = client.request(method, url, json=body)
-        response.raise_for_status()
-        return response.json()
-    except httpx.HTTPStatusError as exc:
-        try:
-            detail = exc.response.json().get("error", "")
-        except ValueError:
-            detail = ""
-        suffix = f": {detail}" if detail else ""
-        raise ApiError(f"{url}: HTTP {exc.response.status_code}{suffix}") from exc
-    except httpx.HTTPError as exc:
-        raise ApiError(f"{url}: {exc or type(exc).__name__} (is the agent running?)") from exc
-    except ValueError as exc:
-        raise ApiError(f"{url}: the answer is not JSON") from exc

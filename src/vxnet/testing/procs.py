@@ -15,7 +15,7 @@ from typing import IO, TYPE_CHECKING, Any, Self
 
 import trio
 
-from vxnet.master.logclient import LogUnavailable, request_once
+from vxnet.replog import LogUnavailable, request_once
 
 if TYPE_CHECKING:
     from pathlib import Path

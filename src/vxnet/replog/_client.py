@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from vxnet.master._logserver import AppendUncertain, NotLeader, format_address
-from vxnet.master._logwire import (
+from vxnet.replog._server import AppendUncertain, NotLeader, format_address
+from vxnet.replog._wire import (
     FrameReader,
     WireError,
     client_hello,

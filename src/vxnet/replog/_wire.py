@@ -7,7 +7,7 @@ The first frame on a connection is a hello saying who is calling:
   later frame is one Paxos message (:func:`encode_message`), peer to peer, one way (each replica
   sends on the connection it opened and receives on the ones it accepted).
 * ``["vxlog", 1, "client"]``: a client; later frames are requests (maps with ``op`` and ``id``)
-  and the answers to them (maps with the same ``id``), see :mod:`vxnet.master.logclient`.
+  and the answers to them (maps with the same ``id``), see :mod:`vxnet.replog._client`.
 
 A Paxos message is a msgpack array whose first element is its type code; entries are arrays too.
 Everything decoded is checked (types, ranges, lengths): a frame that does not fit raises
@@ -21,8 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgpack
 
-from vxnet.master._logstore import Entry, ReplicaStatus, Snapshot
-from vxnet.master._paxos import (
+from vxnet.replog._core import (
     MAX_REPLICAS,
     Accept,
     Accepted,
@@ -36,6 +35,7 @@ from vxnet.master._paxos import (
     RecoverResponse,
     Reject,
 )
+from vxnet.replog._storage import Entry, ReplicaStatus, Snapshot
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

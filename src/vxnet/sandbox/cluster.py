@@ -1,10 +1,10 @@
-"""A vxnet cluster of real processes in a :class:`~vxnet.lab.Lab`: tests, benchmarks, sandbox.
+"""A vxnet cluster of real processes in a :class:`~.lab.Lab`: for tests, benchmarks, the sandbox.
 
 :class:`LabCluster` writes the configuration of every master and agent from the same dataclasses
 a real deployment's files load into (:mod:`vxnet.config`, rendered with ``to_toml``), starts
 ``vxnet master`` and ``vxnet agent`` as processes inside the lab's hosts, waits for the overlay
 to converge (through ``vxnet overlay status`` run inside each host, as an operator would), and
-attaches containers with the conflists the agents write (:mod:`vxnet.cnirun`, with the Debian
+attaches containers with the conflists the agents write (:mod:`vxnet.sandbox.cni`, with the Debian
 CNI plugins and the agent's ``vxnet-ipam`` on ``CNI_PATH``). The lab's teardown stops every
 process it started.
 """
@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network, IPv6Network
 from typing import TYPE_CHECKING, Any
 
-from vxnet.cnirun import find_plugin_dir, run_conflist
 from vxnet.config import (
     AgentConfig,
     AgentSettings,
@@ -32,13 +31,14 @@ from vxnet.config import (
     Overlay,
     to_toml,
 )
+from vxnet.sandbox.cni import find_plugin_dir, run_conflist
 
 if TYPE_CHECKING:
     import subprocess
     from collections.abc import Mapping, Sequence
     from pathlib import Path
 
-    from vxnet.lab import Container, Host, Lab
+    from vxnet.sandbox.lab import Container, Host, Lab
 
 __all__ = ["Attachment", "LabCluster", "dual_stack_network"]
 

@@ -47,14 +47,14 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
-from vxnet.lab import LabError, proc_start_time, stop_pids
 from vxnet.overlay._docker import Docker
+from vxnet.sandbox.lab import LabError, proc_start_time, stop_pids
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
     from types import TracebackType
 
-    from vxnet.lab import Host
+    from vxnet.sandbox.lab import Host
 
 __all__ = ["BUSYBOX", "IMAGE", "LabDockerd", "busybox_rootfs_tar", "ensure_image"]
 

@@ -1,4 +1,4 @@
-"""``vxnet sandbox ...``: the command-line face of :mod:`vxnet.sandbox`."""
+"""``vxnet sandbox ...``: the command-line face of :mod:`vxnet.sandbox._sandbox`."""
 
 from __future__ import annotations
 
@@ -33,14 +33,14 @@ def program() -> str:
 
 
 def _table(header: list[str], rows: list[list[str]]) -> None:
-    from vxnet.cli import print_table
+    from vxnet._console import print_table
 
     print_table(header, rows)
 
 
 def _said(action: str, exc: Exception) -> int:
     """Say why ``vxnet sandbox <action>`` failed; its exit status (130 for an interrupted up)."""
-    from vxnet.sandbox import SandboxInterrupted
+    from vxnet.sandbox._sandbox import SandboxInterrupted
 
     print(f"vxnet sandbox {action}: {exc}", file=sys.stderr)
     return EXIT_INTERRUPTED if isinstance(exc, SandboxInterrupted) else EXIT_FAILED
@@ -111,7 +111,7 @@ def print_summary(s: dict[str, Any], *, title: str) -> None:
 
 
 def _up(args: argparse.Namespace) -> int:
-    from vxnet.sandbox import SandboxError, Spec, missing_prerequisites, up
+    from vxnet.sandbox._sandbox import SandboxError, Spec, missing_prerequisites, up
 
     spec = Spec(masters=args.masters, agents=args.agents, ipv6=args.ipv6, docker=args.docker)
     try:
@@ -132,7 +132,7 @@ def _up(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from vxnet.sandbox import SandboxError, status
+    from vxnet.sandbox._sandbox import SandboxError, status
 
     try:
         result = status(program())
@@ -151,7 +151,7 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from vxnet.sandbox import SandboxError, check
+    from vxnet.sandbox._sandbox import SandboxError, check
 
     try:
         result = check()
@@ -195,7 +195,7 @@ def _replace_process(action: str, argv: list[str]) -> int:
 
 
 def _exec(args: argparse.Namespace) -> int:
-    from vxnet.sandbox import SandboxError, exec_argv
+    from vxnet.sandbox._sandbox import SandboxError, exec_argv
 
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:
@@ -209,7 +209,7 @@ def _exec(args: argparse.Namespace) -> int:
 
 
 def _logs(args: argparse.Namespace) -> int:
-    from vxnet.sandbox import SandboxError, log_path
+    from vxnet.sandbox._sandbox import SandboxError, log_path
 
     try:
         path = log_path(args.name, dockerd=args.dockerd)
@@ -220,7 +220,7 @@ def _logs(args: argparse.Namespace) -> int:
 
 
 def _kill(args: argparse.Namespace) -> int:
-    from vxnet.sandbox import SandboxError, kill
+    from vxnet.sandbox._sandbox import SandboxError, kill
 
     try:
         print(kill(args.name, sig=signal.Signals[f"SIG{args.signal}"]))
@@ -230,7 +230,7 @@ def _kill(args: argparse.Namespace) -> int:
 
 
 def _start(args: argparse.Namespace) -> int:
-    from vxnet.sandbox import SandboxError, start
+    from vxnet.sandbox._sandbox import SandboxError, start
 
     try:
         print(start(args.name))
@@ -240,7 +240,7 @@ def _start(args: argparse.Namespace) -> int:
 
 
 def _down(args: argparse.Namespace) -> int:
-    from vxnet.sandbox import SandboxError, down
+    from vxnet.sandbox._sandbox import SandboxError, down
 
     try:
         done = down()

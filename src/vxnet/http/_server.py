@@ -26,9 +26,9 @@ from urllib.parse import unquote
 import h11
 import trio
 
-__all__ = ["MAX_BODY", "serve_asgi"]
+__all__ = ["MAX_BODY", "serve_api", "serve_asgi"]
 
-log = logging.getLogger("vxnet.httpd")
+log = logging.getLogger("vxnet.http")
 
 MAX_BODY = 1024 * 1024
 IDLE_TIMEOUT = 60.0
@@ -246,3 +246,28 @@ async def serve_asgi(
     async with trio.open_nursery() as nursery:
         await nursery.start(trio.serve_listeners, handle, listeners)
         task_status.started(server)
+
+
+async def serve_api(
+    app: App,
+    listen: str,
+    *,
+    task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve ``app`` on ``listen`` (host:port) until cancelled; report the bound URL.
+
+    Raises:
+        OSError: The address cannot be bound.
+        ValueError: ``listen`` is not host:port.
+    """
+    from vxnet.config import parse_hostport
+
+    host, port = parse_hostport(listen, any_port=True)
+
+    async def started(bound: tuple[str, int]) -> None:
+        shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
+        task_status.started(f"http://{shown}:{bound[1]}")
+
+    async with trio.open_nursery() as nursery:
+        bound = await nursery.start(serve_asgi, app, host, port)
+        await started(bound)

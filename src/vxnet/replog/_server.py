@@ -12,7 +12,7 @@ persist must not answer.
 
 The layer above (the master's allocator) appends with :meth:`ReplicatedLog.append` and applies
 chosen entries, in log order, in the ``on_apply`` callback; remote clients use
-:class:`vxnet.master.logclient.LogClient`.
+:class:`vxnet.replog._client.LogClient`.
 """
 
 from __future__ import annotations
@@ -26,18 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from vxnet.master._logstore import StorageFailure
-from vxnet.master._logwire import (
-    FrameReader,
-    WireError,
-    decode_hello,
-    decode_map,
-    decode_message,
-    encode_frame,
-    encode_message,
-    peer_hello,
-)
-from vxnet.master._paxos import (
+from vxnet.replog._core import (
     AppendDone,
     AppendFailed,
     Applied,
@@ -47,12 +36,23 @@ from vxnet.master._paxos import (
     Role,
     SnapshotInstalled,
 )
+from vxnet.replog._storage import StorageFailure
+from vxnet.replog._wire import (
+    FrameReader,
+    WireError,
+    decode_hello,
+    decode_map,
+    decode_message,
+    encode_frame,
+    encode_message,
+    peer_hello,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
 
     from vxnet.config import LogSettings, MasterConfig
-    from vxnet.master._logstore import LogStorage, Snapshot
+    from vxnet.replog._storage import LogStorage, Snapshot
 
 __all__ = [
     "MAX_VALUE",
@@ -64,7 +64,7 @@ __all__ = [
     "run_log_replica",
 ]
 
-log = logging.getLogger("vxnet.master.log")
+log = logging.getLogger("vxnet.replog")
 
 MAX_VALUE = 1024 * 1024  # bytes per appended value
 MAX_PENDING = 65536  # appends waiting for a round, across all clients
@@ -600,7 +600,7 @@ async def run_log_replica(
     import signal
     from pathlib import Path
 
-    from vxnet.master._sqlitestore import SqliteLogStorage
+    from vxnet.replog._sqlite import SqliteLogStorage
 
     replica_id, addresses, listen = log_addresses(config.log)
     storage = SqliteLogStorage(Path(config.master.data_dir) / LOG_FILE)

@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from vxnet.api import build_app, serve_api
+from vxnet.agent._api import build_app
 from vxnet.gossip import GossipService
+from vxnet.http import serve_api
 
 if TYPE_CHECKING:
     from collections.abc import Callable

@@ -70,13 +70,13 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from vxnet.master._logstore import Durable, Entry, ReplicaStatus, Snapshot
+from vxnet.replog._storage import Durable, Entry, ReplicaStatus, Snapshot
 
 if TYPE_CHECKING:
     import random
     from collections.abc import Sequence
 
-    from vxnet.master._logstore import LogStorage
+    from vxnet.replog._storage import LogStorage
 
 __all__ = [
     "Accept",

@@ -1,0 +1,50 @@
+"""The ``vxnet master`` process: the master's service and its HTTP API, until a signal."""
+
+from __future__ import annotations
+
+import logging
+import signal
+from typing import TYPE_CHECKING
+
+import trio
+
+from vxnet.http import serve_api
+from vxnet.master._api import build_master_app
+from vxnet.master._service import MasterConfigError, MasterService
+from vxnet.replog import StorageFailure, raise_plain
+
+if TYPE_CHECKING:
+    from vxnet.config import MasterConfig
+
+__all__ = ["run_master"]
+
+log = logging.getLogger("vxnet.master")
+
+
+async def run_master(
+    config: MasterConfig,
+    *,
+    task_status: trio.TaskStatus[MasterService] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run one master (log replica, allocator, HTTP API) until SIGINT/SIGTERM.
+
+    Raises:
+        MasterConfigError: The configuration conflicts with the log's allocations.
+        StorageFailure: The log's disk cannot be used or failed.
+        OSError: An address cannot be bound.
+    """
+    master = MasterService(config)
+    with (
+        trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals,
+        raise_plain(StorageFailure),
+        raise_plain(MasterConfigError),
+    ):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(master.serve)
+            url = await nursery.start(serve_api, build_master_app(master), config.master.listen)
+            log.info("master API on %s", url)
+            task_status.started(master)
+            async for signum in signals:
+                log.info("received %s: stopping", signal.Signals(signum).name)
+                nursery.cancel_scope.cancel()
+                break
