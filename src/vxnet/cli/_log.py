@@ -1,0 +1,181 @@
+"""``vxnet log serve|append|status|read``: the masters' replicated log."""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING, Any
+
+from vxnet._console import print_table
+from vxnet.cli._common import (
+    EXIT_BAD_INPUT,
+    EXIT_FAILED,
+    EXIT_OK,
+    daemon_config,
+    run_unwrapped,
+)
+
+if TYPE_CHECKING:
+    import argparse
+
+__all__ = ["add_parser"]
+
+
+def _log_serve(args: argparse.Namespace) -> int:
+
+    from vxnet.replog import StorageFailure, run_log_replica
+
+    config = daemon_config(args.config, "master", args.verbose)
+    if config is None:
+        return EXIT_BAD_INPUT
+    try:
+        run_unwrapped(run_log_replica, config)
+    except StorageFailure as exc:
+        print(f"vxnet log serve: the replica stopped: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except OSError as exc:
+        print(f"vxnet log serve: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def _log_replicas(args: argparse.Namespace) -> list[tuple[str, int]] | None:
+    """The replica addresses of a ``vxnet log`` client command, or None (error printed)."""
+    from vxnet.config import ConfigError, MasterConfig, load_config, parse_hostport
+    from vxnet.replog import log_addresses
+
+    if args.replicas:
+        try:
+            return [parse_hostport(r.strip()) for r in args.replicas.split(",") if r.strip()]
+        except ValueError as exc:
+            print(f"vxnet log: --replicas: {exc}", file=sys.stderr)
+            return None
+    if args.config is None:
+        print("vxnet log: give --replicas HOST:PORT,... or --config FILE", file=sys.stderr)
+        return None
+    try:
+        config = load_config(args.config, role="master")
+    except ConfigError as exc:
+        for line in exc.lines():
+            print(line, file=sys.stderr)
+        return None
+    assert isinstance(config, MasterConfig)
+    return log_addresses(config.log)[1]
+
+
+def _log_client(args: argparse.Namespace) -> int:
+    import json
+
+    import trio
+
+    from vxnet.replog import (
+        AppendUncertain,
+        LogUnavailable,
+        format_address,
+        open_log_client,
+        request_once,
+    )
+
+    replicas = _log_replicas(args)
+    if replicas is None:
+        return EXIT_BAD_INPUT
+
+    async def append() -> int:
+        values = [v.encode() for v in args.values] or [sys.stdin.buffer.read()]
+        async with open_log_client(replicas, answer_within=args.wait) as client:
+            for value in values:
+                print(await client.append(value))
+        return EXIT_OK
+
+    async def status() -> int:
+        views = []
+        for address in replicas:
+            try:
+                views.append(await request_once(address, {"op": "status"}, answer_within=2.0))
+            except LogUnavailable as exc:
+                views.append({"address": format_address(*address), "error": str(exc)})
+        if args.json:
+            print(json.dumps(views, indent=2))
+            return EXIT_OK
+        header = ("REPLICA", "ROLE", "STATUS", "LEADER", "COMMIT", "APPLIED", "BALLOT")
+        rows = [
+            (v["address"], "unreachable", "-", "-", "-", "-", "-")
+            if "error" in v
+            else (
+                v["address"],
+                v["role"],
+                v["status"],
+                v["leader"] or "-",
+                str(v["commit"]),
+                str(v["applied"]),
+                str(v["ballot"]),
+            )
+            for v in views
+        ]
+        print_table(header, rows)
+        return EXIT_OK if all("error" not in v for v in views) else EXIT_FAILED
+
+    async def read() -> int:
+        answer = await request_once(
+            replicas[0], {"op": "read", "from": args.start, "limit": args.limit}
+        )
+        if not answer.get("ok"):
+            print(f"vxnet log read: {answer.get('error')}", file=sys.stderr)
+            return EXIT_FAILED
+        for position, value in answer["entries"]:
+            text = value.decode("utf-8", "backslashreplace")
+            print(f"{position}\t{text}" if value else f"{position}\t(no-op)")
+        return EXIT_OK
+
+    action = {"append": append, "status": status, "read": read}[args.action]
+    try:
+        result: int = trio.run(action)
+    except AppendUncertain as exc:
+        print(
+            f"vxnet log append: uncertain, the value may or may not be in the log: {exc}",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
+    except (LogUnavailable, ValueError) as exc:
+        print(f"vxnet log {args.action}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    return result
+
+
+def add_parser(commands: Any) -> None:
+    """Add this group's commands to the ``vxnet`` parser's subcommands."""
+    replog = commands.add_parser(
+        "log",
+        help="run or query the masters' replicated log",
+        description="The masters' Multi-Paxos replicated log: run one replica, append, and "
+        "show what each replica knows.",
+    )
+    log_cmds = replog.add_subparsers(
+        title="log commands", dest="action", metavar="ACTION", required=True
+    )
+    serve = log_cmds.add_parser(
+        "serve",
+        help="run this master's log replica ([log] and master.data_dir of the config)",
+        description="Run one replica of the replicated log until SIGINT or SIGTERM. Its data is "
+        "master.data_dir/log.sqlite; it exits with status 1 if the disk fails.",
+    )
+    serve.add_argument("--config", "-c", required=True, metavar="FILE", help="master TOML file")
+    serve.add_argument("--verbose", "-v", action="store_true", help="log debug messages")
+    serve.set_defaults(func=_log_serve)
+    for name, text in (
+        ("append", "append values (arguments, or standard input); print their positions"),
+        ("status", "show every replica's role, status, leader and commit index"),
+        ("read", "print chosen entries of the first replica named"),
+    ):
+        cmd = log_cmds.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
+        where = cmd.add_mutually_exclusive_group()
+        where.add_argument("--replicas", metavar="HOST:PORT,...", help="the log replicas")
+        where.add_argument("--config", "-c", metavar="FILE", help="take log.replicas from it")
+        cmd.set_defaults(func=_log_client)
+    append_cmd, status_cmd, read_cmd = (log_cmds.choices[n] for n in ("append", "status", "read"))
+    append_cmd.add_argument("values", metavar="VALUE", nargs="*")
+    append_cmd.add_argument(
+        "--wait", type=float, default=5.0, metavar="SECONDS", help="give up after (default 5)"
+    )
+    status_cmd.add_argument("--json", action="store_true", help="print JSON")
+    read_cmd.add_argument("--from", dest="start", type=int, default=0, metavar="POSITION")
+    read_cmd.add_argument("--limit", type=int, default=100, metavar="N")

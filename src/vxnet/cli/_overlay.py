@@ -1,0 +1,166 @@
+"""``vxnet overlay status|usage``: a running agent's overlay, and address usage cluster-wide."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from vxnet._console import print_table
+from vxnet.cli._common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    add_agent_api,
+    api_url,
+    fetch,
+    ip_order,
+)
+
+if TYPE_CHECKING:
+    import argparse
+
+__all__ = ["add_parser"]
+
+
+def _overlay_status(args: argparse.Namespace) -> int:
+    import json
+
+    status = fetch("overlay status", f"{api_url(args.api)}/overlay-agent/status")
+    if status is None:
+        return EXIT_FAILED
+    if args.json:
+        print(json.dumps(status, indent=2))
+        return EXIT_OK
+    info = status.get("info")
+    registration = status.get("registration", {})
+    if info is None:
+        error = registration.get("last_error") or "no master has answered yet"
+        print(f"agent {status['agent_ip']}: not registered yet ({error})")
+        return EXIT_FAILED
+    vxlan: dict[str, Any] = next(
+        (o["backend"]["vxlan"] for o in info["overlays"] if "backend" in o), {}
+    )
+    print(
+        f"agent {status['agent_ip']}: allocation from {registration.get('source')}; "
+        f"{status['vtep']} {vxlan.get('vtep_ip', '-')} {vxlan.get('vtep_ip6', '')} "
+        f"{vxlan.get('vtep_mac', '-')}".replace("  ", " ")
+    )
+    if registration.get("last_error"):
+        print(f"last registration error: {registration['last_error']}")
+    rows = []
+    for o in info["overlays"]:
+        state = o.get("state", {})
+        ok = state.get("status") == "STATUS_OK"
+        rows.append(
+            (
+                o["info"]["name"],
+                "OK" if ok else f"FAILED: {state.get('error', '')}",
+                " ".join(x for x in (o.get("subnet"), o.get("subnet6")) if x) or "-",
+                o.get("mesos_bridge", {}).get("name", "-") if ok else "-",
+                o.get("docker_bridge", {}).get("name", "-") if ok else "-",
+            )
+        )
+    print_table(("NETWORK", "STATUS", "SUBNETS", "CNI BRIDGE", "DOCKER BRIDGE"), rows)
+    nat = "off"
+    if status.get("egress_nat"):
+        nat = "on" if status.get("nat_programmed") else "on, NOT programmed (see the agent's log)"
+    counters = status.get("counters", {})
+    docker = status.get("docker", {})
+    if docker.get("enabled"):
+        state = "answering" if docker.get("available") else "NOT answering"
+        print(f"Docker: on, {state} on {docker.get('socket')}")
+    else:
+        print("Docker: off")
+    print(
+        f"egress NAT: {nat}; CNI configuration in {status.get('cni_dir')}; "
+        f"remote agents: {len(status.get('remotes', []))}; "
+        + ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in counters.items())
+    )
+    for error in status.get("last_errors", []):
+        print(f"recent netlink error: {error}")
+    for key, problem in sorted(status.get("bad_records", {}).items()):
+        print(f"ignored record {key}: {problem}")
+    if status.get("kernel_error"):
+        print(f"cannot read the kernel: {status['kernel_error']}")
+        return EXIT_FAILED
+    objects = status.get("objects", [])
+    print()
+    print_table(
+        ("KIND", "OBJECT", "STATE"), [(o["kind"], o["object"], o["state"]) for o in objects]
+    )
+    wrong = sum(o["state"] != "ok" for o in objects)
+    print()
+    print(
+        f"{len(objects)} kernel objects, "
+        + (
+            f"{wrong} not as desired (repaired at the next reconcile)"
+            if wrong
+            else "all as desired"
+        )
+    )
+    return EXIT_OK
+
+
+def _overlay_usage(args: argparse.Namespace) -> int:
+    import json
+
+    answer = fetch("overlay usage", f"{api_url(args.api)}/v1/store?prefix=usage/&live=1")
+    if answer is None:
+        return EXIT_FAILED
+    records = answer.get("records", [])
+    rows = []
+    low = []
+    for record in sorted(records, key=lambda r: ip_order(r["key"].removeprefix("usage/"))):
+        agent = record["key"].removeprefix("usage/")
+        for network, halves in sorted(record["value"].get("networks", {}).items()):
+            for half, c in sorted(halves.items()):
+                for suffix in ("", "6"):
+                    if f"total{suffix}" not in c:
+                        continue
+                    total, used = c[f"total{suffix}"], c[f"allocated{suffix}"]
+                    free = c[f"free{suffix}"]
+                    share = used / total if total else 1.0
+                    flag = "LOW" if free < max(1, total // 10) else ""
+                    name = f"{half}{' IPv6' if suffix else ''}"
+                    rows.append((agent, network, name, str(used), str(free), f"{share:.0%}", flag))
+                    if flag:
+                        low.append(f"{agent} {network} {name}: {free} free of {total}")
+    if args.json:
+        print(json.dumps({r["key"].removeprefix("usage/"): r["value"] for r in records}, indent=2))
+        return EXIT_OK
+    print_table(("AGENT", "NETWORK", "HALF", "ALLOCATED", "FREE", "USED", ""), rows)
+    if low:
+        print()
+        print(f"{len(low)} close to exhaustion (under 10 % free):")
+        for line in low:
+            print(f"  {line}")
+    return EXIT_OK
+
+
+def add_parser(commands: Any) -> None:
+    """Add this group's commands to the ``vxnet`` parser's subcommands."""
+    overlay = commands.add_parser(
+        "overlay",
+        help="inspect a running agent's overlay",
+        description="Inspect a running agent's overlay through its API.",
+    )
+    overlay_cmds = overlay.add_subparsers(
+        title="overlay commands", dest="action", metavar="ACTION", required=True
+    )
+    ostatus = overlay_cmds.add_parser(
+        "status",
+        help="the agent's allocation and its kernel objects against the desired state",
+        description="Print the agent's allocation (VTEP, subnets per network), egress NAT, "
+        "counters, and every route, neighbour and FDB entry vxnet owns with whether it "
+        "matches the desired state.",
+    )
+    add_agent_api(ostatus)
+    ostatus.add_argument("--json", action="store_true", help="print JSON")
+    ostatus.set_defaults(func=_overlay_status)
+    ousage = overlay_cmds.add_parser(
+        "usage",
+        help="container addresses allocated and free on every agent, cluster-wide",
+        description="Print, for every live agent, network and half (cni, docker), how many "
+        "container addresses are allocated and free, and which agents are close to exhaustion.",
+    )
+    add_agent_api(ousage)
+    ousage.add_argument("--json", action="store_true", help="print JSON")
+    ousage.set_defaults(func=_overlay_usage)
