@@ -82,12 +82,16 @@ async def test_appends_resume_after_the_coordinator_is_killed(cluster: LogProces
     async with trio.open_nursery() as nursery:
         for k in range(CLIENTS):
             nursery.start_soon(client, k)
-        await trio.sleep(1.5)
+        with trio.fail_after(20):
+            while len(acked) <= 100:  # noqa: ASYNC110 - the clients fill it
+                await trio.sleep(0.02)
         before = len(acked)
         c.kill(first)  # SIGKILL
         killed_at.append(trio.current_time())
         second = await c.leader(within=10)
-        await trio.sleep(1.5)
+        with trio.fail_after(20):
+            while sum(t > killed_at[0] + 0.01 for _, t in acked.values()) <= 100:  # noqa: ASYNC110
+                await trio.sleep(0.02)
         stop.set()
 
     assert before > 50, f"only {before} appends before the kill"

@@ -18,23 +18,15 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from vxnet.sandbox.cluster import LabCluster
-from vxnet.sandbox.lab import Container, Host, Lab
+from vxnet.sandbox.lab import Container, Host, Lab, LabError
+from waiting import wait_until
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Iterator
 
 pytestmark = pytest.mark.lab
 
 GRACE = 15  # gossip.record_grace of the agents: a restart must fit in it
-
-
-def wait_until(what: str, check: Callable[[], bool], timeout: float = 30.0) -> float:
-    start = time.monotonic()
-    while time.monotonic() - start < timeout:
-        if check():
-            return time.monotonic() - start
-        time.sleep(0.05)
-    pytest.fail(f"timed out after {timeout} s waiting for {what}")
 
 
 def routes(host: Host) -> list[dict[str, Any]]:
@@ -222,7 +214,10 @@ def test_restarting_an_agent_loses_no_packet(cluster: Cluster) -> None:
         )
         for target in ("a2", "a3")
     }
-    time.sleep(0.5)
+    for proc in pings.values():  # both pings are answered before the restart begins
+        assert proc.stdout is not None
+        while "bytes from" not in (line := proc.stdout.readline()):
+            assert line, "ping ended before its first reply"
     c.lc.stop(a3)  # SIGTERM: a graceful stop, as systemctl restart does
     c.lc.start_agent(a3)
     wait_until("a3 converged again", lambda: c.converged(a3))
@@ -238,7 +233,20 @@ def test_an_agent_restarted_apart_from_the_cluster_keeps_every_entry(cluster: Cl
     before = routes(a3)
     c.lc.stop(a3)
     c.lc.start_agent(a3, seed=c.ext)  # nobody gossips there: its store never syncs
-    time.sleep(2)  # it has programmed itself from its saved allocation by now
+
+    def on_saved_allocation() -> bool:
+        try:
+            return c.status(a3)["info"] is not None
+        except LabError:  # its API is not up yet
+            return False
+
+    wait_until("a3 running on its saved allocation", on_saved_allocation)
+    # Its first reconcile runs as soon as it has the allocation: for two seconds from then on,
+    # no route may go missing (a deletion repaired at once would still show in a poll).
+    window = time.monotonic() + 2.0
+    while time.monotonic() < window:
+        assert len(routes(a3)) == len(before) == 4
+        time.sleep(0.05)
     status = c.status(a3)
     assert status["info"] is not None
     assert status["remotes"] == []

@@ -15,21 +15,14 @@ from taskwatch import seen_at, watch
 from vxnet.config import NetworkConfig, Overlay
 from vxnet.sandbox.cluster import LabCluster, dual_stack_network
 from vxnet.sandbox.lab import Host, Lab
+from waiting import wait_until
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Iterator
 
 pytestmark = pytest.mark.lab
 
 TINY = Overlay(name="tiny", subnet=IPv4Network("10.10.0.0/16"), prefix=28)  # 5 CNI addresses
-
-
-def wait_until(what: str, check: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
 
 
 @pytest.fixture(scope="module")
@@ -72,9 +65,8 @@ def test_a_task_record_reaches_every_agent_within_a_second_and_leaves_after_del(
 ) -> None:
     a1, a2, a3 = lc.agents
     watchers = [watch(h, "web", True) for h in (a2, a3)]
-    time.sleep(1.0)  # the watchers are polling
-    attachment = lc.attach(a1, "web", args={"VXNET_TASK": "web", "VXNET_FRAMEWORK": "marathon"})
     added = time.time()
+    attachment = lc.attach(a1, "web", args={"VXNET_TASK": "web", "VXNET_FRAMEWORK": "marathon"})
     for proc in watchers:
         assert seen_at(proc) - added < 1.0
     tasks = json.loads(a3.run([sys.executable, "-m", "vxnet", "tasks", "--json"]).stdout)
@@ -93,9 +85,8 @@ def test_a_task_record_reaches_every_agent_within_a_second_and_leaves_after_del(
     table = a2.run([sys.executable, "-m", "vxnet", "tasks"]).stdout
     assert f"web   marathon   dcos     {attachment.ip} {attachment.ip6}" in table, table
     watchers = [watch(h, "web", False) for h in (a2, a3)]
-    time.sleep(1.0)
-    lc.cni(a1, attachment.container, "DEL")
     deleted = time.time()
+    lc.cni(a1, attachment.container, "DEL")
     for proc in watchers:
         assert seen_at(proc) - deleted < 1.0
 
