@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from typing import TYPE_CHECKING, Any
@@ -18,6 +19,8 @@ from vxnet.master._allocator import Allocator, Outcome, network_json
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
+
+    from vxnet.records import AgentInfo
 
 DCOS = Overlay("dcos", subnet=IPv4Network("9.0.0.0/8"), prefix=24)
 DCOS6 = Overlay("dcos6", subnet6=IPv6Network("fd01:b::/64"), prefix6=80)
@@ -43,7 +46,12 @@ def register(
 def agent_of(outcome: Outcome) -> dict[str, Any]:
     assert outcome.ok, outcome.error
     assert outcome.agent is not None
-    return outcome.agent
+    return outcome.agent.to_json()
+
+
+def info_json(info: AgentInfo | None) -> dict[str, Any]:
+    assert info is not None
+    return info.to_json()
 
 
 def vxlan(vtep_ip: str, vtep_mac: str, vtep_ip6: str | None = None) -> dict[str, Any]:
@@ -137,7 +145,7 @@ def test_dual_stack_network_splits_both_subnets_into_halves() -> None:
             "state": OK,
         }
     ]
-    first = allocator.agent_info("198.18.0.10")
+    first = info_json(allocator.agent_info("198.18.0.10"))
     assert first is not None
     assert first["overlays"][0]["subnet6"] == "fd01:b::/80"
     assert first["overlays"][0]["mesos_bridge"]["ip6"] == "fd01:b::1/81"
@@ -464,18 +472,18 @@ def test_removing_a_network_drops_the_agents_failed_requests_for_it() -> None:
     allocator = Allocator(NetworkConfig(overlays=(DCOS, tiny)))
     for ip in agent_ips(3):
         register(allocator, ip)
-    third = allocator.agent_info("198.18.0.13")
+    third = info_json(allocator.agent_info("198.18.0.13"))
     assert third is not None
     assert third["overlays"][1]["state"]["status"] == "STATUS_FAILED"
     assert allocator.apply(Allocator.network_command(DEFAULT)).ok is False
     register(allocator, "198.18.0.11", [])
     assert allocator.apply(Allocator.delete_command(["198.18.0.11", "198.18.0.12"])).changed
     assert allocator.apply(Allocator.network_command(DEFAULT)) == Outcome(ok=True, changed=True)
-    third = allocator.agent_info("198.18.0.13")
+    third = info_json(allocator.agent_info("198.18.0.13"))
     assert third is not None
     assert [o["info"]["name"] for o in third["overlays"]] == ["dcos"]
     assert allocator.apply(Allocator.network_command(NetworkConfig(overlays=(DCOS, tiny)))).ok
-    assert allocator.agent_info("198.18.0.13") == third
+    assert info_json(allocator.agent_info("198.18.0.13")) == third
     assert allocator.satisfied("198.18.0.13", ["dcos"])
 
 
@@ -743,7 +751,7 @@ def test_ten_thousand_registrations_get_distinct_subnets_lowest_first() -> None:
         assert overlay["subnet"] == f"9.{k >> 8}.{k & 255}.0/24"
         vtep = k + 1
         assert overlay["backend"]["vxlan"]["vtep_ip"] == f"44.128.{vtep >> 8}.{vtep & 255}/16"
-    last = allocator.agent_info(ips[-1])
+    last = info_json(allocator.agent_info(ips[-1]))
     assert last is not None
     assert last["overlays"][0]["subnet"] == "9.39.15.0/24"
     assert allocator.free_counts()["dcos"] == {"total": 65536, "used": 10_000, "free": 55_536}
@@ -1032,9 +1040,9 @@ class AllocatorMachine(RuleBasedStateMachine):
         assert outcome.changed == expected.changed
         assert satisfied == (expected.existed and expected.error is None and not expected.changed)
         if outcome.ok:
-            assert outcome.agent == self.model.render(ip)
             assert outcome.agent is not None
-            for overlay in outcome.agent["overlays"]:
+            assert outcome.agent.to_json() == self.model.render(ip)
+            for overlay in outcome.agent.to_json()["overlays"]:
                 counts = free_before[overlay["info"]["name"]]
                 if overlay["state"]["status"] == "STATUS_FAILED":
                     assert counts.get("free", 1) == 0 or counts.get("free6", 1) == 0
@@ -1097,6 +1105,14 @@ class AllocatorMachine(RuleBasedStateMachine):
         assert self.allocator.failures == self.model.failures
 
     @invariant()
+    def the_encoded_state_is_the_state(self) -> None:
+        # state_json reuses each agent's JSON until the agent (or the network) changes: any
+        # stale piece shows here, after every kind of step.
+        state = {**self.allocator.state(), "free": self.allocator.free_counts()}
+        assert json.loads(self.allocator.state_json(free=True)) == state
+        assert json.loads(self.allocator.state_json()) == self.allocator.state()
+
+    @invariant()
     def nothing_is_held_twice(self) -> None:
         subnets: dict[str, list[IPv4Network | IPv6Network]] = {}
         vteps, macs, vteps6 = [], [], []
@@ -1134,3 +1150,23 @@ AllocatorMachine.TestCase.settings = settings(
     suppress_health_check=[HealthCheck.too_slow],
 )
 TestAllocatorMachine = AllocatorMachine.TestCase
+
+
+def test_the_encoded_state_reencodes_only_the_agents_that_changed() -> None:
+    allocator = Allocator(DEFAULT)
+    for ip in agent_ips(3):
+        register(allocator, ip)
+    first = allocator.state_json()
+    kept = dict(allocator._encoded)
+    register(allocator, "198.18.0.12", mesos_bridge=False)
+    allocator.apply(Allocator.delete_command(["198.18.0.13"]))
+    second = allocator.state_json()
+    assert first != second
+    assert json.loads(second) == allocator.state()
+    again = allocator._encoded
+    assert sorted(again) == [int(IPv4Address("198.18.0.11")), int(IPv4Address("198.18.0.12"))]
+    eleven = int(IPv4Address("198.18.0.11"))
+    assert again[eleven] is kept[eleven]  # the unchanged agent's JSON was reused
+    twelve = int(IPv4Address("198.18.0.12"))
+    assert again[twelve] is not kept[twelve]
+    assert allocator.agent_count == 2

@@ -100,11 +100,14 @@ def test_registrations_through_coordinator_crashes(seed: int) -> None:
         for position in range(len(sim.chosen)):
             value = sim.chosen[position]
             if value:
-                answers[position] = allocator.apply(value).agent
+                agent = allocator.apply(value).agent
+                answers[position] = None if agent is None else agent.to_json()
         for op in acked:
             answer = answers[op.output]  # type: ignore[index]
             assert answer is not None
-            assert answer == final[0].agent_info(str(answer["ip"])), f"{answer['ip']} changed"
+            held = final[0].agent_info(str(answer["ip"]))
+            assert held is not None
+            assert answer == held.to_json(), f"{answer['ip']} changed"
 
     clock = trio.testing.MockClock(autojump_threshold=0)
     trio.run(body, clock, clock=clock)

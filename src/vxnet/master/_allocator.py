@@ -52,11 +52,18 @@ Pools
   families) is a heap of disjoint free ranges, so the lowest free index costs O(log n) however
   large the pool and after any pattern of deletes. A snapshot stores only what the agents hold;
   restoring rebuilds the pools from it.
+
+Answers
+  Every answer is a :class:`~vxnet.records.AgentInfo`. Each agent's JSON is kept, encoded, beside
+  its entry and dropped when the entry (or the network configuration) changes, so that a read of
+  the whole state (:meth:`Allocator.state_json`) re-encodes only the agents changed since the last
+  read and joins the rest.
 """
 
 from __future__ import annotations
 
 import heapq
+import json
 from dataclasses import dataclass, replace
 from ipaddress import AddressValueError, IPv4Address, IPv6Address
 from typing import TYPE_CHECKING, Any
@@ -65,6 +72,7 @@ import msgpack
 import tomli_w
 
 from vxnet.config import ConfigError, MasterConfig, parse_config, parse_mac
+from vxnet.records import AgentInfo, AgentOverlay, Bridge, OverlayInfo, State, Status, VxLAN
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping, Sequence
@@ -90,13 +98,13 @@ class Outcome:
 
     Attributes:
         ok: Whether the command was carried out (a registration with failed networks is ok).
-        agent: The agent's AgentInfo JSON after a register.
+        agent: The agent's AgentInfo after a register.
         error: Why the command was refused.
         changed: Whether the state changed.
     """
 
     ok: bool
-    agent: dict[str, Any] | None = None
+    agent: AgentInfo | None = None
     error: str | None = None
     changed: bool = False
 
@@ -116,14 +124,23 @@ def network_json(network: NetworkConfig) -> dict[str, Any]:
 
 
 def _overlay_info(o: Overlay) -> dict[str, Any]:
-    info: dict[str, Any] = {"name": o.name}
-    if o.subnet is not None:
-        info["subnet"] = str(o.subnet)
-        info["prefix"] = o.prefix
-    if o.subnet6 is not None:
-        info["subnet6"] = str(o.subnet6)
-        info["prefix6"] = o.prefix6
-    return info
+    return _overlay_record(o).to_json()
+
+
+def _overlay_record(o: Overlay) -> OverlayInfo:
+    v4, v6 = o.subnet is not None, o.subnet6 is not None
+    return OverlayInfo(
+        name=o.name,
+        subnet=str(o.subnet) if v4 else None,
+        prefix=o.prefix if v4 else None,
+        subnet6=str(o.subnet6) if v6 else None,
+        prefix6=o.prefix6 if v6 else None,
+    )
+
+
+def _encode(value: object) -> bytes:
+    """Compact JSON, as the API sends it."""
+    return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
 
 
 class _Refused(Exception):
@@ -355,6 +372,8 @@ class Allocator:
         self.registrations = 0
         self.failures: dict[str, int] = dict.fromkeys(_FAILURE_KINDS, 0)
         self._agents: dict[int, _Agent] = {}
+        self._encoded: dict[int, bytes] = {}  # agent -> its AgentInfo JSON, while unchanged
+        self._order: list[int] | None = []  # the agents in numeric order; None when stale
         self._install(network)
 
     # --- commands -------------------------------------------------------------------------------
@@ -412,8 +431,13 @@ class Allocator:
 
     # --- queries --------------------------------------------------------------------------------
 
-    def agent_info(self, ip: str) -> dict[str, Any] | None:
-        """The AgentInfo JSON of agent ``ip``, or ``None`` for an unknown agent or a bad address."""
+    @property
+    def agent_count(self) -> int:
+        """How many agents hold allocations."""
+        return len(self._agents)
+
+    def agent_info(self, ip: str) -> AgentInfo | None:
+        """The AgentInfo of agent ``ip``, or ``None`` for an unknown agent or a bad address."""
         try:
             key = int(IPv4Address(ip))
         except AddressValueError:
@@ -447,11 +471,38 @@ class Allocator:
         return new == old
 
     def state(self) -> dict[str, Any]:
-        """The network configuration and every agent's AgentInfo, by agent IP in numeric order."""
+        """The network configuration and every agent's AgentInfo JSON, by agent IP in numeric
+        order."""
         return {
             "network": network_json(self.network),
-            "agents": [self._info(ip, self._agents[ip]) for ip in sorted(self._agents)],
+            "agents": [self._info(ip, self._agents[ip]).to_json() for ip in sorted(self._agents)],
         }
+
+    def state_json(self, *, free: bool = False) -> bytes:
+        """:meth:`state` as compact JSON (with :meth:`free_counts` under ``free`` if asked).
+
+        Only agents changed since the last call are encoded; the others' JSON is reused.
+        """
+        if self._order is None:
+            self._order = sorted(self._agents)
+        encoded = self._encoded
+        pieces = []
+        for ip in self._order:
+            piece = encoded.get(ip)
+            if piece is None:
+                piece = encoded[ip] = _encode(self._info(ip, self._agents[ip]).to_json())
+            pieces.append(piece)
+        tail = b"}" if not free else b',"free":' + _encode(self.free_counts()) + b"}"
+        return b"".join(
+            (
+                b'{"network":',
+                _encode(network_json(self.network)),
+                b',"agents":[',
+                b",".join(pieces),
+                b"]",
+                tail,
+            )
+        )
 
     def free_counts(self) -> dict[str, dict[str, int]]:
         """Total, used and free subnets per network, and VTEP addresses under the key ``vtep``.
@@ -662,7 +713,10 @@ class Allocator:
                 space.pool4.take(held.index4)
             if space.pool6 is not None and held.index6 is not None:
                 space.pool6.take(held.index6)
+        if old is None:
+            self._order = None
         self._agents[request.ip] = new
+        self._encoded.pop(request.ip, None)
         self.registrations += 1
         return Outcome(ok=True, agent=self._info(request.ip, new), changed=True)
 
@@ -674,6 +728,8 @@ class Allocator:
             if agent is None:
                 continue
             changed = True
+            self._encoded.pop(ip, None)
+            self._order = None
             self._vtep.release(agent.vtep)
             if agent.vtep6 is not None:
                 self._vtep6.release(agent.vtep6)
@@ -754,6 +810,8 @@ class Allocator:
     def _rebuild(self) -> None:
         """Pools for the network in force, with everything the agents hold taken."""
         network = self.network
+        self._encoded = {}
+        self._order = None
         agents = [self._agents[ip] for ip in sorted(self._agents)]
         self._vtep = _Pool(network.vtep_subnet.num_addresses - 2, (a.vtep for a in agents))
         self._vtep6 = _Pool(
@@ -776,53 +834,58 @@ class Allocator:
                 )
             self._spaces[o.name] = _Space(o, pool4, pool6)
 
-    def _info(self, ip: int, agent: _Agent) -> dict[str, Any]:
+    def _info(self, ip: int, agent: _Agent) -> AgentInfo:
         network = self.network
         vtep = self._vtep4_base + agent.vtep
         low = vtep & 0xFFFFFF
         mac = self._oui + low.to_bytes(3, "big")
-        vxlan: dict[str, Any] = {
-            "vni": network.vni,
-            "vtep_name": f"vtep{network.vni}",
-            "vtep_ip": f"{_v4(vtep)}/{network.vtep_subnet.prefixlen}",
-            "vtep_mac": mac.hex(":"),
-            "vxlan_port": network.vxlan_port,
-            "vtep_mtu": network.vtep_mtu,
-        }
+        vtep_ip6 = None
         if agent.vtep6 is not None:
             vtep6 = self._vtep6_base + agent.vtep6
-            vxlan["vtep_ip6"] = f"{_v6(vtep6)}/{network.vtep_subnet6.prefixlen}"
-        overlays = [
-            self._overlay_json(o, held, vxlan, network.overlay_mtu)
+            vtep_ip6 = f"{_v6(vtep6)}/{network.vtep_subnet6.prefixlen}"
+        vxlan = VxLAN(
+            vni=network.vni,
+            vtep_name=f"vtep{network.vni}",
+            vtep_ip=f"{_v4(vtep)}/{network.vtep_subnet.prefixlen}",
+            vtep_mac=mac.hex(":"),
+            vxlan_port=network.vxlan_port,
+            vtep_mtu=network.vtep_mtu,
+            vtep_ip6=vtep_ip6,
+        )
+        overlays = tuple(
+            self._overlay_entry(o, held, vxlan, network.overlay_mtu)
             for o in network.overlays
             if (held := agent.overlays.get(o.name)) is not None
-        ]
-        return {"ip": _v4(ip), "overlays": overlays}
+        )
+        return AgentInfo(ip=_v4(ip), overlays=overlays)
 
     @staticmethod
-    def _overlay_json(o: Overlay, held: _Held, vxlan: dict[str, Any], mtu: int) -> dict[str, Any]:
-        entry: dict[str, Any] = {"info": _overlay_info(o)}
+    def _overlay_entry(o: Overlay, held: _Held, vxlan: VxLAN, mtu: int) -> AgentOverlay:
+        info = _overlay_record(o)
         if held.error is not None:
-            entry["state"] = {"status": "STATUS_FAILED", "error": held.error}
-            return entry
-        mesos: dict[str, Any] = {"name": f"m-{o.name}", "mtu": mtu}
-        docker: dict[str, Any] = {"name": f"d-{o.name}", "mtu": mtu}
+            return AgentOverlay(info=info, state=State(Status.FAILED, held.error))
+        subnet = subnet6 = None
+        ip = ip6 = docker_ip = docker_ip6 = None
         if o.subnet is not None and held.index4 is not None:
             size = 1 << (32 - o.prefix)
             base = int(o.subnet.network_address) + held.index4 * size
-            entry["subnet"] = f"{_v4(base)}/{o.prefix}"
-            mesos["ip"] = f"{_v4(base + 1)}/{o.prefix + 1}"
-            docker["ip"] = f"{_v4(base + size // 2 + 1)}/{o.prefix + 1}"
+            subnet = f"{_v4(base)}/{o.prefix}"
+            ip = f"{_v4(base + 1)}/{o.prefix + 1}"
+            docker_ip = f"{_v4(base + size // 2 + 1)}/{o.prefix + 1}"
         if o.subnet6 is not None and held.index6 is not None:
             size = 1 << (128 - o.prefix6)
             base = int(o.subnet6.network_address) + held.index6 * size
-            entry["subnet6"] = f"{_v6(base)}/{o.prefix6}"
-            mesos["ip6"] = f"{_v6(base + 1)}/{o.prefix6 + 1}"
-            docker["ip6"] = f"{_v6(base + size // 2 + 1)}/{o.prefix6 + 1}"
-        if held.mesos_bridge:
-            entry["mesos_bridge"] = mesos
-        if held.docker_bridge:
-            entry["docker_bridge"] = docker
-        entry["backend"] = {"vxlan": dict(vxlan)}
-        entry["state"] = {"status": "STATUS_OK"}
-        return entry
+            subnet6 = f"{_v6(base)}/{o.prefix6}"
+            ip6 = f"{_v6(base + 1)}/{o.prefix6 + 1}"
+            docker_ip6 = f"{_v6(base + size // 2 + 1)}/{o.prefix6 + 1}"
+        mesos = Bridge(f"m-{o.name}", ip, ip6, mtu) if held.mesos_bridge else None
+        docker = Bridge(f"d-{o.name}", docker_ip, docker_ip6, mtu) if held.docker_bridge else None
+        return AgentOverlay(
+            info=info,
+            state=State(Status.OK),
+            subnet=subnet,
+            subnet6=subnet6,
+            mesos_bridge=mesos,
+            docker_bridge=docker,
+            backend=vxlan,
+        )

@@ -155,7 +155,7 @@ class _Metrics:
         conflict.add_metric([], 1.0 if m.config_conflict else 0.0)
         yield conflict
         agents = GaugeMetricFamily("vxnet_master_agents", "Agents holding allocations.")
-        agents.add_metric([], len(m.allocator.state()["agents"]))
+        agents.add_metric([], m.allocator.agent_count)
         yield agents
         free = GaugeMetricFamily(
             "vxnet_master_free_subnets", "Free agent subnets per network.", labels=["network"]
@@ -235,7 +235,7 @@ def build_master_app(master: MasterService) -> Starlette:
             count("failed")
             return _error(409, str(exc))
         count("allocated" if written else "unchanged")
-        return JSONResponse(info, status_code=201 if written else 200)
+        return JSONResponse(info.to_json(), status_code=201 if written else 200)
 
     async def delete(request: Request) -> Response:
         denied = unauthorized(request)
@@ -267,7 +267,8 @@ def build_master_app(master: MasterService) -> Starlette:
             master.ensure_leading()
         except MasterUnavailable as exc:
             return unavailable(request, exc)
-        return JSONResponse({**master.allocator.state(), "free": master.allocator.free_counts()})
+        # Each agent's JSON is kept encoded by the allocator: a read joins the pieces.
+        return Response(master.allocator.state_json(free=True), media_type="application/json")
 
     async def leader(request: Request) -> Response:
         core = master.log.replica

@@ -19,7 +19,7 @@ from __future__ import annotations
 import collections
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from vxnet.config import MasterConfig
+    from vxnet.records import AgentInfo
     from vxnet.replog import LogStorage, LogTiming, Snapshot
 
 __all__ = [
@@ -233,7 +234,7 @@ class MasterService:
         *,
         mesos_bridge: bool = True,
         docker_bridge: bool = True,
-    ) -> tuple[dict[str, Any], bool]:
+    ) -> tuple[AgentInfo, bool]:
         """Allocate for agent ``ip``; its AgentInfo, and whether the log was written.
 
         Raises:
