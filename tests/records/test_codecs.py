@@ -102,7 +102,7 @@ def test_one_status_rule_only_ok_entries_are_usable() -> None:
         Status.INVALID,
     ]
     assert [o.name for o in info.usable()] == ["a"]
-    assert Status.OK == "STATUS_OK"
+    assert str(Status.OK) == "STATUS_OK"
     assert Status("STATUS_FAILED") is Status.FAILED
 
 
