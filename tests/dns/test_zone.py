@@ -181,7 +181,7 @@ def test_task_from_record_names_the_bad_field(change: dict[str, Any], field: str
 
 def test_task_from_record_needs_an_object() -> None:
     with pytest.raises(ValueError, match="object"):
-        task_from_record(["web"])  # type: ignore[arg-type]
+        task_from_record(["web"])
 
 
 def test_records_lists_everything_served_in_order() -> None:

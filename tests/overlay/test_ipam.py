@@ -23,6 +23,7 @@ from vxnet.overlay._ipam import (
     parse_cni_args,
     task_identity,
 )
+from vxnet.records import AgentInfo
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -123,6 +124,7 @@ def test_a_failed_write_hands_nothing_out(tmp_path: Path) -> None:
 
 def test_halves_from_agent_info() -> None:
     info = {
+        "ip": "198.18.0.11",
         "overlays": [
             {
                 "info": {"name": "dcos"},
@@ -130,9 +132,9 @@ def test_halves_from_agent_info() -> None:
                 "state": {"status": "STATUS_OK"},
             },
             {"info": {"name": "bad"}, "state": {"status": "STATUS_FAILED", "error": "x"}},
-        ]
+        ],
     }
-    assert halves_from_info(info) == {
+    assert halves_from_info(AgentInfo.from_json(info)) == {
         "dcos": Half(
             "dcos",
             IPv4Network("9.0.1.0/25"),

@@ -15,6 +15,7 @@ from vxnet.overlay._diff import compare
 from vxnet.overlay._model import Fdb, KernelState, Neighbour, Route
 from vxnet.overlay._nat import nat_ruleset
 from vxnet.overlay._netlink import owned_changes
+from vxnet.records import AgentInfo, AgentOverlay
 from vxnet.sandbox.cni import CniError, find_plugin_dir, run_conflist
 
 if TYPE_CHECKING:
@@ -31,7 +32,9 @@ OVERLAY: dict[str, Any] = {
         "ip6": "fd01:b::3:0:0:1/81",
     },
     "docker_bridge": {"name": "d-dcos", "mtu": 1400, "ip": "9.0.3.129/25"},
-    "backend": {"vxlan": {"vni": 1024}},
+    "backend": {
+        "vxlan": {"vni": 1024, "vtep_ip": "44.128.0.4/20", "vtep_mac": "70:b3:d5:80:00:04"}
+    },
     "state": {"status": "STATUS_OK"},
 }
 
@@ -40,7 +43,7 @@ OVERLAY: dict[str, Any] = {
 
 
 def test_conflist_runs_the_bridge_plugin_with_vxnet_ipam() -> None:
-    data = conflist(OVERLAY, "/var/lib/vxnet/agent/ipam.sock", 1420)
+    data = conflist(AgentOverlay.from_json(OVERLAY), "/var/lib/vxnet/agent/ipam.sock", 1420)
     assert data == {
         "cniVersion": "1.0.0",
         "name": "dcos",
@@ -61,23 +64,23 @@ def test_conflist_runs_the_bridge_plugin_with_vxnet_ipam() -> None:
 
 def test_no_conflist_for_a_failed_network_or_one_without_a_cni_bridge() -> None:
     failed = {"info": {"name": "x"}, "state": {"status": "STATUS_FAILED", "error": "full"}}
-    assert conflist(failed, "/d", 1420) is None
+    assert conflist(AgentOverlay.from_json(failed), "/d", 1420) is None
     no_bridge = {k: v for k, v in OVERLAY.items() if k != "mesos_bridge"}
-    assert conflist(no_bridge, "/d", 1420) is None
+    assert conflist(AgentOverlay.from_json(no_bridge), "/d", 1420) is None
     info = {"ip": "198.18.0.1", "overlays": [OVERLAY, failed, no_bridge]}
-    assert list(conflists(info, "/d", 1420)) == ["dcos.conflist"]
+    assert list(conflists(AgentInfo.from_json(info), "/d", 1420)) == ["dcos.conflist"]
 
 
 def test_the_bridge_mtu_defaults_to_the_given_one() -> None:
     bridge = {k: v for k, v in OVERLAY["mesos_bridge"].items() if k != "mtu"}
-    data = conflist({**OVERLAY, "mesos_bridge": bridge}, "/d", 1420)
+    data = conflist(AgentOverlay.from_json({**OVERLAY, "mesos_bridge": bridge}), "/d", 1420)
     assert data is not None
     assert data["plugins"][0]["mtu"] == 1420
 
 
 def test_write_conflist_writes_only_changes_and_remove_stale_only_its_own(tmp_path: Path) -> None:
     directory = tmp_path / "net.d"
-    data = conflist(OVERLAY, "/d", 1420)
+    data = conflist(AgentOverlay.from_json(OVERLAY), "/d", 1420)
     assert data is not None
     assert write_conflist(directory, "dcos.conflist", data) is True
     assert json.loads((directory / "dcos.conflist").read_text()) == data

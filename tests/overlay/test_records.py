@@ -9,6 +9,7 @@ import pytest
 
 from vxnet.overlay._model import RemoteAgent
 from vxnet.overlay._records import RecordError, overlay_record, remote_from_record
+from vxnet.records import AgentInfo
 
 AGENT_INFO: dict[str, Any] = {
     "ip": "198.18.0.11",
@@ -39,7 +40,7 @@ AGENT_INFO: dict[str, Any] = {
 
 
 def test_the_published_record_and_the_remote_read_back_agree() -> None:
-    record = overlay_record(AGENT_INFO)
+    record = overlay_record(AgentInfo.from_json(AGENT_INFO))
     assert record == {
         "agent_ip": "198.18.0.11",
         "vtep_ip": "44.128.0.4",
@@ -60,10 +61,10 @@ def test_the_published_record_and_the_remote_read_back_agree() -> None:
 def test_an_agent_without_any_network_has_no_record() -> None:
     failed = {"ip": "198.18.0.12", "overlays": [AGENT_INFO["overlays"][2]]}
     with pytest.raises(RecordError, match=r"198\.18\.0\.12: no network was allocated"):
-        overlay_record(failed)
+        overlay_record(AgentInfo.from_json(failed))
 
 
-GOOD = overlay_record(AGENT_INFO)
+GOOD = overlay_record(AgentInfo.from_json(AGENT_INFO))
 
 
 @pytest.mark.parametrize(

@@ -19,6 +19,7 @@ from vxnet.overlay._registration import (
     load_allocation,
     save_allocation,
 )
+from vxnet.records import AgentInfo
 from vxnet.testing.procs import free_ports
 
 if TYPE_CHECKING:
@@ -44,7 +45,7 @@ async def test_registers_saves_and_restarts_from_disk(
 ) -> None:
     caplog.set_level("INFO", logger="vxnet.overlay")
     cfg = master_config(tmp_path)
-    seen: list[dict[str, Any]] = []
+    seen: list[AgentInfo] = []
     state = tmp_path / "agent"
     master = MasterService(cfg)
     async with trio.open_nursery() as nursery:
@@ -61,7 +62,7 @@ async def test_registers_saves_and_restarts_from_disk(
         assert len(seen) == 1  # refreshes that change nothing hand nothing over
         assert reg.attempts >= 2
         nursery.cancel_scope.cancel()
-    info = seen[0]
+    info = seen[0].to_json()
     assert info["ip"] == "198.18.0.11"
     assert info["overlays"][0]["subnet"] == "9.0.0.0/24"
     vxlan = info["overlays"][0]["backend"]["vxlan"]
@@ -79,7 +80,7 @@ async def test_registers_saves_and_restarts_from_disk(
     assert again.source == "disk"
     got: list[dict[str, Any]] = []
     with trio.move_on_after(2):
-        await again.run(got.append)
+        await again.run(lambda agent: got.append(agent.to_json()))
     assert got == [info]
     assert again.failures >= 3
     assert again.last_error is not None
@@ -90,6 +91,7 @@ async def test_registers_saves_and_restarts_from_disk(
 
 def test_describe_names_the_vtep_each_subnet_and_each_failure() -> None:
     info = {
+        "ip": "198.18.0.11",
         "overlays": [
             {
                 "info": {"name": "dcos"},
@@ -102,20 +104,22 @@ def test_describe_names_the_vtep_each_subnet_and_each_failure() -> None:
                 "info": {"name": "tiny"},
                 "state": {"status": "STATUS_FAILED", "error": "no free /25 subnet left"},
             },
-        ]
+        ],
     }
-    assert describe(info) == (
+    assert describe(AgentInfo.from_json(info)) == (
         "VTEP 44.128.0.2/20 70:b3:d5:80:00:02; dcos 9.0.1.0/24 fd01:b:0:0:1::/80; "
         "tiny FAILED (no free /25 subnet left)"
     )
-    assert describe({"overlays": []}) == "no networks"
+    assert describe(AgentInfo("198.18.0.11")) == "no networks"
 
 
 def test_a_saved_allocation_of_another_agent_or_a_broken_file_is_ignored(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    save_allocation(tmp_path, {"ip": "198.18.0.12", "overlays": []})
-    assert load_allocation(tmp_path, "198.18.0.12") == {"ip": "198.18.0.12", "overlays": []}
+    save_allocation(tmp_path, AgentInfo.from_json({"ip": "198.18.0.12", "overlays": []}))
+    saved = load_allocation(tmp_path, "198.18.0.12")
+    assert saved is not None
+    assert saved.to_json() == {"ip": "198.18.0.12", "overlays": []}
     assert load_allocation(tmp_path, "198.18.0.11") is None
     assert "saved for agent 198.18.0.12, not 198.18.0.11" in caplog.text
     (tmp_path / ALLOCATION_FILE).write_text("{not json")

@@ -58,7 +58,7 @@ def build_app(
                 status_code=503,
                 headers={"Retry-After": "1"},
             )
-        return JSONResponse({**overlay.info, "usage": overlay.containers.usage()})
+        return JSONResponse({**overlay.info.to_json(), "usage": overlay.containers.usage()})
 
     async def overlay_status(request: Request) -> JSONResponse:
         if overlay is None:

@@ -71,10 +71,8 @@ def _overlay_networks(overlay: OverlayService | None) -> Callable[[], list[Any]]
     def networks() -> list[Any]:
         found = []
         if overlay is not None and overlay.info is not None:
-            for entry in overlay.info.get("overlays", []):
-                for key in ("subnet", "subnet6"):
-                    if entry.get("info", {}).get(key):
-                        found.append(ip_network(entry["info"][key]))
+            for entry in overlay.info.overlays:
+                found += [ip_network(s) for s in (entry.info.subnet, entry.info.subnet6) if s]
         return found
 
     return networks

@@ -40,6 +40,7 @@ from vxnet.dns._mmsg import BUFFER as MMSG_BUFFER
 from vxnet.dns._mmsg import Batch
 from vxnet.dns._mmsg import available as mmsg_available
 from vxnet.dns._zone import Answer, Zone, task_from_record
+from vxnet.records import TASK_PREFIX
 
 if TYPE_CHECKING:
     from ipaddress import IPv4Network, IPv6Network
@@ -51,7 +52,6 @@ __all__ = ["LATENCY_BUCKETS", "DnsService", "error_reply", "mark_query", "strip_
 
 log = logging.getLogger("vxnet.dns")
 
-TASK_PREFIX = "tasks/"
 FORWARD_TIMEOUT = 5.0
 TCP_IDLE = 10.0
 MAX_UDP = 65535

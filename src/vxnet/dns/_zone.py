@@ -55,7 +55,6 @@ from __future__ import annotations
 import ipaddress
 import re
 import struct
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -95,6 +94,7 @@ from vxnet.dns._wire import (
     size_limit,
     write_reply,
 )
+from vxnet.records import PROTOCOLS, Port, TaskRecord
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -120,7 +120,6 @@ SOA_TIMES = (60, 180, 86400, 1)  # refresh, retry, expire, minimum (after the se
 SRV_PRIORITY = 1
 SRV_WEIGHT = 1
 LABEL_MAX = 63
-PROTOCOLS = ("tcp", "udp")
 _SUFFIX_LABEL = re.compile(r"[a-z0-9_-]{1,63}")
 TYPE_NAMES = {TYPE_A: "A", TYPE_NS: "NS", TYPE_SOA: "SOA", TYPE_AAAA: "AAAA", TYPE_SRV: "SRV"}
 
@@ -134,15 +133,6 @@ _OPT_HEAD = b"\x00\x00\x29"  # root owner, type OPT
 _OPT_TAIL = b"\x00" * 6  # RCODE 0, version 0, flags 0 (DO clear), no options
 _CLASS_IN = CLASS_IN.to_bytes(2, "big")
 _POINTER_MAX = 0x3FFF  # dnslib writes bad pointers to names beyond this offset
-
-
-@dataclass(frozen=True, slots=True)
-class Port:
-    """A port of a task: SRV records point at it."""
-
-    name: str  # e.g. "http"; "" for none
-    port: int
-    protocol: str = "tcp"  # "tcp" | "udp"
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,78 +197,25 @@ def normalize_label(text: str) -> str:
     return "".join(out).rstrip("-")
 
 
-def task_from_record(value: Mapping[str, Any]) -> Task:
-    """The task a store task record describes.
+def task_from_record(value: object) -> Task:
+    """The task a store task record (:class:`vxnet.records.TaskRecord`) describes.
 
-    The record's fields: ``name``, ``framework``, ``agent_ip`` (IPv4), optionally ``ip``
-    (IPv4), ``ip6`` (IPv6), ``ports_mapped`` (bool) and ``ports`` (a list of ``{"name",
-    "port", "protocol"}``, ``protocol`` ``tcp`` or ``udp``, ``tcp`` by default). The others
-    (``network``, ``runtime``, ``container_id``) do not matter to DNS and are not read.
+    Only ``name``, ``framework``, ``agent_ip``, ``ip``, ``ip6``, ``ports_mapped`` and ``ports``
+    matter to DNS; the record's other fields are not used.
 
     Raises:
         ValueError: The record does not fit; the message names the field.
     """
-    if not isinstance(value, Mapping):
-        raise ValueError(f"a task record is an object, not {type(value).__name__}")
-    name = _text(value, "name")
-    framework = _text(value, "framework")
-    agent_ip = _address(value, "agent_ip", 4)
-    if agent_ip is None:
-        raise ValueError("agent_ip: missing")
-    mapped = value.get("ports_mapped", False)
-    if not isinstance(mapped, bool):
-        raise ValueError(f"ports_mapped: true or false, got {mapped!r}")
-    raw_ports = value.get("ports")
-    if raw_ports is None:
-        raw_ports = []
-    if not isinstance(raw_ports, list):
-        raise ValueError(f"ports: a list, got {raw_ports!r}")
+    record = TaskRecord.from_json(value)
     return Task(
-        name=name,
-        framework=framework,
-        agent_ip=agent_ip,
-        ip=_address(value, "ip", 4),
-        ip6=_address(value, "ip6", 6),
-        ports_mapped=mapped,
-        ports=tuple(_port(raw, f"ports[{i}]") for i, raw in enumerate(raw_ports)),
+        name=record.name,
+        framework=record.framework,
+        agent_ip=record.agent_ip,
+        ip=record.ip,
+        ip6=record.ip6,
+        ports_mapped=record.ports_mapped,
+        ports=record.ports,
     )
-
-
-def _text(value: Mapping[str, Any], key: str) -> str:
-    text = value.get(key)
-    if not isinstance(text, str) or not text:
-        raise ValueError(f"{key}: a non-empty string, got {text!r}")
-    return text
-
-
-def _address(value: Mapping[str, Any], key: str, version: int) -> str | None:
-    raw = value.get(key)
-    if raw is None:
-        return None
-    try:
-        address = ipaddress.ip_address(raw) if isinstance(raw, str) else None
-    except ValueError:
-        address = None
-    if address is None or address.version != version:
-        raise ValueError(f"{key}: an IPv{version} address, got {raw!r}")
-    return str(address)
-
-
-def _port(raw: Any, where: str) -> Port:
-    if not isinstance(raw, Mapping):
-        raise ValueError(f"{where}: an object, got {raw!r}")
-    name = raw.get("name", "")
-    if name is None:
-        name = ""
-    if not isinstance(name, str):
-        raise ValueError(f"{where}.name: a string, got {name!r}")
-    number = raw.get("port")
-    if not isinstance(number, int) or isinstance(number, bool) or not 1 <= number <= 65535:
-        raise ValueError(f"{where}.port: a number from 1 to 65535, got {number!r}")
-    protocol = raw.get("protocol", "tcp")
-    if not isinstance(protocol, str) or protocol.lower() not in PROTOCOLS:
-        raise ValueError(f"{where}.protocol: 'tcp' or 'udp', got {protocol!r}")
-    return Port(name, number, protocol.lower())
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,13 +18,15 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from vxnet.records import AgentInfo, AgentOverlay
+
 __all__ = ["CNI_VERSION", "conflist", "conflists", "remove_stale", "write_conflist"]
 
 CNI_VERSION = "1.0.0"
 MANAGED_BY = "vxnet"  # a key of every file vxnet writes, so that it only ever removes its own
 
 
-def conflist(overlay: dict[str, Any], ipam_socket: str, mtu: int) -> dict[str, Any] | None:
+def conflist(overlay: AgentOverlay, ipam_socket: str, mtu: int) -> dict[str, Any] | None:
     """The conflist of one AgentInfo overlay entry, or ``None`` when it has no CNI bridge.
 
     Args:
@@ -32,12 +34,12 @@ def conflist(overlay: dict[str, Any], ipam_socket: str, mtu: int) -> dict[str, A
         ipam_socket: The agent's IPAM socket, for ``vxnet-ipam``.
         mtu: The MTU when the entry does not carry one.
     """
-    bridge = overlay.get("mesos_bridge")
-    if overlay.get("state", {}).get("status") != "STATUS_OK" or not bridge:
+    bridge = overlay.mesos_bridge
+    if not overlay.ok or bridge is None:
         return None
-    if not bridge.get("ip") and not bridge.get("ip6"):
+    if not bridge.ip and not bridge.ip6:
         return None
-    name = str(overlay["info"]["name"])
+    name = overlay.name
     return {
         "cniVersion": CNI_VERSION,
         "name": name,
@@ -45,21 +47,21 @@ def conflist(overlay: dict[str, Any], ipam_socket: str, mtu: int) -> dict[str, A
         "plugins": [
             {
                 "type": "bridge",
-                "bridge": str(bridge["name"]),
+                "bridge": bridge.name,
                 "isGateway": True,
                 "ipMasq": False,
                 "hairpinMode": True,
-                "mtu": int(bridge.get("mtu", mtu)),
+                "mtu": mtu if bridge.mtu is None else bridge.mtu,
                 "ipam": {"type": "vxnet-ipam", "socket": ipam_socket},
             }
         ],
     }
 
 
-def conflists(info: dict[str, Any], ipam_socket: str, mtu: int) -> dict[str, dict[str, Any]]:
+def conflists(info: AgentInfo, ipam_socket: str, mtu: int) -> dict[str, dict[str, Any]]:
     """Every conflist of an AgentInfo, by file name (``<net>.conflist``)."""
     files: dict[str, dict[str, Any]] = {}
-    for overlay in info.get("overlays", []):
+    for overlay in info.overlays:
         data = conflist(overlay, ipam_socket, mtu)
         if data is not None:
             files[f"{data['name']}.conflist"] = data

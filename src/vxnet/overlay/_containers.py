@@ -38,12 +38,21 @@ from vxnet.overlay._ipam import (
     parse_cni_args,
     task_identity,
 )
+from vxnet.records import (
+    TASK_PREFIX,
+    USAGE_PREFIX,
+    HalfUsage,
+    Port,
+    TaskRecord,
+    UsageRecord,
+)
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Callable
     from pathlib import Path
 
     from vxnet.gossip import GossipService
+    from vxnet.records import AgentInfo
 
 __all__ = [
     "TASK_PREFIX",
@@ -55,8 +64,6 @@ __all__ = [
 
 log = logging.getLogger("vxnet.containers")
 
-TASK_PREFIX = "tasks/"
-USAGE_PREFIX = "usage/"
 IPAM_SOCKET = "ipam.sock"
 LEASE_FILE = "ipam.json"
 TASK_FILE = "tasks.json"
@@ -106,15 +113,7 @@ def task_from_api(body: object, agent_ip: str) -> tuple[str, dict[str, Any]]:
     framework = body.get("framework", "api")
     if not isinstance(framework, str) or not 1 <= len(framework) <= NAME_MAX:
         raise TaskError(f"framework: a non-empty string of at most {NAME_MAX} characters")
-    record: dict[str, Any] = {
-        "name": body["name"],
-        "framework": framework,
-        "network": body["network"],
-        "agent_ip": agent_ip,
-        "runtime": "api",
-        "ports_mapped": bool(body.get("ports_mapped", False)),
-        "container_id": task_id,
-    }
+    addresses: dict[str, str] = {}
     for key, version in (("ip", 4), ("ip6", 6)):
         value = body.get(key)
         if value is None:
@@ -125,15 +124,25 @@ def task_from_api(body: object, agent_ip: str) -> tuple[str, dict[str, Any]]:
             address = None
         if address is None or address.version != version:
             raise TaskError(f"{key}: an IPv{version} address, got {value!r}")
-        record[key] = str(address)
-    if "ip" not in record and "ip6" not in record:
+        addresses[key] = str(address)
+    if not addresses:
         raise TaskError("give the task's address: ip and/or ip6")
-    if "ports" in body:
-        record["ports"] = check_ports(body["ports"])
-    return task_id, record
+    record = TaskRecord(
+        name=body["name"],
+        framework=framework,
+        network=body["network"],
+        agent_ip=agent_ip,
+        runtime="api",
+        ports_mapped=bool(body.get("ports_mapped", False)),
+        container_id=task_id,
+        ip=addresses.get("ip"),
+        ip6=addresses.get("ip6"),
+        ports=check_ports(body["ports"]) if "ports" in body else (),
+    )
+    return task_id, record.to_json()
 
 
-def check_ports(ports: object) -> list[dict[str, Any]]:
+def check_ports(ports: object) -> tuple[Port, ...]:
     """Named ports as task records carry them (for DNS SRV records).
 
     Raises:
@@ -154,8 +163,8 @@ def check_ports(ports: object) -> list[dict[str, Any]]:
             raise TaskError(f"ports[{i}].port: a port number 1-65535")
         if protocol not in ("tcp", "udp"):
             raise TaskError(f"ports[{i}].protocol: tcp or udp")
-        out.append({"name": name, "port": number, "protocol": protocol})
-    return out
+        out.append(Port(name, number, protocol))
+    return tuple(out)
 
 
 class Containers:
@@ -184,19 +193,15 @@ class Containers:
 
     # --- allocation -----------------------------------------------------------------------------
 
-    def set_info(self, info: Mapping[str, Any]) -> None:
+    def set_info(self, info: AgentInfo) -> None:
         """Take a (new) allocation: its CNI halves and the sizes of its Docker halves."""
         self.book.set_halves(halves_from_info(info))
         sizes: dict[str, int] = {}
-        for overlay in info.get("overlays", []):
-            bridge = overlay.get("docker_bridge")
-            if (
-                overlay.get("state", {}).get("status") == "STATUS_OK"
-                and bridge
-                and bridge.get("ip")
-            ):
-                network = ip_interface(bridge["ip"]).network
-                sizes[str(overlay["info"]["name"])] = network.num_addresses - 3
+        for overlay in info.usable():
+            bridge = overlay.docker_bridge
+            if bridge is not None and bridge.ip:
+                network = ip_interface(bridge.ip).network
+                sizes[overlay.name] = network.num_addresses - 3
         self.docker_sizes = sizes
         self.publish_usage()
 
@@ -387,7 +392,7 @@ class Containers:
     # --- records --------------------------------------------------------------------------------
 
     def _key(self, task_id: str) -> str:
-        return f"{TASK_PREFIX}{self.agent_ip}/{task_id}"
+        return TaskRecord.key_of(self.agent_ip, task_id)
 
     @staticmethod
     def _task_id(lease: Lease) -> str:
@@ -396,20 +401,17 @@ class Containers:
         )
 
     def _lease_record(self, lease: Lease) -> dict[str, Any]:
-        record: dict[str, Any] = {
-            "name": str(lease.task.get("name") or lease.container_id),
-            "framework": str(lease.task.get("framework") or "cni"),
-            "network": lease.network,
-            "agent_ip": self.agent_ip,
-            "runtime": "cni",
-            "ports_mapped": bool(lease.task.get("ports_mapped", False)),
-            "container_id": lease.container_id,
-        }
-        if lease.ip is not None:
-            record["ip"] = lease.ip.split("/")[0]
-        if lease.ip6 is not None:
-            record["ip6"] = lease.ip6.split("/")[0]
-        return record
+        return TaskRecord(
+            name=str(lease.task.get("name") or lease.container_id),
+            framework=str(lease.task.get("framework") or "cni"),
+            network=lease.network,
+            agent_ip=self.agent_ip,
+            runtime="cni",
+            ports_mapped=bool(lease.task.get("ports_mapped", False)),
+            container_id=lease.container_id,
+            ip=None if lease.ip is None else lease.ip.split("/")[0],
+            ip6=None if lease.ip6 is None else lease.ip6.split("/")[0],
+        ).to_json()
 
     def put_docker_task(self, task_id: str, record: dict[str, Any]) -> None:
         """Publish (or update) the record of a Docker container."""
@@ -491,5 +493,11 @@ class Containers:
     def publish_usage(self) -> None:
         usage = self.usage()
         if usage != self._published_usage:
-            self.gossip.put(f"{USAGE_PREFIX}{self.agent_ip}", {"networks": usage})
+            record = UsageRecord(
+                {
+                    network: {half: HalfUsage(**counts) for half, counts in halves.items()}
+                    for network, halves in usage.items()
+                }
+            )
+            self.gossip.put(f"{USAGE_PREFIX}{self.agent_ip}", record.to_json())
             self._published_usage = usage

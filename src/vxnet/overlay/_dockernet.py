@@ -36,9 +36,11 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from vxnet.overlay._docker import Docker, DockerError, DockerUnavailable
+from vxnet.records import Port, TaskRecord
 
 if TYPE_CHECKING:
     from vxnet.overlay._containers import Containers
+    from vxnet.records import AgentInfo, AgentOverlay
 
 __all__ = ["DockerNetworks", "network_spec", "task_record"]
 
@@ -49,29 +51,29 @@ RECHECK = 30.0
 IPTABLES_TIMEOUT = 10.0
 
 
-def network_spec(overlay: dict[str, Any], mtu: int) -> dict[str, Any] | None:
+def network_spec(overlay: AgentOverlay, mtu: int) -> dict[str, Any] | None:
     """The ``POST /networks/create`` body for one AgentInfo overlay entry (None: no Docker
     bridge)."""
-    bridge = overlay.get("docker_bridge")
-    if overlay.get("state", {}).get("status") != "STATUS_OK" or not bridge:
+    bridge = overlay.docker_bridge
+    if not overlay.ok or bridge is None:
         return None
     configs = []
-    for key in ("ip", "ip6"):
-        if bridge.get(key):
-            gateway = ip_interface(bridge[key])
+    for address in (bridge.ip, bridge.ip6):
+        if address:
+            gateway = ip_interface(address)
             configs.append({"Subnet": str(gateway.network), "Gateway": str(gateway.ip)})
     if not configs:
         return None
     return {
-        "Name": str(overlay["info"]["name"]),
+        "Name": overlay.name,
         "Driver": "bridge",
         "CheckDuplicate": True,
-        "EnableIPv6": bool(bridge.get("ip6")),
+        "EnableIPv6": bool(bridge.ip6),
         "IPAM": {"Driver": "default", "Config": configs},
         "Options": {
-            "com.docker.network.bridge.name": str(bridge["name"]),
+            "com.docker.network.bridge.name": bridge.name,
             "com.docker.network.bridge.enable_ip_masquerade": "false",
-            "com.docker.network.driver.mtu": str(int(bridge.get("mtu", mtu))),
+            "com.docker.network.driver.mtu": str(mtu if bridge.mtu is None else bridge.mtu),
         },
         "Labels": {"vxnet": "true"},
     }
@@ -108,30 +110,24 @@ def task_record(container: dict[str, Any], network: str, agent_ip: str) -> dict[
     labels = (container.get("Config") or {}).get("Labels") or {}
     name = labels.get("vxnet.task") or str(container.get("Name", "")).lstrip("/")
     bindings = (container.get("HostConfig") or {}).get("PortBindings") or {}
-    record: dict[str, Any] = {
-        "name": name or str(container["Id"])[:12],
-        "framework": labels.get("vxnet.framework") or "docker",
-        "network": network,
-        "agent_ip": agent_ip,
-        "runtime": "docker",
-        "ports_mapped": any(bool(v) for v in bindings.values()),
-        "container_id": str(container["Id"]),
-    }
     ports = []
     for label, value in sorted(labels.items()):
         if label.startswith("vxnet.port."):  # vxnet.port.<name>=<port>[/udp]
             number, _, protocol = str(value).partition("/")
             if number.isdigit() and 1 <= int(number) <= 65535 and protocol in ("", "tcp", "udp"):
-                ports.append(
-                    {"name": label[11:], "port": int(number), "protocol": protocol or "tcp"}
-                )
-    if ports:
-        record["ports"] = ports
-    if attached.get("IPAddress"):
-        record["ip"] = str(attached["IPAddress"])
-    if attached.get("GlobalIPv6Address"):
-        record["ip6"] = str(attached["GlobalIPv6Address"])
-    return record
+                ports.append(Port(label[11:], int(number), protocol or "tcp"))
+    return TaskRecord(
+        name=name or str(container["Id"])[:12],
+        framework=labels.get("vxnet.framework") or "docker",
+        network=network,
+        agent_ip=agent_ip,
+        runtime="docker",
+        ports_mapped=any(bool(v) for v in bindings.values()),
+        container_id=str(container["Id"]),
+        ip=str(attached["IPAddress"]) if attached.get("IPAddress") else None,
+        ip6=str(attached["GlobalIPv6Address"]) if attached.get("GlobalIPv6Address") else None,
+        ports=tuple(ports),
+    ).to_json()
 
 
 def _docker_error(exc: BaseException) -> DockerError | None:
@@ -163,13 +159,13 @@ class DockerNetworks:
         self.docker = Docker(socket_path)
         self.vtep = vtep
         self.mtu = mtu
-        self.info: dict[str, Any] | None = None
+        self.info: AgentInfo | None = None
         self.available = False
         self.errors = 0
         self._changed = trio.Event()
         self._said: set[str] = set()
 
-    def set_info(self, info: dict[str, Any]) -> None:
+    def set_info(self, info: AgentInfo) -> None:
         """A (new) allocation: its networks are made sure of at once."""
         self.info = info
         self._changed.set()
@@ -182,7 +178,7 @@ class DockerNetworks:
     @property
     def specs(self) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}
-        for overlay in (self.info or {}).get("overlays", []):
+        for overlay in () if self.info is None else self.info.overlays:
             spec = network_spec(overlay, self.mtu)
             if spec is not None:
                 out[spec["Name"]] = spec

@@ -36,6 +36,8 @@ if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
     from pathlib import Path
 
+    from vxnet.records import AgentInfo
+
 __all__ = [
     "CODE_INTERNAL",
     "CODE_INVALID",
@@ -78,16 +80,16 @@ class Half:
     gateway6: str | None = None
 
 
-def halves_from_info(info: Mapping[str, Any]) -> dict[str, Half]:
+def halves_from_info(info: AgentInfo) -> dict[str, Half]:
     """The CNI half of every network allocated (status OK, with a CNI bridge) in an AgentInfo."""
     halves: dict[str, Half] = {}
-    for overlay in info.get("overlays", []):
-        bridge = overlay.get("mesos_bridge")
-        if overlay.get("state", {}).get("status") != "STATUS_OK" or not bridge:
+    for overlay in info.usable():
+        bridge = overlay.mesos_bridge
+        if bridge is None:
             continue
-        name = str(overlay["info"]["name"])
-        v4 = ip_interface(bridge["ip"]) if bridge.get("ip") else None
-        v6 = ip_interface(bridge["ip6"]) if bridge.get("ip6") else None
+        name = overlay.name
+        v4 = ip_interface(bridge.ip) if bridge.ip else None
+        v6 = ip_interface(bridge.ip6) if bridge.ip6 else None
         halves[name] = Half(
             name,
             IPv4Network(v4.network) if v4 is not None else None,

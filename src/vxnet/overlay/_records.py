@@ -9,7 +9,8 @@ Each agent publishes what the others need to reach its containers::
                                                  "subnet6": "fd01:b::/80"}}}
 
 ``subnets`` is what the others route to this agent; ``networks`` says which network each
-belongs to (for people and tools: ``vxnet store get overlay/<ip>``).
+belongs to (for people and tools: ``vxnet store get overlay/<ip>``). The record's type and codec
+are :class:`vxnet.records.OverlayRecord`; this module turns it into the overlay's terms.
 
 Addresses are written in :mod:`ipaddress`'s canonical spelling, so that the routes built from them
 compare equal to what the kernel reports. A record that does not fit (a missing field, an address
@@ -19,60 +20,28 @@ programmed half.
 
 from __future__ import annotations
 
-import ipaddress
 from typing import TYPE_CHECKING, Any
 
 from vxnet.overlay._model import RemoteAgent
+from vxnet.records import OVERLAY_PREFIX, OverlayRecord, RecordError
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
+    from vxnet.records import AgentInfo
+
 __all__ = ["RECORD_PREFIX", "RecordError", "overlay_record", "remote_from_record"]
 
-RECORD_PREFIX = "overlay/"
+RECORD_PREFIX = OVERLAY_PREFIX
 
 
-class RecordError(ValueError):
-    """An overlay record that cannot be used; the text says why."""
-
-
-def _address(info: Mapping[str, Any], key: str) -> str:
-    """The address part of ``44.128.0.1/20`` (AgentInfo spells VTEPs with their prefix)."""
-    return str(ipaddress.ip_interface(str(info[key])).ip)
-
-
-def overlay_record(agent: Mapping[str, Any]) -> dict[str, Any]:
-    """This agent's record, from the AgentInfo the masters gave it.
+def overlay_record(agent: AgentInfo) -> dict[str, Any]:
+    """This agent's record (as stored), from the AgentInfo the masters gave it.
 
     Raises:
-        RecordError: The AgentInfo has no VTEP (every network failed).
+        RecordError: The AgentInfo has no VTEP (no network is OK).
     """
-    vxlan: dict[str, Any] | None = None
-    subnets: list[str] = []
-    networks: dict[str, dict[str, str]] = {}
-    for overlay in agent.get("overlays", []):
-        if overlay.get("state", {}).get("status") == "STATUS_FAILED":
-            continue
-        backend = overlay.get("backend", {}).get("vxlan")
-        if backend and vxlan is None:
-            vxlan = backend
-        for key in ("subnet", "subnet6"):
-            if overlay.get(key):
-                subnet = str(ipaddress.ip_network(overlay[key]))
-                subnets.append(subnet)
-                networks.setdefault(str(overlay.get("info", {}).get("name")), {})[key] = subnet
-    if vxlan is None:
-        raise RecordError(f"agent {agent.get('ip')}: no network was allocated, so no VTEP")
-    record: dict[str, Any] = {
-        "agent_ip": str(ipaddress.IPv4Address(agent["ip"])),
-        "vtep_ip": _address(vxlan, "vtep_ip"),
-        "vtep_mac": str(vxlan["vtep_mac"]).lower(),
-        "subnets": subnets,
-        "networks": networks,
-    }
-    if vxlan.get("vtep_ip6"):
-        record["vtep_ip6"] = _address(vxlan, "vtep_ip6")
-    return record
+    return OverlayRecord.of_agent(agent).to_json()
 
 
 def remote_from_record(key: str, value: Mapping[str, Any]) -> RemoteAgent:
@@ -81,34 +50,11 @@ def remote_from_record(key: str, value: Mapping[str, Any]) -> RemoteAgent:
     Raises:
         RecordError: The record does not fit; the message names the key and the field.
     """
-    try:
-        agent_ip = ipaddress.IPv4Address(str(value["agent_ip"]))
-        vtep_ip = ipaddress.IPv4Address(str(value["vtep_ip"]))
-        mac = str(value["vtep_mac"]).lower()
-        parts = mac.split(":")
-        if len(parts) != 6 or not all(len(p) == 2 for p in parts):
-            raise RecordError(f"{key}: vtep_mac {mac!r} is not a MAC address")
-        int(mac.replace(":", ""), 16)
-        vtep_ip6 = value.get("vtep_ip6")
-        ip6 = None if vtep_ip6 is None else ipaddress.IPv6Address(str(vtep_ip6))
-        subnets = []
-        for text in value.get("subnets", []):
-            net = ipaddress.ip_network(str(text))
-            if net.version == 6 and ip6 is None:
-                raise RecordError(f"{key}: IPv6 subnet {net} but no vtep_ip6")
-            subnets.append(str(net))
-    except RecordError:
-        raise
-    except KeyError as exc:
-        raise RecordError(f"{key}: missing {exc.args[0]}") from None
-    except (ValueError, TypeError) as exc:
-        raise RecordError(f"{key}: {exc}") from None
-    if key != f"{RECORD_PREFIX}{agent_ip}":
-        raise RecordError(f"{key}: names agent {agent_ip}, not the agent of its key")
+    record = OverlayRecord.from_json(value, key)
     return RemoteAgent(
-        ip=str(agent_ip),
-        vtep_ip=str(vtep_ip),
-        vtep_mac=mac,
-        vtep_ip6=None if ip6 is None else str(ip6),
-        subnets=tuple(sorted(subnets)),
+        ip=record.agent_ip,
+        vtep_ip=record.vtep_ip,
+        vtep_mac=record.vtep_mac,
+        vtep_ip6=record.vtep_ip6,
+        subnets=tuple(sorted(record.subnets)),
     )

@@ -17,11 +17,12 @@ import json
 import logging
 import os
 import random
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import trio
 
 from vxnet.master import MasterRefused, MasterUnreachable, open_master_client
+from vxnet.records import AgentInfo, RecordError, Status
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -35,13 +36,13 @@ ALLOCATION_FILE = "overlay.json"
 REQUEST_PATIENCE = 10.0
 
 
-def save_allocation(state_dir: Path, info: dict[str, Any]) -> None:
+def save_allocation(state_dir: Path, info: AgentInfo) -> None:
     """Write ``info`` durably and atomically (a crash leaves the old file or the new one)."""
     state_dir.mkdir(parents=True, exist_ok=True)
     path = state_dir / ALLOCATION_FILE
     tmp = state_dir / f".{ALLOCATION_FILE}.tmp"
     with tmp.open("w") as f:
-        json.dump(info, f, indent=2, sort_keys=True)
+        json.dump(info.to_json(), f, indent=2, sort_keys=True)
         f.flush()
         os.fsync(f.fileno())
     tmp.replace(path)
@@ -52,39 +53,38 @@ def save_allocation(state_dir: Path, info: dict[str, Any]) -> None:
         os.close(fd)
 
 
-def load_allocation(state_dir: Path, agent_ip: str) -> dict[str, Any] | None:
+def load_allocation(state_dir: Path, agent_ip: str) -> AgentInfo | None:
     """The allocation saved for ``agent_ip``, or None (missing, unreadable or another agent's)."""
     path = state_dir / ALLOCATION_FILE
     try:
-        info = json.loads(path.read_text())
+        info = AgentInfo.from_json(json.loads(path.read_text()))
     except FileNotFoundError:
+        return None
+    except RecordError as exc:
+        log.warning("%s: not an AgentInfo (%s); ignoring it", path, exc)
         return None
     except (OSError, ValueError) as exc:
         log.warning("%s: cannot use the saved allocation: %s", path, exc)
         return None
-    if not isinstance(info, dict) or not isinstance(info.get("overlays"), list):
-        log.warning("%s: not an AgentInfo; ignoring it", path)
-        return None
-    if info.get("ip") != agent_ip:
-        log.warning("%s: saved for agent %s, not %s; ignoring it", path, info.get("ip"), agent_ip)
+    if info.ip != agent_ip:
+        log.warning("%s: saved for agent %s, not %s; ignoring it", path, info.ip, agent_ip)
         return None
     return info
 
 
-def describe(info: dict[str, Any]) -> str:
-    """An allocation in one line: the VTEP, then each network's subnets or its failure."""
+def describe(info: AgentInfo) -> str:
+    """An allocation in one line: the VTEP, then each network's subnets or why it has none."""
     parts: list[str] = []
-    for overlay in info.get("overlays", []):
-        name = overlay.get("info", {}).get("name", "?")
-        vxlan = overlay.get("backend", {}).get("vxlan")
-        if vxlan and not parts:
-            parts.append(f"VTEP {vxlan.get('vtep_ip')} {vxlan.get('vtep_mac')}")
-        state = overlay.get("state", {})
-        if state.get("status") == "STATUS_FAILED":
-            parts.append(f"{name} FAILED ({state.get('error', 'no reason given')})")
+    vxlan = info.vxlan()
+    if vxlan is not None:
+        parts.append(f"VTEP {vxlan.vtep_ip} {vxlan.vtep_mac}")
+    for overlay in info.overlays:
+        state = overlay.state
+        if overlay.ok:
+            parts.append(f"{overlay.name} {' '.join(overlay.subnets()) or '(no subnet)'}")
         else:
-            subnets = " ".join(str(overlay[k]) for k in ("subnet", "subnet6") if overlay.get(k))
-            parts.append(f"{name} {subnets or '(no subnet)'}")
+            status = "FAILED" if state.status is Status.FAILED else state.status.value
+            parts.append(f"{overlay.name} {status} ({state.error or 'no reason given'})")
     return "; ".join(parts) or "no networks"
 
 
@@ -138,7 +138,7 @@ class Registration:
         self.last_error: str | None = None
         self.waits: list[float] = []  # the last backoff waits, for status and tests
 
-    async def run(self, on_change: Callable[[dict[str, Any]], None]) -> None:
+    async def run(self, on_change: Callable[[AgentInfo], None]) -> None:
         """Register now and for ever; ``on_change`` gets every allocation that differs.
 
         The saved allocation, if any, is handed over first, before any master answered.
@@ -151,7 +151,7 @@ class Registration:
             self.attempts += 1
             try:
                 info = await self._register()
-            except (MasterUnreachable, MasterRefused) as exc:
+            except (MasterUnreachable, MasterRefused, RecordError) as exc:
                 self.failures += 1
                 self.last_error = str(exc)
                 if not failing:
@@ -182,13 +182,23 @@ class Registration:
                     on_change(info)
             await trio.sleep(self.refresh)
 
-    async def _register(self) -> dict[str, Any]:
+    async def _register(self) -> AgentInfo:
+        """The masters' answer.
+
+        Raises:
+            MasterUnreachable, MasterRefused: From the client.
+            RecordError: The answer is not an AgentInfo (the masters' fault).
+        """
         async with open_master_client(
             self.masters, token=self.token, patience=self.patience
         ) as api:
-            return await api.register(
+            answer = await api.register(
                 self.agent_ip,
                 self.networks,
                 mesos_bridge=self.mesos_bridge,
                 docker_bridge=self.docker_bridge,
             )
+        try:
+            return AgentInfo.from_json(answer)
+        except RecordError as exc:
+            raise RecordError(f"the masters answered a bad AgentInfo: {exc}") from None

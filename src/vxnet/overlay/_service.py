@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     from vxnet.config import AgentConfig
     from vxnet.gossip import GossipService
     from vxnet.overlay._netlink import Kernel
+    from vxnet.records import AgentInfo, VxLAN
 
 __all__ = ["FULL_EVERY", "OverlayService"]
 
@@ -95,7 +96,7 @@ class OverlayService:
             self.docker = DockerNetworks(
                 self.containers, config.agent.docker_socket, "vtep1024", OVERLAY_MTU
             )
-        self.info: dict[str, Any] | None = None
+        self.info: AgentInfo | None = None
         self.remotes: list[RemoteAgent] = []
         self.bad_records: dict[str, str] = {}
         self.netlink_errors = 0
@@ -107,7 +108,7 @@ class OverlayService:
         self.nat_ruleset: str | None = None
         self._warned: set[str] = set()
         self._known: KernelState | None = None
-        self._programmed: dict[str, Any] | None = None
+        self._programmed: AgentInfo | None = None
         self._kernel: Kernel | None = None
         self._ipr: Any = None
         self._vtep_index: int | None = None
@@ -118,7 +119,8 @@ class OverlayService:
 
     @property
     def vtep(self) -> str:
-        return f"vtep{self._vxlan().get('vni', 1024)}" if self.info else "vtep1024"
+        vxlan = self._vxlan() if self.info else None
+        return f"vtep{1024 if vxlan is None or vxlan.vni is None else vxlan.vni}"
 
     async def run(self) -> None:
         """Run until cancelled.
@@ -136,7 +138,7 @@ class OverlayService:
             nursery.start_soon(self._watch_kernel)
             nursery.start_soon(self._loop)
 
-    def _on_allocation(self, info: dict[str, Any]) -> None:
+    def _on_allocation(self, info: AgentInfo) -> None:
         self.info = info
         self.containers.set_info(info)
         if self.docker is not None:
@@ -195,13 +197,9 @@ class OverlayService:
                 self._pass, timed or bool(repair), local, synced, limiter=self._limiter
             )
 
-    def _vxlan(self) -> dict[str, Any]:
+    def _vxlan(self) -> VxLAN | None:
         assert self.info is not None
-        for overlay in self.info.get("overlays", []):
-            vxlan = overlay.get("backend", {}).get("vxlan")
-            if vxlan:
-                return dict(vxlan)
-        return {}
+        return self.info.vxlan()
 
     def _warn(self, message: str) -> None:
         """Log ``message`` the first time it happens (a retried failure would flood the log)."""
@@ -263,28 +261,28 @@ class OverlayService:
         else:
             self._known = apply_ops(actual, ops)
 
-    def _program_local(self, kernel: Kernel, info: dict[str, Any]) -> None:
+    def _program_local(self, kernel: Kernel, info: AgentInfo) -> None:
         vxlan = self._vxlan()
-        if not vxlan:
+        if vxlan is None:
             return
         kernel.ensure_vtep(
             self.vtep,
-            int(vxlan.get("vni", 1024)),
-            int(vxlan.get("vxlan_port", VXLAN_PORT)),
+            1024 if vxlan.vni is None else vxlan.vni,
+            VXLAN_PORT if vxlan.vxlan_port is None else vxlan.vxlan_port,
             self.agent_ip,
-            str(vxlan["vtep_mac"]).lower(),
-            str(vxlan["vtep_ip"]),
-            vxlan.get("vtep_ip6"),
-            int(vxlan.get("vtep_mtu", VTEP_MTU)),
+            vxlan.vtep_mac.lower(),
+            vxlan.vtep_ip,
+            vxlan.vtep_ip6,
+            VTEP_MTU if vxlan.vtep_mtu is None else vxlan.vtep_mtu,
         )
         links = [kernel.index(self.vtep)]
-        for overlay in info.get("overlays", []):
-            bridge = overlay.get("mesos_bridge")
-            if overlay.get("state", {}).get("status") != "STATUS_OK" or not bridge:
+        for overlay in info.usable():
+            bridge = overlay.mesos_bridge
+            if bridge is None:
                 continue
-            name = str(bridge["name"])
-            mtu = int(bridge.get("mtu", OVERLAY_MTU))
-            kernel.ensure_bridge(name, bridge.get("ip"), bridge.get("ip6"), mtu)
+            name = bridge.name
+            mtu = OVERLAY_MTU if bridge.mtu is None else bridge.mtu
+            kernel.ensure_bridge(name, bridge.ip, bridge.ip6, mtu)
             links.append(kernel.index(name))
         self._vtep_index = links[0]
         self._link_indices = frozenset(i for i in links if i is not None)
@@ -305,7 +303,7 @@ class OverlayService:
         if not held or held[0]["value"] != record:
             self.gossip.put(key, record)
 
-    def _write_conflists(self, info: dict[str, Any]) -> None:
+    def _write_conflists(self, info: AgentInfo) -> None:
         self._install_plugin()
         directory = Path(self.config.agent.cni_dir)
         files = conflists(info, str(self.containers.socket_path), OVERLAY_MTU)
@@ -354,15 +352,15 @@ class OverlayService:
             self.local_errors += 1
             self._warn(f"cannot write the IPAM plugin into {path.parent}: {exc}")
 
-    def _program_nat(self, info: dict[str, Any]) -> None:
+    def _program_nat(self, info: AgentInfo) -> None:
         subnets: list[str] = []
         subnets6: list[str] = []
-        for overlay in info.get("overlays", []):
-            network = overlay.get("info", {})
-            if network.get("subnet"):
-                subnets.append(str(network["subnet"]))
-            if network.get("subnet6"):
-                subnets6.append(str(network["subnet6"]))
+        for overlay in info.overlays:
+            network = overlay.info
+            if network.subnet:
+                subnets.append(network.subnet)
+            if network.subnet6:
+                subnets6.append(network.subnet6)
         if not self.config.agent.egress_nat:
             subnets, subnets6 = [], []
         ruleset = nat_ruleset(subnets, subnets6, self.vtep)
@@ -409,7 +407,7 @@ class OverlayService:
                 "failures": registration.failures,
                 "last_error": registration.last_error,
             },
-            "info": self.info,
+            "info": None if self.info is None else self.info.to_json(),
             "vtep": self.vtep,
             "egress_nat": self.config.agent.egress_nat,
             "docker": {

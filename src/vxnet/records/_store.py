@@ -273,9 +273,9 @@ class TaskRecord:
         """
         if not isinstance(obj, dict):
             raise RecordError(f"a task record is an object, not {type(obj).__name__}")
-        agent_ip = _task_address(obj, "agent_ip", 4)
         name = _text(obj, "name")
         framework = _text(obj, "framework")
+        agent_ip = _task_address(obj, "agent_ip", 4)
         if agent_ip is None:
             raise RecordError("agent_ip: missing")
         mapped = obj.get("ports_mapped", False)
