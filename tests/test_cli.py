@@ -114,3 +114,81 @@ def test_store_put_with_a_value_that_is_not_json(capsys: pytest.CaptureFixture[s
 def test_store_ls_without_a_running_agent(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["store", "--api", "127.0.0.1:1", "ls", "overlay/"]) == 1
     assert "is the agent running?" in capsys.readouterr().err
+
+
+# --- the tables of records (the answers canned: no agent or master runs) ----------------------
+
+AGENT_STATUS = {
+    "agent_ip": "198.18.0.11",
+    "vtep": "vtep1024",
+    "registration": {"source": "master", "last_error": None},
+    "info": {
+        "ip": "198.18.0.11",
+        "overlays": [
+            {
+                "info": {"name": "small"},
+                "state": {"status": "STATUS_FAILED", "error": "no free /25 subnet left"},
+            },
+            {
+                "info": {"name": "dcos", "subnet": "9.0.0.0/8", "prefix": 24},
+                "subnet": "9.0.3.0/24",
+                "mesos_bridge": {"name": "m-dcos", "ip": "9.0.3.1/25"},
+                "backend": {"vxlan": {"vtep_ip": "44.128.0.4/20", "vtep_mac": "70:b3:d5:80:00:04"}},
+                "state": {"status": "STATUS_OK", "since": "a newer agent's field"},
+            },
+            {"info": {"name": "next"}, "state": {"status": "STATUS_CONFIGURING"}},
+        ],
+    },
+    "objects": [],
+}
+
+
+def test_overlay_status_shows_each_network_by_the_one_status_rule(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr("vxnet.cli._overlay.fetch", lambda command, url: AGENT_STATUS)
+    assert main(["overlay", "status"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == (
+        "agent 198.18.0.11: allocation from master; vtep1024 44.128.0.4/20 70:b3:d5:80:00:04"
+    )
+    rows = {line.split()[0]: line.split()[1:] for line in lines[2:5]}
+    assert rows["small"][:2] == ["FAILED:", "no"]
+    assert rows["dcos"] == ["OK", "9.0.3.0/24", "m-dcos", "-"]
+    assert rows["next"] == ["CONFIGURING:", "-", "-", "-"]
+
+
+def test_overlay_status_refuses_a_bad_agent_info(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = {**AGENT_STATUS, "info": {"ip": "198.18.0.11", "overlays": [{"info": {"name": 1}}]}}
+    monkeypatch.setattr("vxnet.cli._overlay.fetch", lambda command, url: bad)
+    assert main(["overlay", "status"]) == 1
+    assert "info.overlays[0].info.name: expected a string, got 1" in capsys.readouterr().err
+
+
+def test_overlay_usage_reads_usage_records_and_skips_bad_ones(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    records = [
+        {
+            "key": "usage/198.18.0.12",
+            "value": {"networks": {"dcos": {"cni": {"total": 10, "allocated": 10, "free": 0}}}},
+        },
+        {"key": "usage/198.18.0.2", "value": {"networks": {"dcos": {"cni": {"total": "x"}}}}},
+    ]
+    monkeypatch.setattr("vxnet.cli._overlay.fetch", lambda command, url: {"records": records})
+    main(["overlay", "usage"])
+    out, err = capsys.readouterr()
+    assert "198.18.0.12  dcos     cni   10         0     100%  LOW" in out
+    assert "usage/198.18.0.2: " in err
+    assert "198.18.0.2 " not in out
+
+
+def test_master_state_refuses_a_bad_state(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    state = {"network": {"overlays": [{"name": "dcos"}]}, "agents": [{"overlays": []}]}
+    monkeypatch.setattr("vxnet.cli._master.fetch", lambda command, url: state)
+    assert main(["master", "state"]) == 1
+    assert "agents[0].ip: missing" in capsys.readouterr().err

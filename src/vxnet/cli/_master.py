@@ -58,24 +58,34 @@ def _master_state(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(state, indent=2))
         return EXIT_OK
-    names = [o["name"] for o in state["network"]["overlays"]]
+    from vxnet.records import OverlayInfo, RecordError, agent_infos
+
+    try:
+        network = state.get("network") if isinstance(state, dict) else None
+        overlays_json = network.get("overlays") if isinstance(network, dict) else None
+        if not isinstance(overlays_json, list):
+            raise RecordError("network.overlays: expected a list")
+        names = [OverlayInfo.from_json(o, "network.overlays[]").name for o in overlays_json]
+        agents = agent_infos(state.get("agents"))
+    except RecordError as exc:
+        print(f"vxnet master state: the master answered a bad state: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     header = ("AGENT", "VTEP IP", "VTEP MAC", *(n.upper() for n in names))
     rows = []
-    for agent in state["agents"]:
-        overlays = {o["info"]["name"]: o for o in agent["overlays"]}
-        vxlan: dict[str, str] = next(
-            (o["backend"]["vxlan"] for o in agent["overlays"] if "backend" in o), {}
-        )
+    for agent in agents:
+        overlays = {o.name: o for o in agent.overlays}
+        vxlan = agent.vxlan()
         cells = []
         for name in names:
             o = overlays.get(name)
             if o is None:
                 cells.append("-")
-            elif o.get("state", {}).get("status") == "STATUS_FAILED":
-                cells.append("FAILED")
+            elif not o.ok:
+                cells.append(o.state.status.value.removeprefix("STATUS_"))
             else:
-                cells.append(" ".join(x for x in (o.get("subnet"), o.get("subnet6")) if x))
-        rows.append((agent["ip"], vxlan.get("vtep_ip", "-"), vxlan.get("vtep_mac", "-"), *cells))
+                cells.append(" ".join(o.subnets()))
+        vtep = ("-", "-") if vxlan is None else (vxlan.vtep_ip, vxlan.vtep_mac)
+        rows.append((agent.ip, *vtep, *cells))
     print_table(header, rows)
     print()
     free = state.get("free", {})

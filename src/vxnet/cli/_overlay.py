@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import TYPE_CHECKING, Any
 
 from vxnet._console import print_table
@@ -29,33 +30,37 @@ def _overlay_status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(status, indent=2))
         return EXIT_OK
-    info = status.get("info")
+    from vxnet.records import AgentInfo, RecordError
+
     registration = status.get("registration", {})
-    if info is None:
+    if status.get("info") is None:
         error = registration.get("last_error") or "no master has answered yet"
         print(f"agent {status['agent_ip']}: not registered yet ({error})")
         return EXIT_FAILED
-    vxlan: dict[str, Any] = next(
-        (o["backend"]["vxlan"] for o in info["overlays"] if "backend" in o), {}
-    )
+    try:
+        info = AgentInfo.from_json(status["info"], "info")
+    except RecordError as exc:
+        print(f"vxnet overlay status: the agent answered a bad AgentInfo: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    vxlan = info.vxlan()
+    vtep = "- -" if vxlan is None else f"{vxlan.vtep_ip} {vxlan.vtep_ip6 or ''} {vxlan.vtep_mac}"
     print(
         f"agent {status['agent_ip']}: allocation from {registration.get('source')}; "
-        f"{status['vtep']} {vxlan.get('vtep_ip', '-')} {vxlan.get('vtep_ip6', '')} "
-        f"{vxlan.get('vtep_mac', '-')}".replace("  ", " ")
+        f"{status['vtep']} {vtep}".replace("  ", " ")
     )
     if registration.get("last_error"):
         print(f"last registration error: {registration['last_error']}")
     rows = []
-    for o in info["overlays"]:
-        state = o.get("state", {})
-        ok = state.get("status") == "STATUS_OK"
+    for o in info.overlays:
+        ok = o.ok
+        status_text = o.state.status.value.removeprefix("STATUS_")
         rows.append(
             (
-                o["info"]["name"],
-                "OK" if ok else f"FAILED: {state.get('error', '')}",
-                " ".join(x for x in (o.get("subnet"), o.get("subnet6")) if x) or "-",
-                o.get("mesos_bridge", {}).get("name", "-") if ok else "-",
-                o.get("docker_bridge", {}).get("name", "-") if ok else "-",
+                o.name,
+                "OK" if ok else f"{status_text}: {o.state.error or ''}",
+                " ".join(o.subnets()) or "-",
+                o.mesos_bridge.name if ok and o.mesos_bridge is not None else "-",
+                o.docker_bridge.name if ok and o.docker_bridge is not None else "-",
             )
         )
     print_table(("NETWORK", "STATUS", "SUBNETS", "CNI BRIDGE", "DOCKER BRIDGE"), rows)
@@ -102,21 +107,24 @@ def _overlay_status(args: argparse.Namespace) -> int:
 def _overlay_usage(args: argparse.Namespace) -> int:
     import json
 
-    answer = fetch("overlay usage", f"{api_url(args.api)}/v1/store?prefix=usage/&live=1")
+    from vxnet.records import USAGE_PREFIX, RecordError, UsageRecord
+
+    answer = fetch("overlay usage", f"{api_url(args.api)}/v1/store?prefix={USAGE_PREFIX}&live=1")
     if answer is None:
         return EXIT_FAILED
     records = answer.get("records", [])
     rows = []
     low = []
-    for record in sorted(records, key=lambda r: ip_order(r["key"].removeprefix("usage/"))):
-        agent = record["key"].removeprefix("usage/")
-        for network, halves in sorted(record["value"].get("networks", {}).items()):
+    for record in sorted(records, key=lambda r: ip_order(r["key"].removeprefix(USAGE_PREFIX))):
+        agent = record["key"].removeprefix(USAGE_PREFIX)
+        try:
+            usage = UsageRecord.from_json(record["value"], record["key"])
+        except RecordError as exc:
+            print(f"ignored record {record['key']}: {exc}", file=sys.stderr)
+            continue
+        for network, halves in sorted(usage.networks.items()):
             for half, c in sorted(halves.items()):
-                for suffix in ("", "6"):
-                    if f"total{suffix}" not in c:
-                        continue
-                    total, used = c[f"total{suffix}"], c[f"allocated{suffix}"]
-                    free = c[f"free{suffix}"]
+                for suffix, total, used, free in c.families():
                     share = used / total if total else 1.0
                     flag = "LOW" if free < max(1, total // 10) else ""
                     name = f"{half}{' IPv6' if suffix else ''}"
@@ -124,7 +132,8 @@ def _overlay_usage(args: argparse.Namespace) -> int:
                     if flag:
                         low.append(f"{agent} {network} {name}: {free} free of {total}")
     if args.json:
-        print(json.dumps({r["key"].removeprefix("usage/"): r["value"] for r in records}, indent=2))
+        by_agent = {r["key"].removeprefix(USAGE_PREFIX): r["value"] for r in records}
+        print(json.dumps(by_agent, indent=2))
         return EXIT_OK
     print_table(("AGENT", "NETWORK", "HALF", "ALLOCATED", "FREE", "USED", ""), rows)
     if low:

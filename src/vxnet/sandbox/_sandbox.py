@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 from vxnet.config import DnsSettings, NetworkConfig
+from vxnet.records import AgentInfo, RecordError
 from vxnet.sandbox.cluster import MASTER_PORT, LabCluster, dual_stack_network
 from vxnet.sandbox.lab import (
     LAB_ROOT,
@@ -801,20 +802,26 @@ def _agent_view(state: dict[str, Any], name: str) -> dict[str, Any]:
     if status is None:
         view["overlay"] = None
         return view
-    info = status.get("info") or {}
     overlays = []
-    for o in info.get("overlays", []):
-        vxlan = o.get("backend", {}).get("vxlan", {})
-        view.setdefault("vtep_ip", vxlan.get("vtep_ip"))
-        view.setdefault("vtep_mac", vxlan.get("vtep_mac"))
-        overlays.append(
+    try:
+        info = None if status.get("info") is None else AgentInfo.from_json(status["info"], "info")
+    except RecordError as exc:
+        view["overlay_error"] = str(exc)
+        info = None
+    if info is not None:
+        vxlan = info.vxlan()
+        if info.overlays:
+            view["vtep_ip"] = None if vxlan is None else vxlan.vtep_ip
+            view["vtep_mac"] = None if vxlan is None else vxlan.vtep_mac
+        overlays = [
             {
-                "network": o.get("info", {}).get("name"),
-                "subnet": o.get("subnet"),
-                "subnet6": o.get("subnet6"),
-                "status": o.get("state", {}).get("status"),
+                "network": o.name,
+                "subnet": o.subnet,
+                "subnet6": o.subnet6,
+                "status": o.state.status.value,
             }
-        )
+            for o in info.overlays
+        ]
     objects = status.get("objects", [])
     view["overlay"] = {
         "networks": overlays,
