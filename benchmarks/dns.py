@@ -34,6 +34,7 @@ from typing import Any
 import httpx
 
 from vxnet import __version__
+from vxnet.records import TaskRecord
 from vxnet.sandbox.knot import Knot, free_udp_tcp_port
 
 ZONE = "dcos.thisdcos.directory"
@@ -86,16 +87,17 @@ def load(url: str, records: int) -> float:
     client = httpx.Client(trust_env=False)  # one for all: each new client builds an SSL context
 
     def put(i: int) -> None:
-        value = {
-            "name": f"t{i}",
-            "framework": "load",
-            "network": "dcos",
-            "agent_ip": "198.18.0.1",
-            "ip": address(i),
-            "runtime": "api",
-            "container_id": f"t{i}",
-        }
-        client.put(f"{url}/v1/store/tasks/198.18.0.1/t{i}", json=value).raise_for_status()
+        record = TaskRecord(
+            name=f"t{i}",
+            framework="load",
+            network="dcos",
+            agent_ip="198.18.0.1",
+            ip=address(i),
+            runtime="api",
+            container_id=f"t{i}",
+        )
+        key = TaskRecord.key_of(record.agent_ip, f"t{i}")
+        client.put(f"{url}/v1/store/{key}", json=record.to_json()).raise_for_status()
 
     with client, concurrent.futures.ThreadPoolExecutor(PUT_WORKERS) as pool:
         list(pool.map(put, range(records)))

@@ -27,6 +27,8 @@ from starlette.applications import Starlette
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from vxnet.records import TASK_PREFIX
+
 if TYPE_CHECKING:
     from starlette.requests import Request
 
@@ -67,7 +69,7 @@ def build_app(
 
     async def tasks(request: Request) -> JSONResponse:
         if request.method == "GET":
-            return JSONResponse({"tasks": node.records("tasks/", live=True)})
+            return JSONResponse({"tasks": node.records(TASK_PREFIX, live=True)})
         if overlay is None:
             return no_overlay()
         from vxnet.overlay._containers import TaskError, task_from_api
