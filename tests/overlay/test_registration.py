@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 from typing import TYPE_CHECKING, Any
@@ -23,6 +24,7 @@ from vxnet.records import AgentInfo
 from vxnet.testing.procs import free_ports
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
     from pathlib import Path
 
     import pytest
@@ -126,3 +128,29 @@ def test_a_saved_allocation_of_another_agent_or_a_broken_file_is_ignored(
     assert load_allocation(tmp_path, "198.18.0.12") is None
     assert "cannot use the saved allocation" in caplog.text
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+async def test_an_answer_that_is_not_an_agent_info_is_a_failed_registration(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    answers = [{"ip": "198.18.0.11", "overlays": [{"info": {}}]}]
+
+    class Client:
+        async def register(self, ip: str, networks: object, **flags: bool) -> dict[str, Any]:
+            return answers[0]
+
+    @contextlib.asynccontextmanager
+    async def fake_client(masters: object, **options: object) -> AsyncIterator[Client]:
+        yield Client()
+
+    monkeypatch.setattr("vxnet.overlay._registration.open_master_client", fake_client)
+    seen: list[AgentInfo] = []
+    reg = Registration(["m:1"], "198.18.0.11", tmp_path, backoff=(0.05, 0.05), rng=random.Random(1))
+    with trio.move_on_after(1):
+        await reg.run(seen.append)
+    assert seen == []
+    assert reg.failures == reg.attempts >= 2
+    assert reg.last_error == (
+        "the masters answered a bad AgentInfo: overlays[0].info.name: missing"
+    )
+    assert not (tmp_path / ALLOCATION_FILE).exists()
