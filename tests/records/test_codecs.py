@@ -243,3 +243,14 @@ def test_the_overlay_record_of_an_agent_uses_its_ok_entries_only() -> None:
     configuring["overlays"][0]["state"]["status"] = "STATUS_CONFIGURING"
     with pytest.raises(RecordError, match=r"198\.18\.0\.11: no network was allocated"):
         OverlayRecord.of_agent(AgentInfo.from_json(configuring))
+
+
+def test_an_overlay_record_is_checked_against_its_key_when_given_one() -> None:
+    record = OverlayRecord.of_agent(AgentInfo.from_json(AGENT)).to_json()
+    assert OverlayRecord.from_json(record).agent_ip == "198.18.0.11"
+    with pytest.raises(RecordError, match=r"^overlay/198\.18\.0\.12: names agent 198\.18\.0\.11"):
+        OverlayRecord.from_json(record, "overlay/198.18.0.12")
+    with pytest.raises(RecordError, match=r"^overlay record: missing vtep_ip$"):
+        OverlayRecord.from_json({k: v for k, v in record.items() if k != "vtep_ip"})
+    with pytest.raises(RecordError, match=r"^overlay record: expected an object, got list$"):
+        OverlayRecord.from_json([])

@@ -109,21 +109,22 @@ class OverlayRecord:
             raise RecordError(f"agent {agent.ip}: {exc}") from None
 
     @classmethod
-    def from_json(cls, obj: object, key: str = OVERLAY_PREFIX) -> OverlayRecord:
+    def from_json(cls, obj: object, key: str | None = None) -> OverlayRecord:
         """The record stored under ``key``, checked: every address parses, every IPv6 subnet has
-        a VTEP IPv6 address, and the record names the agent of its key.
+        a VTEP IPv6 address, and (given its key) the record names the agent of its key.
 
         Raises:
             RecordError: The record does not fit; the message names the key and the field.
         """
+        where = "overlay record" if key is None else key
         try:
-            value = as_object(obj, key)
+            value = as_object(obj, where)
             agent_ip = ipaddress.IPv4Address(str(value["agent_ip"]))
             vtep_ip = ipaddress.IPv4Address(str(value["vtep_ip"]))
             mac = str(value["vtep_mac"]).lower()
             parts = mac.split(":")
             if len(parts) != 6 or not all(len(p) == 2 for p in parts):
-                raise RecordError(f"{key}: vtep_mac {mac!r} is not a MAC address")
+                raise RecordError(f"{where}: vtep_mac {mac!r} is not a MAC address")
             int(mac.replace(":", ""), 16)
             raw6 = value.get("vtep_ip6")
             ip6 = None if raw6 is None else ipaddress.IPv6Address(str(raw6))
@@ -131,7 +132,7 @@ class OverlayRecord:
             for text in value.get("subnets", []):
                 net = ipaddress.ip_network(str(text))
                 if net.version == 6 and ip6 is None:
-                    raise RecordError(f"{key}: IPv6 subnet {net} but no vtep_ip6")
+                    raise RecordError(f"{where}: IPv6 subnet {net} but no vtep_ip6")
                 subnets.append(str(net))
             networks = {}
             raw_networks = value.get("networks")
@@ -144,10 +145,10 @@ class OverlayRecord:
         except RecordError:
             raise
         except KeyError as exc:
-            raise RecordError(f"{key}: missing {exc.args[0]}") from None
+            raise RecordError(f"{where}: missing {exc.args[0]}") from None
         except (ValueError, TypeError) as exc:
-            raise RecordError(f"{key}: {exc}") from None
-        if key != OVERLAY_PREFIX and key != f"{OVERLAY_PREFIX}{agent_ip}":
+            raise RecordError(f"{where}: {exc}") from None
+        if key is not None and key != f"{OVERLAY_PREFIX}{agent_ip}":
             raise RecordError(f"{key}: names agent {agent_ip}, not the agent of its key")
         return cls(
             agent_ip=str(agent_ip),
