@@ -7,9 +7,11 @@ it runs the system's ``python3`` (a distribution's optimised build) with ``-I -S
 scanned at start-up, and imports :mod:`vxnet.ipam_plugin` from this installation's directory.
 The console script runs the venv's interpreter with ``site`` and imports the ``vxnet`` package.
 
-Measured (20 CNI ADDs each way, alternating, against a unix socket that answers at once, on the
-development machine; ``python /tmp/h4/measure_ipam.py 20``, see the report of issue 16):
-console script median 14.2 ms (p90 15.7 ms), launcher median 9.2 ms (p90 9.6 ms).
+Measured with ``benchmarks/ipam_launcher.py`` (CNI ADDs each way, alternating, against a unix
+socket that answers at once; the development machine, 2 cores): 20 ADDs on a quiet machine,
+console script median 14.2 ms (p90 15.7), launcher 9.2 ms (p90 9.6); 100 ADDs at load average
+3.5, console script median 35.1 ms (min 12.8), launcher 20.4 ms (min 8.5). The launcher takes
+about a third off every container start, so it stays.
 
 Sans-IO: :func:`plugin_file` renders the file; :func:`plugin_python` runs the candidate
 interpreters once to pick one.
