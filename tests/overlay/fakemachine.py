@@ -98,7 +98,8 @@ class FakeMachine:
         if isinstance(op, CreateDevice):
             d = op.device
             self.devices[d.name] = replace(d, addresses=frozenset(), learning=False, up=False)
-            self.remote = KernelState()  # a new VTEP holds no objects
+            if d.kind == "vxlan":
+                self.remote = KernelState()  # a new VTEP holds no objects
         elif isinstance(op, DeleteDevice):
             self.devices.pop(op.name, None)
             self._indices.pop(op.name, None)

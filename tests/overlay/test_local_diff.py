@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from fakemachine import FakeMachine
+from hypothesis import given
+from hypothesis import strategies as st
+
 from vxnet.overlay._local import LocalSettings, desired_local
 from vxnet.overlay._local_model import (
     AddAddress,
@@ -24,6 +28,7 @@ from vxnet.overlay._local_model import (
     bridge,
     diff_local,
     foreign_files,
+    is_owned_device,
     vtep,
 )
 from vxnet.overlay._nat import nat_ruleset
@@ -206,3 +211,57 @@ def test_desired_local_from_an_allocation() -> None:
     assert off is not None
     assert off.nat == Nat(nat_ruleset([], [], "vtep1024"), frozenset())
     assert desired_local({"ip": "198.18.0.1", "overlays": []}, settings) is None
+
+
+ADDRESSES = st.frozensets(
+    st.sampled_from(["9.0.1.1/25", "9.0.1.1/24", "9.0.2.1/25", "fd01:b::1/64", "fd01:b::1/80"]),
+    max_size=3,
+)
+
+
+@st.composite
+def devices(draw: st.DrawFn, actual: bool) -> Device:
+    name = draw(st.sampled_from(["vtep1024", "vtep1025", "m-a", "m-b", "eth0"]))
+    kind = draw(st.sampled_from(["vxlan", "bridge", "veth"] if actual else ["vxlan", "bridge"]))
+    vxlan = kind == "vxlan"
+    return Device(
+        name,
+        kind,
+        draw(st.sampled_from([1420, 1500])),
+        draw(ADDRESSES),
+        mac=draw(st.sampled_from(["70:b3:d5:80:00:01", "02:00:00:00:00:09"]))
+        if vxlan or actual
+        else None,
+        vni=draw(st.sampled_from([1024, 7])) if vxlan else None,
+        port=64000 if vxlan else None,
+        local="198.18.0.1" if vxlan else None,
+        learning=draw(st.booleans()) if actual and vxlan else False,
+        up=draw(st.booleans()) if actual else True,
+    )
+
+
+@given(st.lists(devices(actual=False), max_size=3), st.lists(devices(actual=True), max_size=4))
+def test_applying_the_diff_reaches_the_desired_devices_and_then_diffs_empty(
+    want: list[Device], have: list[Device]
+) -> None:
+    desired = state(*want)
+    held = {d.name: d for d in have}  # one device per name, as in a kernel
+    machine = FakeMachine(devices=dict(held))
+    for op in diff_local(desired, LocalState(devices=machine.read_devices(desired.devices))):
+        machine.apply_local(op)
+    after = LocalState(devices=machine.read_devices(desired.devices))
+    assert diff_local(desired, after) == []
+    for name, device in desired.devices.items():
+        got = after.devices[name]
+        assert (got.kind, got.mtu, got.addresses, got.up) == (
+            device.kind,
+            device.mtu,
+            device.addresses,
+            True,
+        )
+        assert device.mac is None or got.mac == device.mac
+    # the others: the owned ones are gone, the foreign ones untouched
+    others = {n: d for n, d in held.items() if n not in desired.devices}
+    assert {n: d for n, d in machine.devices.items() if n not in desired.devices} == {
+        n: d for n, d in others.items() if not is_owned_device(d)
+    }

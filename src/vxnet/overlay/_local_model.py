@@ -49,6 +49,9 @@ if TYPE_CHECKING:
     from ipaddress import IPv4Interface, IPv6Interface
 
 __all__ = [
+    "BRIDGE_PREFIX",
+    "DEVICE_OPS",
+    "VTEP_PREFIX",
     "AddAddress",
     "CreateDevice",
     "DeleteAddress",

@@ -14,11 +14,13 @@ tests) and owns:
   permanent FDB entries with a remote destination, all on that device) and :meth:`Kernel.apply`
   carries out :class:`~._model.Op` one by one, recording a failed op instead of raising.
 
-Requests go through pyroute2; the three dumps of :meth:`Kernel.read` are decoded here, on the
-same socket, because pyroute2's decoding is 20-30 times slower and leaves cyclic garbage.
+Requests go through pyroute2; the three dumps of :meth:`Kernel.read` and the link dump of
+:meth:`Kernel.owned_devices` are decoded here, on the same socket, because pyroute2's decoding
+is 20-30 times slower and leaves cyclic garbage.
 
-What to change is decided elsewhere (:mod:`._diff`, sans-IO); this module only translates. Every
-netlink request that changes the kernel is counted in :attr:`Kernel.writes`.
+What to change is decided elsewhere (:mod:`._diff` and :mod:`._local_model`, sans-IO); this
+module only translates. Every netlink request that changes the kernel is counted in
+:attr:`Kernel.writes`.
 
 Values read back are normalised as :mod:`._model` writes them: MACs lower case, IPv6 addresses
 and networks in :mod:`ipaddress`'s compressed form, route destinations in CIDR form. The desired
