@@ -3,23 +3,30 @@
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
+import pytest
 import trio
 
 from vxnet.config import GossipSettings
 from vxnet.gossip import GossipService
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 
 def settings(name: str, seeds: tuple[str, ...] = (), keys: tuple[str, ...] = ()) -> GossipSettings:
     return GossipSettings(name=name, bind="127.0.0.1:0", seeds=seeds, keys=keys, profile="local")
 
 
-async def until(condition: object, seconds: float = 10.0) -> None:
-    with trio.fail_after(seconds):
-        for _ in range(int(seconds / 0.05) + 1):
-            if condition():  # type: ignore[operator]
+async def until(condition: Callable[[], bool], seconds: float = 10.0) -> None:
+    """Poll ``condition`` until it holds; fail the test if it does not within ``seconds``."""
+    with trio.move_on_after(seconds):
+        while True:
+            if condition():
                 return
             await trio.sleep(0.05)
+    pytest.fail(f"condition not met within {seconds:g} s")
 
 
 def statuses(service: GossipService) -> dict[str, str]:

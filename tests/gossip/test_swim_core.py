@@ -46,19 +46,42 @@ def test_push_pull_interval_scales_for_large_clusters(n: int, factor: int) -> No
     assert push_pull_scale(30.0, n) == 30.0 * factor
 
 
-def test_rng_is_the_only_randomness() -> None:
-    # Two cores built the same way with the same seed behave identically.
+def _drive_with_peers(seed: int) -> tuple[list[tuple[tuple[str, int], bytes]], list[float]]:
+    """A core that knows 8 peers, ticked for a minute: every datagram it sent, and its deadlines."""
+    from vxnet.gossip._messages import (
+        PROTOCOL_MAX,
+        PROTOCOL_MIN,
+        PROTOCOL_SPOKEN,
+        NodeStatus,
+        PushNodeState,
+    )
     from vxnet.gossip._swim import Membership
 
-    cores = [
-        Membership("a", bytes([198, 18, 0, 1]), 7946, now=0.0, rng=random.Random(7))
-        for _ in range(2)
+    vsn = bytes([PROTOCOL_MIN, PROTOCOL_MAX, PROTOCOL_SPOKEN, 2, 5, 5])
+    peers = [
+        PushNodeState(f"p{i}", bytes([198, 18, 0, 2 + i]), 7946, b"", 1, NodeStatus.ALIVE, vsn)
+        for i in range(8)
     ]
-    for t in (0.5, 1.0, 1.5, 2.0, 30.0):
-        for c in cores:
-            c.tick(t)
-    assert cores[0].datagrams_to_send() == cores[1].datagrams_to_send()
-    assert cores[0].next_deadline() == cores[1].next_deadline()
+    core = Membership("a", bytes([198, 18, 0, 1]), 7946, now=0.0, rng=random.Random(seed))
+    core.adopt(peers, 0.0)
+    sent: list[tuple[tuple[str, int], bytes]] = []
+    deadlines: list[float] = []
+    t = 0.0
+    while t < 60.0:
+        core.tick(t)
+        sent += core.datagrams_to_send()
+        deadlines.append(core.next_deadline())
+        t = max(deadlines[-1], t + 0.01)
+    return sent, deadlines
+
+
+def test_rng_is_the_only_randomness() -> None:
+    # Two cores built the same way with the same seed, knowing 8 peers that never answer, send
+    # the same datagrams at the same times; another seed probes and gossips in another order.
+    sent, deadlines = _drive_with_peers(7)
+    assert len({addr for addr, _ in sent}) == 8, "it talked to every peer"
+    assert (sent, deadlines) == _drive_with_peers(7)
+    assert [addr for addr, _ in _drive_with_peers(8)[0]] != [addr for addr, _ in sent]
 
 
 def test_the_complete_parts_of_a_truncated_compound_are_kept() -> None:
