@@ -19,7 +19,7 @@ import trio
 
 from vxnet.gossip._keyring import Keyring, encrypted_length
 from vxnet.gossip._messages import Ack, ErrorResponse, MessageType, Ping, PushPull, User
-from vxnet.gossip._store import STORE_MAGIC
+from vxnet.gossip._store_messages import STORE_MAGIC
 from vxnet.gossip._wire import StreamDecoder, WireError
 
 if TYPE_CHECKING:

@@ -20,13 +20,16 @@ import logging
 import math
 from typing import TYPE_CHECKING, Any
 
-from vxnet.gossip._errors import WireError
+from vxnet.gossip._errors import StoreError, WireError
 from vxnet.gossip._queue import BroadcastQueue
 from vxnet.gossip._serf import SerfState, decode_tags
-from vxnet.gossip._store import STORE_MAGIC, Store, StoreError, delta_key
+from vxnet.gossip._store_codec import delta_key
+from vxnet.gossip._store_messages import STORE_MAGIC
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
+
+    from vxnet.gossip._store import Store
 
 __all__ = ["NodeLayers", "SerfLayer", "StoreLayer", "is_vxnet_meta"]
 

@@ -28,7 +28,7 @@ from vxnet.config import parse_hostport
 from vxnet.gossip._clock import SystemWallClock
 from vxnet.gossip._config import GossipTiming
 from vxnet.gossip._driver import GossipDriver
-from vxnet.gossip._errors import WireError
+from vxnet.gossip._errors import StoreError, WireError
 from vxnet.gossip._keyring import Keyring
 from vxnet.gossip._layers import (
     FAST_SYNC_INTERVAL,
@@ -39,7 +39,8 @@ from vxnet.gossip._layers import (
 )
 from vxnet.gossip._messages import NodeStatus
 from vxnet.gossip._serf import MemberStatus, decode_tags, encode_tags
-from vxnet.gossip._store import Change, Record, Store, StoreError
+from vxnet.gossip._store import Store
+from vxnet.gossip._store_records import Change, Record
 from vxnet.gossip._swim import Member, MemberEvent, Membership
 
 if TYPE_CHECKING:

@@ -19,6 +19,7 @@ import trio
 import trio.lowlevel
 
 from vxnet.gossip._config import GossipTiming
+from vxnet.gossip._errors import StoreError
 from vxnet.gossip._layers import FAST_SYNC_INTERVAL, NodeLayers, StoreLayer
 from vxnet.gossip._messages import (
     PROTOCOL_MAX,
@@ -33,7 +34,6 @@ from vxnet.gossip._messages import (
     User,
 )
 from vxnet.gossip._serf import encode_tags
-from vxnet.gossip._store import Store, StoreError
 from vxnet.gossip._swim import Membership, StreamRequest
 from vxnet.gossip._wire import StreamDecoder, WireError
 from vxnet.testing.simtime import EventQueue
@@ -42,6 +42,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping
 
     from trio.testing import MockClock
+
+    from vxnet.gossip._store import Store
 
 
 __all__ = ["SimNetwork", "SimNode"]
