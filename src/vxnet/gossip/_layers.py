@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 from vxnet.gossip._errors import StoreError, WireError
 from vxnet.gossip._queue import BroadcastQueue
-from vxnet.gossip._serf import SerfState, decode_tags
+from vxnet.gossip._serf_codec import decode_tags
+from vxnet.gossip._serf_state import SerfState
 from vxnet.gossip._store_codec import delta_key
 from vxnet.gossip._store_messages import STORE_MAGIC
 

@@ -38,7 +38,8 @@ from vxnet.gossip._layers import (
     is_vxnet_meta,
 )
 from vxnet.gossip._messages import NodeStatus
-from vxnet.gossip._serf import MemberStatus, decode_tags, encode_tags
+from vxnet.gossip._serf_codec import decode_tags, encode_tags
+from vxnet.gossip._serf_state import MemberStatus
 from vxnet.gossip._store import Store
 from vxnet.gossip._store_records import Change, Record
 from vxnet.gossip._swim import Member, MemberEvent, Membership

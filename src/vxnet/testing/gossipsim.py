@@ -33,7 +33,7 @@ from vxnet.gossip._messages import (
     PushPull,
     User,
 )
-from vxnet.gossip._serf import encode_tags
+from vxnet.gossip._serf_codec import encode_tags
 from vxnet.gossip._swim import Membership, StreamRequest
 from vxnet.gossip._wire import StreamDecoder, WireError
 from vxnet.testing.simtime import EventQueue
