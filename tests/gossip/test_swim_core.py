@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from vxnet.gossip._swim import _Awareness, _Suspicion, push_pull_scale, suspicion_timeout
+from vxnet.gossip._lifeguard import Awareness, Suspicion, push_pull_scale, suspicion_timeout
 
 
 @pytest.mark.parametrize(
@@ -19,7 +19,7 @@ def test_suspicion_min_timeout_matches_memberlist(n: int, expected: float) -> No
 
 def test_suspicion_shrinks_with_independent_confirmations() -> None:
     low, high = 4.0, 24.0
-    s = _Suspicion(start=100.0, k=2, min=low, max=high, confirmations={"a"}, deadline=100 + high)
+    s = Suspicion(start=100.0, k=2, min=low, max=high, confirmations={"a"}, deadline=100 + high)
     assert not s.confirm("a"), "the first accuser does not count twice"
     assert s.confirm("b")
     frac = math.log(2) / math.log(3)
@@ -30,7 +30,7 @@ def test_suspicion_shrinks_with_independent_confirmations() -> None:
 
 
 def test_awareness_is_bounded_and_scales_timeouts() -> None:
-    a = _Awareness(8)
+    a = Awareness(8)
     a.apply(-5)
     assert a.score == 0
     assert a.scale(1.0) == 1.0
@@ -48,6 +48,7 @@ def test_push_pull_interval_scales_for_large_clusters(n: int, factor: int) -> No
 
 def _drive_with_peers(seed: int) -> tuple[list[tuple[tuple[str, int], bytes]], list[float]]:
     """A core that knows 8 peers, ticked for a minute: every datagram it sent, and its deadlines."""
+    from vxnet.gossip._membership import Membership
     from vxnet.gossip._messages import (
         PROTOCOL_MAX,
         PROTOCOL_MIN,
@@ -55,7 +56,6 @@ def _drive_with_peers(seed: int) -> tuple[list[tuple[tuple[str, int], bytes]], l
         NodeStatus,
         PushNodeState,
     )
-    from vxnet.gossip._swim import Membership
 
     vsn = bytes([PROTOCOL_MIN, PROTOCOL_MAX, PROTOCOL_SPOKEN, 2, 5, 5])
     peers = [
@@ -85,8 +85,8 @@ def test_rng_is_the_only_randomness() -> None:
 
 
 def test_the_complete_parts_of_a_truncated_compound_are_kept() -> None:
+    from vxnet.gossip._membership import Membership
     from vxnet.gossip._messages import Alive
-    from vxnet.gossip._swim import Membership
     from vxnet.gossip._wire import encode_message, make_compound
 
     core = Membership("a", bytes([198, 18, 0, 1]), 7946, now=0.0, rng=random.Random(1))

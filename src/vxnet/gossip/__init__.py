@@ -10,11 +10,12 @@ are sans-IO; thin trio drivers move their datagrams and streams.
 from vxnet.gossip._config import GossipTiming
 from vxnet.gossip._errors import WireError
 from vxnet.gossip._keyring import Keyring
+from vxnet.gossip._membership import Membership
+from vxnet.gossip._membership_types import Delegate, Member, MemberEvent, StreamRequest
 from vxnet.gossip._messages import NodeStatus
 from vxnet.gossip._serf_codec import decode_tags, encode_tags
 from vxnet.gossip._serf_state import MemberStatus
 from vxnet.gossip._service import GossipService, member_json
-from vxnet.gossip._swim import Delegate, Member, MemberEvent, Membership, StreamRequest
 
 __all__ = [
     "Delegate",

@@ -37,12 +37,12 @@ from vxnet.gossip._layers import (
     StoreLayer,
     is_vxnet_meta,
 )
+from vxnet.gossip._membership import Membership
 from vxnet.gossip._messages import NodeStatus
 from vxnet.gossip._serf_codec import decode_tags, encode_tags
 from vxnet.gossip._serf_state import MemberStatus
 from vxnet.gossip._store import Store
 from vxnet.gossip._store_records import Change, Record
-from vxnet.gossip._swim import Member, MemberEvent, Membership
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -50,6 +50,7 @@ if TYPE_CHECKING:
 
     from vxnet.config import GossipSettings
     from vxnet.gossip._clock import WallClock
+    from vxnet.gossip._membership_types import Member, MemberEvent
 
 __all__ = [
     "GossipService",

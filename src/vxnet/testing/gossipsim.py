@@ -21,6 +21,7 @@ import trio.lowlevel
 from vxnet.gossip._config import GossipTiming
 from vxnet.gossip._errors import StoreError
 from vxnet.gossip._layers import FAST_SYNC_INTERVAL, NodeLayers, StoreLayer
+from vxnet.gossip._membership import Membership
 from vxnet.gossip._messages import (
     PROTOCOL_MAX,
     PROTOCOL_MIN,
@@ -34,7 +35,6 @@ from vxnet.gossip._messages import (
     User,
 )
 from vxnet.gossip._serf_codec import encode_tags
-from vxnet.gossip._swim import Membership, StreamRequest
 from vxnet.gossip._wire import StreamDecoder, WireError
 from vxnet.testing.simtime import EventQueue
 
@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 
     from trio.testing import MockClock
 
+    from vxnet.gossip._membership_types import StreamRequest
     from vxnet.gossip._store import Store
 
 
