@@ -6,7 +6,7 @@ Rules:
   Serf's. Store deltas are only ever sent to peers whose tags carry ``vxnet`` (Serf would log an
   error about a message type it does not know), from a queue of their own.
 * Push-pull user state is Serf's alone; the store repairs itself by its own anti-entropy exchange
-  (two request/response rounds on the gossip TCP port, see :mod:`._store`).
+  (two request/response rounds on the gossip TCP port, see :mod:`._store_messages`).
 * The store keeps wall time (its versions must compare across nodes); the membership core keeps
   monotonic time. :class:`StoreLayer` reads no clock: every call that needs the time takes the
   wall time as a parameter. :class:`NodeLayers`, the core's delegate, is given both clocks
