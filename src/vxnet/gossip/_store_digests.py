@@ -42,6 +42,7 @@ class Entry:
 
     @property
     def rank(self) -> tuple[int, str, int]:
+        """What merge compares: ``(hlc, writer, record hash)``; the higher rank wins."""
         version = self.record.version
         return (version.hlc, version.writer, self.digest)
 
