@@ -7,6 +7,7 @@ and where.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 from typing import TYPE_CHECKING
@@ -29,6 +30,7 @@ from vxnet.http import (
     serve_asgi,
     serve_asgi_unix,
 )
+from vxnet.master import MasterUnreachable, open_master_client
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable
@@ -160,7 +162,8 @@ async def hostile(
             if not chunk:
                 return
             data += chunk
-        await behave(stream)
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            await behave(stream)  # until the client hangs up
 
     await nursery.start(trio.serve_listeners, handle, listeners)
     return f"http://127.0.0.1:{port}"
@@ -279,3 +282,28 @@ async def test_nothing_listening_is_a_connect_error() -> None:
 def test_only_http_urls() -> None:
     with pytest.raises(ValueError, match="only http://"):
         trio.run(HttpClient().request, "GET", "https://example.org/")
+
+
+# --- the master client on it --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("behave", "reason"),
+    [
+        (bad_length, "bad response: bad Content-Length"),
+        (endless_headers, "response head larger than 65536 bytes"),
+        (hang_up, "the server closed the connection without answering"),
+    ],
+)
+async def test_a_broken_master_is_unreachable_not_a_crash(
+    behave: Callable[[trio.SocketStream], Awaitable[None]], reason: str
+) -> None:
+    async with trio.open_nursery() as nursery:
+        base = await hostile(nursery, behave)
+        with trio.fail_after(5), pytest.raises(MasterUnreachable) as info:
+            async with open_master_client([base], patience=0.5) as masters:
+                await masters.state()
+        nursery.cancel_scope.cancel()
+    address = base.removeprefix("http://")
+    assert str(info.value).startswith("GET /overlay-master/state: nothing in 0.5 s: ")
+    assert str(info.value).endswith(f"{address}: {reason}")
