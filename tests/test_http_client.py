@@ -307,3 +307,8 @@ async def test_a_broken_master_is_unreachable_not_a_crash(
     address = base.removeprefix("http://")
     assert str(info.value).startswith("GET /overlay-master/state: nothing in 0.5 s: ")
     assert str(info.value).endswith(f"{address}: {reason}")
+
+
+async def test_a_header_that_would_split_the_request_is_refused_locally() -> None:
+    with pytest.raises(ValueError, match="not a valid request"):
+        await HttpClient().request("GET", "http://127.0.0.1:9/", headers={"X-A": "1\r\nX-B: 2"})

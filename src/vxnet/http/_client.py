@@ -16,8 +16,8 @@ Rules:
 - Keep-alive: a connection whose exchange ended cleanly goes back to a pool (at most
   ``max_idle`` per destination) and the next request to the same place reuses it. A pooled
   connection the server has closed meanwhile fails before any answer arrives: the request is then
-  sent once more on a new connection. ``keep_alive=False`` sends ``Connection: close`` and pools
-  nothing (for callers that never close the client).
+  sent again on the next (a new connection at the latest). ``keep_alive=False`` sends
+  ``Connection: close`` and pools nothing (for callers that never close the client).
 - Errors are :class:`HttpError`\\s whose message says what went wrong and where (method, URL,
   and the socket when it is one): :class:`HttpConnectError` (nothing accepts the connection),
   :class:`HttpTimeout` (the deadline passed), :class:`HttpTooLarge` (a bound was exceeded) and
@@ -308,7 +308,7 @@ class HttpClient:
 
         Raises:
             HttpConnectError, HttpTimeout, HttpTooLarge, HttpProtocolError: As the module says.
-            ValueError: ``url`` is not an ``http://`` URL.
+            ValueError: ``url`` is not an ``http://`` URL, or a header is not valid.
         """
         target = self._target(method, url)
         limit = self.timeout if timeout is None else timeout
@@ -339,7 +339,7 @@ class HttpClient:
 
         Raises:
             HttpConnectError, HttpTimeout, HttpTooLarge, HttpProtocolError: As the module says.
-            ValueError: ``url`` is not an ``http://`` URL.
+            ValueError: ``url`` is not an ``http://`` URL, or a header is not valid.
         """
         target = self._target(method, url)
         limit = self.timeout if timeout is None else timeout
@@ -379,7 +379,10 @@ class HttpClient:
             fields.append(("Content-Length", str(len(body))))
         if not self.keep_alive:
             fields.append(("Connection", "close"))
-        request = h11.Request(method=target.method, target=target.path, headers=fields)
+        try:
+            request = h11.Request(method=target.method, target=target.path, headers=fields)
+        except h11.LocalProtocolError as exc:  # a header with a newline in it, say
+            raise ValueError(f"{target.method} {target.url}: not a valid request: {exc}") from exc
         while True:
             conn = await self._connection(target)
             try:
