@@ -26,8 +26,8 @@ import trio.testing
 
 from vxnet import __version__
 from vxnet.gossip._config import GossipTiming
+from vxnet.gossip._lifeguard import suspicion_timeout
 from vxnet.gossip._messages import NodeStatus
-from vxnet.gossip._swim import suspicion_timeout
 from vxnet.testing.gossipsim import SimNetwork
 
 QUORUM = 0.9999

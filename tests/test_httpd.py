@@ -5,17 +5,18 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
+import pytest
 import trio
 from starlette.applications import Starlette
 from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
 
-from vxnet.http._server import serve_asgi
+from vxnet.http._server import serve_asgi, serve_asgi_unix
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
+    from pathlib import Path
 
-    import pytest
     from starlette.requests import Request
 
 
@@ -154,4 +155,95 @@ async def test_an_idle_connection_is_closed() -> None:
         async with stream:
             with trio.fail_after(2):
                 assert await stream.receive_some(100) == b""  # closed by the server
+        nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("end", [b"\r\n", b""], ids=["whole", "endless"])
+async def test_a_request_head_over_the_bound_is_a_431(end: bytes) -> None:
+    async with trio.open_nursery() as nursery:
+        address = await start(nursery, max_header=4096)
+        filler = b"".join(b"X-Filler-%d: %s\r\n" % (i, b"a" * 100) for i in range(100))
+        out = await exchange(address, b"GET /echo HTTP/1.1\r\nHost: x\r\n" + filler + end)
+        assert out.startswith(b"HTTP/1.1 431")
+        assert b"connection: close" in out.lower()
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_content_length_over_the_bound_is_a_413_before_the_body_is_sent() -> None:
+    async with trio.open_nursery() as nursery:
+        address = await start(nursery, max_body=10)
+        stream = await trio.open_tcp_stream(*address)
+        async with stream:
+            await stream.send_all(
+                b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 999999\r\n\r\n"
+            )
+            out = b""
+            with trio.fail_after(2):  # no body sent: the answer cannot wait for it
+                while b"\r\n\r\n" not in out:
+                    out += await stream.receive_some(65536)
+        assert out.startswith(b"HTTP/1.1 413")
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_client_still_sending_a_refused_body_reads_the_413() -> None:
+    async with trio.open_nursery() as nursery:
+        address = await start(nursery, max_body=1000)
+        stream = await trio.open_tcp_stream(*address)
+        async with stream:
+            head = b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+            body = b"".join(b"%x\r\n%s\r\n" % (500, b"z" * 500) for _ in range(200))
+            await stream.send_all(head + body)  # 100 kB after the bound: drained, not reset
+            out = b""
+            with trio.fail_after(3):
+                while chunk := await stream.receive_some(65536):
+                    out += chunk
+        assert out.startswith(b"HTTP/1.1 413")
+        assert out.endswith(b'"}')  # the whole answer, then a clean end of stream
+        nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("part", ["head", "body"])
+async def test_a_slow_sender_gets_a_408_at_its_request_deadline(part: str) -> None:
+    async with trio.open_nursery() as nursery:
+        address = await start(nursery, request_timeout=0.4, idle_timeout=30)
+        stream = await trio.open_tcp_stream(*address)
+        head = b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n"
+        drip = head if part == "head" else b"z" * 100
+        out = b""
+        async with stream:
+            if part == "body":
+                await stream.send_all(head)
+            started = trio.current_time()
+
+            async def dripping() -> None:
+                for byte in drip[:-1]:  # never the last byte, each within the idle timeout
+                    await stream.send_all(bytes([byte]))
+                    await trio.sleep(0.02)
+
+            with trio.fail_after(3):
+                async with trio.open_nursery() as inner:
+                    inner.start_soon(dripping)
+                    while chunk := await stream.receive_some(65536):
+                        out += chunk
+                    inner.cancel_scope.cancel()
+            elapsed = trio.current_time() - started
+        assert out.startswith(b"HTTP/1.1 408")
+        assert b"not complete in 0.4 s" in out
+        assert 0.35 <= elapsed < 2.0
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_unix_socket_server_answers(tmp_path: Path) -> None:
+    path = str(tmp_path / "api.sock")
+    async with trio.open_nursery() as nursery:
+        assert await nursery.start(serve_asgi_unix, APP, path) == path
+        stream = await trio.open_unix_socket(path)
+        async with stream:
+            await stream.send_all(b"GET /echo?u=1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            out = b""
+            with trio.fail_after(2):
+                while chunk := await stream.receive_some(65536):
+                    out += chunk
+        assert out.startswith(b"HTTP/1.1 201")
+        assert b'"query":"u=1"' in out
         nursery.cancel_scope.cancel()

@@ -1,13 +1,42 @@
-"""Output for people at a terminal, shared by every ``vxnet`` command."""
+"""What every ``vxnet`` command-line face shares: exit statuses, subcommands, tables."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import enum
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    import argparse
+    from collections.abc import Callable, Sequence
 
-__all__ = ["print_table"]
+__all__ = ["Exit", "add_command", "print_table"]
+
+
+class Exit(enum.IntEnum):
+    """The exit statuses of ``vxnet`` commands."""
+
+    OK = 0
+    FAILED = 1  # the machine, a daemon or the cluster refused or is unhealthy
+    BAD_INPUT = 2  # a file or an argument is wrong
+    MISSING = 2  # something to be installed is missing (the sandbox's prerequisites)
+    INTERRUPTED = 130  # SIGINT
+
+
+def add_command(
+    commands: Any,
+    name: str,
+    func: Callable[[argparse.Namespace], int],
+    help: str,
+    *,
+    description: str | None = None,
+    json: bool = False,
+) -> argparse.ArgumentParser:
+    """Add subcommand ``name`` (running ``func``) to ``commands``; with ``json``, its ``--json``."""
+    parser: argparse.ArgumentParser = commands.add_parser(name, help=help, description=description)
+    if json:
+        parser.add_argument("--json", action="store_true", help="print JSON")
+    parser.set_defaults(func=func)
+    return parser
 
 
 def print_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:

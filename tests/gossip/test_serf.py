@@ -12,13 +12,18 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from vxnet.gossip._serf import (
+from vxnet.gossip._lamport import LamportClock
+from vxnet.gossip._serf_codec import (
     META_MAX_SIZE,
+    decode_serf,
+    decode_tags,
+    encode_serf,
+    encode_tags,
+)
+from vxnet.gossip._serf_messages import (
     QUERY_FLAG_ACK,
     JoinIntent,
-    LamportClock,
     LeaveIntent,
-    MemberStatus,
     PushPullEvent,
     PushPullEvents,
     SerfError,
@@ -27,14 +32,10 @@ from vxnet.gossip._serf import (
     SerfPushPull,
     SerfQuery,
     SerfQueryResponse,
-    SerfState,
     SerfUserEvent,
     UnhandledSerfMessage,
-    decode_serf,
-    decode_tags,
-    encode_serf,
-    encode_tags,
 )
+from vxnet.gossip._serf_state import MemberStatus, SerfState
 
 FIXTURES = json.loads((Path(__file__).parent / "fixtures" / "serf_messages.json").read_text())
 REAL = {name: bytes.fromhex(entry["hex"]) for name, entry in FIXTURES["messages"].items()}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import struct
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import msgpack
 import pytest
@@ -12,16 +12,14 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from vxnet.gossip import _store
-from vxnet.gossip._store import (
-    FRAME_MAX,
-    STORE_MAGIC,
-    HybridClock,
-    Record,
-    Store,
-    StoreError,
-    Version,
-    delta_key,
-)
+from vxnet.gossip._errors import StoreError
+from vxnet.gossip._hlc import HybridClock
+from vxnet.gossip._store import Store
+from vxnet.gossip._store_codec import delta_key
+from vxnet.gossip._store_messages import FRAME_MAX, STORE_MAGIC
+
+if TYPE_CHECKING:
+    from vxnet.gossip._store_records import Record, Version
 
 T0 = 1_700_000_000.0
 NODES = ("a", "b", "c")

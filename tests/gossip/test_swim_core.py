@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from vxnet.gossip._swim import _Awareness, _Suspicion, push_pull_scale, suspicion_timeout
+from vxnet.gossip._lifeguard import Awareness, Suspicion, push_pull_scale, suspicion_timeout
 
 
 @pytest.mark.parametrize(
@@ -19,7 +19,7 @@ def test_suspicion_min_timeout_matches_memberlist(n: int, expected: float) -> No
 
 def test_suspicion_shrinks_with_independent_confirmations() -> None:
     low, high = 4.0, 24.0
-    s = _Suspicion(start=100.0, k=2, min=low, max=high, confirmations={"a"}, deadline=100 + high)
+    s = Suspicion(start=100.0, k=2, min=low, max=high, confirmations={"a"}, deadline=100 + high)
     assert not s.confirm("a"), "the first accuser does not count twice"
     assert s.confirm("b")
     frac = math.log(2) / math.log(3)
@@ -30,7 +30,7 @@ def test_suspicion_shrinks_with_independent_confirmations() -> None:
 
 
 def test_awareness_is_bounded_and_scales_timeouts() -> None:
-    a = _Awareness(8)
+    a = Awareness(8)
     a.apply(-5)
     assert a.score == 0
     assert a.scale(1.0) == 1.0
@@ -46,24 +46,47 @@ def test_push_pull_interval_scales_for_large_clusters(n: int, factor: int) -> No
     assert push_pull_scale(30.0, n) == 30.0 * factor
 
 
-def test_rng_is_the_only_randomness() -> None:
-    # Two cores built the same way with the same seed behave identically.
-    from vxnet.gossip._swim import Membership
+def _drive_with_peers(seed: int) -> tuple[list[tuple[tuple[str, int], bytes]], list[float]]:
+    """A core that knows 8 peers, ticked for a minute: every datagram it sent, and its deadlines."""
+    from vxnet.gossip._membership import Membership
+    from vxnet.gossip._messages import (
+        PROTOCOL_MAX,
+        PROTOCOL_MIN,
+        PROTOCOL_SPOKEN,
+        NodeStatus,
+        PushNodeState,
+    )
 
-    cores = [
-        Membership("a", bytes([198, 18, 0, 1]), 7946, now=0.0, rng=random.Random(7))
-        for _ in range(2)
+    vsn = bytes([PROTOCOL_MIN, PROTOCOL_MAX, PROTOCOL_SPOKEN, 2, 5, 5])
+    peers = [
+        PushNodeState(f"p{i}", bytes([198, 18, 0, 2 + i]), 7946, b"", 1, NodeStatus.ALIVE, vsn)
+        for i in range(8)
     ]
-    for t in (0.5, 1.0, 1.5, 2.0, 30.0):
-        for c in cores:
-            c.tick(t)
-    assert cores[0].datagrams_to_send() == cores[1].datagrams_to_send()
-    assert cores[0].next_deadline() == cores[1].next_deadline()
+    core = Membership("a", bytes([198, 18, 0, 1]), 7946, now=0.0, rng=random.Random(seed))
+    core.adopt(peers, 0.0)
+    sent: list[tuple[tuple[str, int], bytes]] = []
+    deadlines: list[float] = []
+    t = 0.0
+    while t < 60.0:
+        core.tick(t)
+        sent += core.datagrams_to_send()
+        deadlines.append(core.next_deadline())
+        t = max(deadlines[-1], t + 0.01)
+    return sent, deadlines
+
+
+def test_rng_is_the_only_randomness() -> None:
+    # Two cores built the same way with the same seed, knowing 8 peers that never answer, send
+    # the same datagrams at the same times; another seed probes and gossips in another order.
+    sent, deadlines = _drive_with_peers(7)
+    assert len({addr for addr, _ in sent}) == 8, "it talked to every peer"
+    assert (sent, deadlines) == _drive_with_peers(7)
+    assert [addr for addr, _ in _drive_with_peers(8)[0]] != [addr for addr, _ in sent]
 
 
 def test_the_complete_parts_of_a_truncated_compound_are_kept() -> None:
+    from vxnet.gossip._membership import Membership
     from vxnet.gossip._messages import Alive
-    from vxnet.gossip._swim import Membership
     from vxnet.gossip._wire import encode_message, make_compound
 
     core = Membership("a", bytes([198, 18, 0, 1]), 7946, now=0.0, rng=random.Random(1))

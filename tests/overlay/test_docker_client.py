@@ -313,7 +313,7 @@ async def test_bridge_network_container_and_their_events(daemons: Daemons) -> No
 @pytest.mark.lab
 @needs_dockerd
 async def test_docker_drops_traffic_forwarded_into_its_bridge(daemons: Daemons) -> None:
-    """dockerd switched ip_forward on, so it set FORWARD's policy to DROP: see dockerlab."""
+    """dockerd switched ip_forward on, so it set FORWARD's policy to DROP (sandbox.dockerd)."""
     docker = daemons.h2.docker()
     host = daemons.h2.host
     spec = {

@@ -104,6 +104,7 @@ def test_one_status_rule_only_ok_entries_are_usable() -> None:
     assert [o.name for o in info.usable()] == ["a"]
     assert str(Status.OK) == "STATUS_OK"
     assert Status("STATUS_FAILED") is Status.FAILED
+    assert [s.label for s in Status] == ["INVALID", "OK", "FAILED", "CONFIGURING"]
 
 
 def test_unknown_fields_from_a_newer_version_are_ignored() -> None:

@@ -11,8 +11,8 @@ import sys
 from typing import TYPE_CHECKING
 
 from vxnet import __version__
+from vxnet._console import Exit
 from vxnet.cli import _agent, _config, _dns, _lab, _log, _master, _overlay
-from vxnet.cli._common import EXIT_FAILED
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -47,5 +47,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except PermissionError as exc:
         print(f"vxnet: {exc} (this command needs root)", file=sys.stderr)
-        return EXIT_FAILED
+        return Exit.FAILED
     return status

@@ -5,17 +5,8 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING, Any
 
-from vxnet._console import print_table
-from vxnet.cli._common import (
-    EXIT_BAD_INPUT,
-    EXIT_FAILED,
-    EXIT_OK,
-    add_agent_api,
-    api_url,
-    daemon_config,
-    fetch,
-    run_unwrapped,
-)
+from vxnet._console import Exit, add_command, print_table
+from vxnet.cli._common import add_agent_api, add_daemon_options, api_url, fetch, run_daemon
 
 if TYPE_CHECKING:
     import argparse
@@ -24,23 +15,12 @@ __all__ = ["add_parser"]
 
 
 def _agent(args: argparse.Namespace) -> int:
-
     from vxnet.agent import run_agent
-
-    config = daemon_config(args.config, "agent", args.verbose)
-    if config is None:
-        return EXIT_BAD_INPUT
     from vxnet.overlay._ipam import IpamError
 
-    try:
-        run_unwrapped(run_agent, config)
-    except (OSError, IpamError) as exc:
-        print(f"vxnet agent: {exc}", file=sys.stderr)
-        return EXIT_FAILED
-    except ValueError as exc:
-        print(f"vxnet agent: {args.config}: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    return EXIT_OK
+    return run_daemon(
+        "vxnet agent", args, "agent", run_agent, bad_input=(ValueError,), failed=(IpamError,)
+    )
 
 
 def _members(args: argparse.Namespace) -> int:
@@ -48,11 +28,11 @@ def _members(args: argparse.Namespace) -> int:
 
     data = fetch("members", f"{api_url(args.api)}/v1/members")
     if data is None:
-        return EXIT_FAILED
+        return Exit.FAILED
     members = data.get("members", []) if isinstance(data, dict) else []
     if args.json:
         print(json.dumps(members, indent=2))
-        return EXIT_OK
+        return Exit.OK
     rows = [
         (
             m["name"],
@@ -63,7 +43,7 @@ def _members(args: argparse.Namespace) -> int:
         for m in members
     ]
     print_table(HEADER, rows)
-    return EXIT_OK
+    return Exit.OK
 
 
 HEADER = ("NAME", "ADDRESS", "STATUS", "TAGS")
@@ -91,14 +71,14 @@ def _store(args: argparse.Namespace) -> int:
                 value = json.loads(args.value)
             except ValueError as exc:
                 print(f"vxnet store put: VALUE is not JSON: {exc}", file=sys.stderr)
-                return EXIT_BAD_INPUT
+                return Exit.BAD_INPUT
             fetch_json(f"{base}/{quote(args.key, safe='')}", method="PUT", body=value)
         else:
             fetch_json(f"{base}/{quote(args.key, safe='')}", method="DELETE")
     except ApiError as exc:
         print(f"vxnet store {args.action}: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT if "HTTP 4" in str(exc) else EXIT_FAILED
-    return EXIT_OK
+        return Exit.BAD_INPUT if "HTTP 4" in str(exc) else Exit.FAILED
+    return Exit.OK
 
 
 def _tasks(args: argparse.Namespace) -> int:
@@ -106,12 +86,12 @@ def _tasks(args: argparse.Namespace) -> int:
 
     answer = fetch("tasks", f"{api_url(args.api)}/v1/tasks")
     if answer is None:
-        return EXIT_FAILED
+        return Exit.FAILED
     records = answer.get("tasks", [])
     tasks = [r["value"] for r in records]
     if args.json:
         print(json.dumps(tasks, indent=2))
-        return EXIT_OK
+        return Exit.OK
     rows = [
         (
             str(t.get("name", "")),
@@ -127,33 +107,34 @@ def _tasks(args: argparse.Namespace) -> int:
         )
     ]
     print_table(("NAME", "FRAMEWORK", "NETWORK", "ADDRESSES", "AGENT", "RUNTIME", "PORTS"), rows)
-    return EXIT_OK
+    return Exit.OK
 
 
 def add_parser(commands: Any) -> None:
     """Add this group's commands to the ``vxnet`` parser's subcommands."""
-    agent = commands.add_parser(
+    agent = add_command(
+        commands,
         "agent",
-        help="run an agent",
+        _agent,
+        "run an agent",
         description="Run a vxnet agent: gossip membership (Serf compatible) and the agent's "
         "HTTP API. SIGINT or SIGTERM makes it leave the cluster gracefully.",
     )
-    agent.add_argument("--config", "-c", required=True, metavar="FILE", help="agent TOML file")
-    agent.add_argument("--verbose", "-v", action="store_true", help="log debug messages")
-    agent.set_defaults(func=_agent)
-
-    members = commands.add_parser(
+    add_daemon_options(agent, "agent")
+    members = add_command(
+        commands,
         "members",
-        help="list the cluster's members as a running agent sees them",
+        _members,
+        "list the cluster's members as a running agent sees them",
         description="List members (name, address, status, tags) from a running agent's API.",
+        json=True,
     )
     add_agent_api(members)
-    members.add_argument("--json", action="store_true", help="print JSON")
-    members.set_defaults(func=_members)
-
-    store = commands.add_parser(
+    store = add_command(
+        commands,
         "store",
-        help="read and write the replicated store through a running agent",
+        _store,
+        "read and write the replicated store through a running agent",
         description="Read and write the replicated store through a running agent's API.",
     )
     add_agent_api(store)
@@ -171,13 +152,12 @@ def add_parser(commands: Any) -> None:
     put.add_argument("value", metavar="VALUE", help="a JSON object")
     delete = store_cmds.add_parser("delete", help="delete a record")
     delete.add_argument("key", metavar="KEY")
-    store.set_defaults(func=_store)
-
-    tasks = commands.add_parser(
+    tasks = add_command(
+        commands,
         "tasks",
-        help="list the cluster's tasks (containers with their names and addresses)",
+        _tasks,
+        "list the cluster's tasks (containers with their names and addresses)",
         description="List every live task record of the cluster, as a running agent sees it.",
+        json=True,
     )
     add_agent_api(tasks)
-    tasks.add_argument("--json", action="store_true", help="print JSON")
-    tasks.set_defaults(func=_tasks)

@@ -5,25 +5,23 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING, Any, Literal
 
+from vxnet._console import Exit
+
 if TYPE_CHECKING:
     import argparse
 
 __all__ = [
     "AGENT_API",
-    "EXIT_BAD_INPUT",
-    "EXIT_FAILED",
-    "EXIT_OK",
     "add_agent_api",
+    "add_daemon_options",
     "api_url",
     "daemon_config",
     "fetch",
     "ip_order",
+    "run_daemon",
     "run_unwrapped",
 ]
 
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_BAD_INPUT = 2
 AGENT_API = "127.0.0.1:62080"  # agent.listen's default
 
 
@@ -44,6 +42,50 @@ def daemon_config(path: str, role: Literal["master", "agent"], verbose: bool) ->
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     return config
+
+
+def run_daemon(
+    command: str,
+    args: argparse.Namespace,
+    role: Literal["master", "agent"],
+    run: Any,
+    *,
+    bad_input: tuple[type[Exception], ...] = (),
+    failed: tuple[type[Exception], ...] = (),
+) -> int:
+    """Run a long-running command (``run(config)`` under trio) until it ends: its exit status.
+
+    ``bad_input`` errors are the file's fault (exit 2, the file named); ``failed`` errors and
+    OSError are the machine's (exit 1). A stopped log replica is said so.
+    """
+    from vxnet.replog import StorageFailure
+
+    machine: tuple[type[Exception], ...] = (OSError, *failed)
+    config = daemon_config(args.config, role, args.verbose)
+    if config is None:
+        return Exit.BAD_INPUT
+    try:
+        run_unwrapped(run, config)
+    except bad_input as exc:
+        print(f"{command}: {args.config}: {exc}", file=sys.stderr)
+        return Exit.BAD_INPUT
+    except StorageFailure as exc:
+        print(f"{command}: the log replica stopped: {exc}", file=sys.stderr)
+        return Exit.FAILED
+    except machine as exc:
+        print(f"{command}: {exc}", file=sys.stderr)
+        return Exit.FAILED
+    return Exit.OK
+
+
+def add_daemon_options(
+    parser: argparse.ArgumentParser, role: str, *, required: bool = True
+) -> None:
+    """``--config`` and ``--verbose`` of a long-running command."""
+    parser.add_argument(
+        "--config", "-c", required=required, metavar="FILE", help=f"{role} TOML file"
+    )
+    parser.add_argument("--verbose", "-v", action="store_true", help="log debug messages")
 
 
 def run_unwrapped(fn: Any, *args: Any) -> Any:

@@ -5,10 +5,7 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING, Any
 
-from vxnet.cli._common import (
-    EXIT_BAD_INPUT,
-    EXIT_OK,
-)
+from vxnet._console import Exit
 
 if TYPE_CHECKING:
     import argparse
@@ -26,23 +23,23 @@ def _config_check(args: argparse.Namespace) -> int:
             print(line, file=sys.stderr)
         count = len(exc.problems)
         print(f"{args.file}: {count} problem{'s' if count != 1 else ''}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return Exit.BAD_INPUT
     sys.stdout.write(to_json(config) if args.json else to_toml(config))
-    return EXIT_OK
+    return Exit.OK
 
 
 def _config_example(args: argparse.Namespace) -> int:
     from vxnet.config import example_toml
 
     sys.stdout.write(example_toml(args.role))
-    return EXIT_OK
+    return Exit.OK
 
 
 def _config_reference(args: argparse.Namespace) -> int:
     from vxnet.config import reference_markdown
 
     sys.stdout.write(reference_markdown())
-    return EXIT_OK
+    return Exit.OK
 
 
 def add_parser(commands: Any) -> None:

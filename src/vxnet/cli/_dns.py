@@ -5,11 +5,7 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING, Any
 
-from vxnet.cli._common import (
-    EXIT_BAD_INPUT,
-    EXIT_FAILED,
-    EXIT_OK,
-)
+from vxnet._console import Exit
 
 if TYPE_CHECKING:
     import argparse
@@ -31,7 +27,7 @@ def _dns_lookup(args: argparse.Namespace) -> int:
         query = DNSRecord.question(args.name, args.type.upper())
     except (ValueError, DNSError, KeyError) as exc:
         print(f"vxnet dns lookup: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return Exit.BAD_INPUT
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     packet = query.pack()
     start = time.perf_counter()
@@ -57,7 +53,7 @@ def _dns_lookup(args: argparse.Namespace) -> int:
             f"vxnet dns lookup: {args.server}: {exc} (is the agent's DNS listening there?)",
             file=sys.stderr,
         )
-        return EXIT_FAILED
+        return Exit.FAILED
     took = (time.perf_counter() - start) * 1000
     rcode = reply.header.get_rcode()
     for rr in reply.rr:
@@ -74,7 +70,7 @@ def _dns_lookup(args: argparse.Namespace) -> int:
         + (f" ({', '.join(flags)})" if flags else ""),
         file=sys.stderr,
     )
-    return EXIT_OK if rcode == 0 and reply.rr else EXIT_FAILED
+    return Exit.OK if rcode == 0 and reply.rr else Exit.FAILED
 
 
 def add_parser(commands: Any) -> None:

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from vxnet.cli._common import (
-    EXIT_FAILED,
-    EXIT_OK,
-)
+from vxnet._console import Exit
 
 if TYPE_CHECKING:
     import argparse
@@ -30,7 +27,7 @@ def _lab_cleanup(args: argparse.Namespace) -> int:
                 else " (labs of running owners and the sandbox's are kept; --all removes them too)"
             )
         )
-    return EXIT_FAILED if any(line.startswith("could not") for line in report) else EXIT_OK
+    return Exit.FAILED if any(line.startswith("could not") for line in report) else Exit.OK
 
 
 def add_parser(commands: Any) -> None:

@@ -5,14 +5,8 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING, Any
 
-from vxnet._console import print_table
-from vxnet.cli._common import (
-    EXIT_BAD_INPUT,
-    EXIT_FAILED,
-    EXIT_OK,
-    daemon_config,
-    run_unwrapped,
-)
+from vxnet._console import Exit, print_table
+from vxnet.cli._common import add_daemon_options, run_daemon
 
 if TYPE_CHECKING:
     import argparse
@@ -21,21 +15,9 @@ __all__ = ["add_parser"]
 
 
 def _log_serve(args: argparse.Namespace) -> int:
+    from vxnet.replog import run_log_replica
 
-    from vxnet.replog import StorageFailure, run_log_replica
-
-    config = daemon_config(args.config, "master", args.verbose)
-    if config is None:
-        return EXIT_BAD_INPUT
-    try:
-        run_unwrapped(run_log_replica, config)
-    except StorageFailure as exc:
-        print(f"vxnet log serve: the replica stopped: {exc}", file=sys.stderr)
-        return EXIT_FAILED
-    except OSError as exc:
-        print(f"vxnet log serve: {exc}", file=sys.stderr)
-        return EXIT_FAILED
-    return EXIT_OK
+    return run_daemon("vxnet log serve", args, "master", run_log_replica)
 
 
 def _log_replicas(args: argparse.Namespace) -> list[tuple[str, int]] | None:
@@ -77,14 +59,14 @@ def _log_client(args: argparse.Namespace) -> int:
 
     replicas = _log_replicas(args)
     if replicas is None:
-        return EXIT_BAD_INPUT
+        return Exit.BAD_INPUT
 
     async def append() -> int:
         values = [v.encode() for v in args.values] or [sys.stdin.buffer.read()]
         async with open_log_client(replicas, answer_within=args.wait) as client:
             for value in values:
                 print(await client.append(value))
-        return EXIT_OK
+        return Exit.OK
 
     async def status() -> int:
         views = []
@@ -95,7 +77,7 @@ def _log_client(args: argparse.Namespace) -> int:
                 views.append({"address": format_address(*address), "error": str(exc)})
         if args.json:
             print(json.dumps(views, indent=2))
-            return EXIT_OK
+            return Exit.OK
         header = ("REPLICA", "ROLE", "STATUS", "LEADER", "COMMIT", "APPLIED", "BALLOT")
         rows = [
             (v["address"], "unreachable", "-", "-", "-", "-", "-")
@@ -112,7 +94,7 @@ def _log_client(args: argparse.Namespace) -> int:
             for v in views
         ]
         print_table(header, rows)
-        return EXIT_OK if all("error" not in v for v in views) else EXIT_FAILED
+        return Exit.OK if all("error" not in v for v in views) else Exit.FAILED
 
     async def read() -> int:
         answer = await request_once(
@@ -120,11 +102,11 @@ def _log_client(args: argparse.Namespace) -> int:
         )
         if not answer.get("ok"):
             print(f"vxnet log read: {answer.get('error')}", file=sys.stderr)
-            return EXIT_FAILED
+            return Exit.FAILED
         for position, value in answer["entries"]:
             text = value.decode("utf-8", "backslashreplace")
             print(f"{position}\t{text}" if value else f"{position}\t(no-op)")
-        return EXIT_OK
+        return Exit.OK
 
     action = {"append": append, "status": status, "read": read}[args.action]
     try:
@@ -134,10 +116,10 @@ def _log_client(args: argparse.Namespace) -> int:
             f"vxnet log append: uncertain, the value may or may not be in the log: {exc}",
             file=sys.stderr,
         )
-        return EXIT_FAILED
+        return Exit.FAILED
     except (LogUnavailable, ValueError) as exc:
         print(f"vxnet log {args.action}: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+        return Exit.FAILED
     return result
 
 
@@ -158,8 +140,7 @@ def add_parser(commands: Any) -> None:
         description="Run one replica of the replicated log until SIGINT or SIGTERM. Its data is "
         "master.data_dir/log.sqlite; it exits with status 1 if the disk fails.",
     )
-    serve.add_argument("--config", "-c", required=True, metavar="FILE", help="master TOML file")
-    serve.add_argument("--verbose", "-v", action="store_true", help="log debug messages")
+    add_daemon_options(serve, "master")
     serve.set_defaults(func=_log_serve)
     for name, text in (
         ("append", "append values (arguments, or standard input); print their positions"),

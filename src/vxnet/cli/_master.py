@@ -5,16 +5,8 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING, Any
 
-from vxnet._console import print_table
-from vxnet.cli._common import (
-    EXIT_BAD_INPUT,
-    EXIT_FAILED,
-    EXIT_OK,
-    api_url,
-    daemon_config,
-    fetch,
-    run_unwrapped,
-)
+from vxnet._console import Exit, print_table
+from vxnet.cli._common import add_daemon_options, api_url, fetch, run_daemon
 
 if TYPE_CHECKING:
     import argparse
@@ -27,26 +19,11 @@ def _master(args: argparse.Namespace) -> int:
         return _master_state(args)
     if args.config is None:
         print("vxnet master: give --config FILE (or a command: state)", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return Exit.BAD_INPUT
 
     from vxnet.master import MasterConfigError, run_master
-    from vxnet.replog import StorageFailure
 
-    config = daemon_config(args.config, "master", args.verbose)
-    if config is None:
-        return EXIT_BAD_INPUT
-    try:
-        run_unwrapped(run_master, config)
-    except MasterConfigError as exc:
-        print(f"vxnet master: {args.config}: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except StorageFailure as exc:
-        print(f"vxnet master: the log replica stopped: {exc}", file=sys.stderr)
-        return EXIT_FAILED
-    except OSError as exc:
-        print(f"vxnet master: {exc}", file=sys.stderr)
-        return EXIT_FAILED
-    return EXIT_OK
+    return run_daemon("vxnet master", args, "master", run_master, bad_input=(MasterConfigError,))
 
 
 def _master_state(args: argparse.Namespace) -> int:
@@ -54,10 +31,10 @@ def _master_state(args: argparse.Namespace) -> int:
 
     state = fetch("master state", f"{api_url(args.api)}/overlay-master/state")
     if state is None:
-        return EXIT_FAILED
+        return Exit.FAILED
     if args.json:
         print(json.dumps(state, indent=2))
-        return EXIT_OK
+        return Exit.OK
     from vxnet.records import OverlayInfo, RecordError, agent_infos
 
     try:
@@ -69,7 +46,7 @@ def _master_state(args: argparse.Namespace) -> int:
         agents = agent_infos(state.get("agents"))
     except RecordError as exc:
         print(f"vxnet master state: the master answered a bad state: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+        return Exit.FAILED
     header = ("AGENT", "VTEP IP", "VTEP MAC", *(n.upper() for n in names))
     rows = []
     for agent in agents:
@@ -81,7 +58,7 @@ def _master_state(args: argparse.Namespace) -> int:
             if o is None:
                 cells.append("-")
             elif not o.ok:
-                cells.append(o.state.status.value.removeprefix("STATUS_"))
+                cells.append(o.state.status.label)
             else:
                 cells.append(" ".join(o.subnets()))
         vtep = ("-", "-") if vxlan is None else (vxlan.vtep_ip, vxlan.vtep_mac)
@@ -98,7 +75,7 @@ def _master_state(args: argparse.Namespace) -> int:
     if isinstance(leader, dict) and leader.get("leader"):
         asked = " (the master asked)" if leader.get("is_leader") else ""
         print(f"leader: {leader['leader']}{asked}")
-    return EXIT_OK
+    return Exit.OK
 
 
 def add_parser(commands: Any) -> None:
@@ -110,8 +87,7 @@ def add_parser(commands: Any) -> None:
         "and the HTTP API (/overlay-master/...), until SIGINT or SIGTERM. With a command, "
         "query a running master instead.",
     )
-    master.add_argument("--config", "-c", metavar="FILE", help="master TOML file")
-    master.add_argument("--verbose", "-v", action="store_true", help="log debug messages")
+    add_daemon_options(master, "master", required=False)
     master_cmds = master.add_subparsers(title="master commands", dest="action", metavar="ACTION")
     mstate = master_cmds.add_parser(
         "state",

@@ -5,15 +5,8 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING, Any
 
-from vxnet._console import print_table
-from vxnet.cli._common import (
-    EXIT_FAILED,
-    EXIT_OK,
-    add_agent_api,
-    api_url,
-    fetch,
-    ip_order,
-)
+from vxnet._console import Exit, add_command, print_table
+from vxnet.cli._common import add_agent_api, api_url, fetch, ip_order
 
 if TYPE_CHECKING:
     import argparse
@@ -26,22 +19,22 @@ def _overlay_status(args: argparse.Namespace) -> int:
 
     status = fetch("overlay status", f"{api_url(args.api)}/overlay-agent/status")
     if status is None:
-        return EXIT_FAILED
+        return Exit.FAILED
     if args.json:
         print(json.dumps(status, indent=2))
-        return EXIT_OK
+        return Exit.OK
     from vxnet.records import AgentInfo, RecordError
 
     registration = status.get("registration", {})
     if status.get("info") is None:
         error = registration.get("last_error") or "no master has answered yet"
         print(f"agent {status['agent_ip']}: not registered yet ({error})")
-        return EXIT_FAILED
+        return Exit.FAILED
     try:
         info = AgentInfo.from_json(status["info"], "info")
     except RecordError as exc:
         print(f"vxnet overlay status: the agent answered a bad AgentInfo: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+        return Exit.FAILED
     vxlan = info.vxlan()
     vtep = "- -" if vxlan is None else f"{vxlan.vtep_ip} {vxlan.vtep_ip6 or ''} {vxlan.vtep_mac}"
     print(
@@ -53,7 +46,7 @@ def _overlay_status(args: argparse.Namespace) -> int:
     rows = []
     for o in info.overlays:
         ok = o.ok
-        status_text = o.state.status.value.removeprefix("STATUS_")
+        status_text = o.state.status.label
         rows.append(
             (
                 o.name,
@@ -85,7 +78,7 @@ def _overlay_status(args: argparse.Namespace) -> int:
         print(f"ignored record {key}: {problem}")
     if status.get("kernel_error"):
         print(f"cannot read the kernel: {status['kernel_error']}")
-        return EXIT_FAILED
+        return Exit.FAILED
     objects = status.get("objects", [])
     print()
     print_table(
@@ -101,7 +94,7 @@ def _overlay_status(args: argparse.Namespace) -> int:
             else "all as desired"
         )
     )
-    return EXIT_OK
+    return Exit.OK
 
 
 def _overlay_usage(args: argparse.Namespace) -> int:
@@ -111,7 +104,7 @@ def _overlay_usage(args: argparse.Namespace) -> int:
 
     answer = fetch("overlay usage", f"{api_url(args.api)}/v1/store?prefix={USAGE_PREFIX}&live=1")
     if answer is None:
-        return EXIT_FAILED
+        return Exit.FAILED
     records = answer.get("records", [])
     rows = []
     low = []
@@ -134,14 +127,14 @@ def _overlay_usage(args: argparse.Namespace) -> int:
     if args.json:
         by_agent = {r["key"].removeprefix(USAGE_PREFIX): r["value"] for r in records}
         print(json.dumps(by_agent, indent=2))
-        return EXIT_OK
+        return Exit.OK
     print_table(("AGENT", "NETWORK", "HALF", "ALLOCATED", "FREE", "USED", ""), rows)
     if low:
         print()
         print(f"{len(low)} close to exhaustion (under 10 % free):")
         for line in low:
             print(f"  {line}")
-    return EXIT_OK
+    return Exit.OK
 
 
 def add_parser(commands: Any) -> None:
@@ -154,22 +147,24 @@ def add_parser(commands: Any) -> None:
     overlay_cmds = overlay.add_subparsers(
         title="overlay commands", dest="action", metavar="ACTION", required=True
     )
-    ostatus = overlay_cmds.add_parser(
+    ostatus = add_command(
+        overlay_cmds,
         "status",
-        help="the agent's allocation and its kernel objects against the desired state",
+        _overlay_status,
+        "the agent's allocation and its kernel objects against the desired state",
         description="Print the agent's allocation (VTEP, subnets per network), egress NAT, "
         "counters, and every route, neighbour and FDB entry vxnet owns with whether it "
         "matches the desired state.",
+        json=True,
     )
     add_agent_api(ostatus)
-    ostatus.add_argument("--json", action="store_true", help="print JSON")
-    ostatus.set_defaults(func=_overlay_status)
-    ousage = overlay_cmds.add_parser(
+    ousage = add_command(
+        overlay_cmds,
         "usage",
-        help="container addresses allocated and free on every agent, cluster-wide",
+        _overlay_usage,
+        "container addresses allocated and free on every agent, cluster-wide",
         description="Print, for every live agent, network and half (cni, docker), how many "
         "container addresses are allocated and free, and which agents are close to exhaustion.",
+        json=True,
     )
     add_agent_api(ousage)
-    ousage.add_argument("--json", action="store_true", help="print JSON")
-    ousage.set_defaults(func=_overlay_usage)

@@ -1,9 +1,10 @@
 """The trio driver of the membership core: UDP and TCP on one port, timers, streams.
 
-It moves bytes between sockets and a :class:`~vxnet.gossip._swim.Membership` core and wakes the
-core at its deadline; it decides nothing. Every task is owned by the nursery of :meth:`serve`.
-Bad input is the core's business (counted and dropped); a stream that is too slow, too large or
-malformed is closed. Incoming streams are capped in number (``max_push_pull_requests``).
+It moves bytes between sockets and a :class:`~vxnet.gossip._membership.Membership` core and
+wakes the core at its deadline; it decides nothing. Every task is owned by the nursery of
+:meth:`serve`. Bad input is the core's business (counted and dropped); a stream that is too slow,
+too large or malformed is closed. Incoming streams are capped in number
+(``max_push_pull_requests``).
 """
 
 from __future__ import annotations
@@ -19,13 +20,14 @@ import trio
 
 from vxnet.gossip._keyring import Keyring, encrypted_length
 from vxnet.gossip._messages import Ack, ErrorResponse, MessageType, Ping, PushPull, User
-from vxnet.gossip._store import STORE_MAGIC
+from vxnet.gossip._store_messages import STORE_MAGIC
 from vxnet.gossip._wire import StreamDecoder, WireError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from vxnet.gossip._swim import MemberEvent, Membership, StreamRequest
+    from vxnet.gossip._membership import Membership
+    from vxnet.gossip._membership_types import MemberEvent, StreamRequest
 
 __all__ = ["GossipDriver"]
 

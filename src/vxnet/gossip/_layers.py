@@ -6,9 +6,11 @@ Rules:
   Serf's. Store deltas are only ever sent to peers whose tags carry ``vxnet`` (Serf would log an
   error about a message type it does not know), from a queue of their own.
 * Push-pull user state is Serf's alone; the store repairs itself by its own anti-entropy exchange
-  (two request/response rounds on the gossip TCP port, see :mod:`._store`).
+  (two request/response rounds on the gossip TCP port, see :mod:`._store_messages`).
 * The store keeps wall time (its versions must compare across nodes); the membership core keeps
-  monotonic time. The layer converts deadlines between the two with the clocks it is given.
+  monotonic time. :class:`StoreLayer` reads no clock: every call that needs the time takes the
+  wall time as a parameter. :class:`NodeLayers`, the core's delegate, is given both clocks
+  (callables, so a simulation passes its own) and converts deadlines between the two.
 """
 
 from __future__ import annotations
@@ -18,13 +20,17 @@ import logging
 import math
 from typing import TYPE_CHECKING, Any
 
-from vxnet.gossip._errors import WireError
+from vxnet.gossip._errors import StoreError, WireError
 from vxnet.gossip._queue import BroadcastQueue
-from vxnet.gossip._serf import SerfState, decode_tags
-from vxnet.gossip._store import STORE_MAGIC, Store, StoreError, delta_key
+from vxnet.gossip._serf_codec import decode_tags
+from vxnet.gossip._serf_state import SerfState
+from vxnet.gossip._store_codec import delta_key
+from vxnet.gossip._store_messages import STORE_MAGIC
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
+
+    from vxnet.gossip._store import Store
 
 __all__ = ["NodeLayers", "SerfLayer", "StoreLayer", "is_vxnet_meta"]
 
@@ -83,21 +89,29 @@ class StoreLayer:
     (a restart) re-publishes what it still owns; records it owned before the restart and has not
     re-published within ``republish_grace`` seconds are retracted (deleted), so that a record of
     something that died with the old process does not live on in the cluster.
+
+    Every method that needs the time takes ``wall``, the current wall time in seconds since the
+    epoch; the layer reads no clock.
+
+    Args:
+        store: The store core.
+        retransmit_mult: Scales how often a delta is re-sent (memberlist's ``RetransmitMult``).
+        started: Wall time this process started: own records older than that are stale.
+        republish_grace: Seconds the owner has to re-publish before stale records are retracted.
     """
 
     def __init__(
         self,
         store: Store,
         retransmit_mult: int,
-        wall: Callable[[], float],
+        started: float,
         *,
         republish_grace: float = 30.0,
     ) -> None:
         self.store = store
         self.queue = BroadcastQueue(retransmit_mult)
-        self.wall = wall
         self.errors = 0
-        self.started = wall()
+        self.started = started
         self.republish_grace = republish_grace
         self._next_retract = self.started + republish_grace
         self._sync_targets: list[str] = []
@@ -106,45 +120,43 @@ class StoreLayer:
 
     # --- when to run anti-entropy, and with whom ------------------------------------------------
 
-    @property
-    def backlogged(self) -> bool:
+    def backlogged(self, wall: float) -> bool:
         """Whether news outruns gossip: unsent deltas beyond what packets carry soon, or a burst
         of records merged lately (a bulk change spreading: anti-entropy finishes it faster)."""
-        return self.queue.unsent_bytes > BACKLOG_BYTES or self._recent() > BURST_RECORDS
+        return self.queue.unsent_bytes > BACKLOG_BYTES or self._recent(wall) > BURST_RECORDS
 
-    def _recent(self) -> float:
-        wall = self.wall()
+    def _recent(self, wall: float) -> float:
         self._burst *= 0.5 ** (max(wall - self._burst_at, 0.0) / BURST_HALF_LIFE)
         self._burst_at = wall
         return self._burst
 
-    def _note_merged(self, count: int) -> None:
-        self._burst = self._recent() + count
+    def _note_merged(self, count: int, wall: float) -> None:
+        self._burst = self._recent(wall) + count
 
     def sync_request(self) -> bytes:
         """Round 1 of an anti-entropy exchange we start."""
         return self.store.sync_request()
 
-    def sync_step(self, reply: bytes) -> bytes | None:
+    def sync_step(self, reply: bytes, wall: float) -> bytes | None:
         """Feed a reply of our exchange; the next request, or ``None`` when done.
 
         Raises:
             StoreError: The peer's reply is malformed.
         """
         before = self.store.stats.records_merged
-        follow_up = self.store.sync_step(reply, self.wall())
-        self._note_merged(self.store.stats.records_merged - before)
+        follow_up = self.store.sync_step(reply, wall)
+        self._note_merged(self.store.stats.records_merged - before, wall)
         return follow_up
 
-    def handle_sync(self, frame: bytes) -> bytes:
+    def handle_sync(self, frame: bytes, wall: float) -> bytes:
         """Answer a peer's anti-entropy request.
 
         Raises:
             StoreError: The request is malformed.
         """
         before = self.store.stats.records_merged
-        reply = self.store.handle_sync(frame, self.wall())
-        self._note_merged(self.store.stats.records_merged - before)
+        reply = self.store.handle_sync(frame, wall)
+        self._note_merged(self.store.stats.records_merged - before, wall)
         return reply
 
     def member_joined(self, name: str) -> None:
@@ -160,51 +172,50 @@ class StoreLayer:
         """The member to sync with next, if one asked for it; else pick at random."""
         return self._sync_targets.pop(0) if self._sync_targets else None
 
-    def sync_delay(self, normal: float, jitter: float) -> float:
+    def sync_delay(self, normal: float, jitter: float, wall: float) -> float:
         """Seconds until the next anti-entropy exchange (``jitter`` around 1)."""
-        urgent = self._sync_targets or self.backlogged
+        urgent = self._sync_targets or self.backlogged(wall)
         return (FAST_SYNC_INTERVAL if urgent else normal) * jitter
 
     def _queue_delta(self, delta: bytes, key: str | None = None) -> None:
         self.queue.put(delta, key=key)
         self.queue.prune(MAX_QUEUED_DELTAS)
 
-    def put(self, key: str, value: Mapping[str, Any]) -> None:
+    def put(self, key: str, value: Mapping[str, Any], wall: float) -> None:
         """Write a record owned by this node and spread it.
 
         Raises:
             ValueError: A bad key or value (the message says which rule it breaks).
         """
-        self._queue_delta(self.store.put(key, value, self.wall()), key)
+        self._queue_delta(self.store.put(key, value, wall), key)
 
-    def delete(self, key: str) -> bool:
+    def delete(self, key: str, wall: float) -> bool:
         """Delete a record and spread the tombstone; False if there was nothing to delete."""
-        delta = self.store.delete(key, self.wall())
+        delta = self.store.delete(key, wall)
         if delta is None:
             return False
         self._queue_delta(delta, key)
         return True
 
-    def receive(self, payload: bytes) -> None:
+    def receive(self, payload: bytes, wall: float) -> None:
         try:
-            out = self.store.receive(payload, self.wall())
+            out = self.store.receive(payload, wall)
         except StoreError as exc:
             self.errors += 1
             log.debug("bad store delta: %s", exc)
             return
-        self._note_merged(len(out))
+        self._note_merged(len(out), wall)
         for delta in out:
             self._queue_delta(delta, delta_key(delta))
 
-    def tick(self) -> None:
-        wall = self.wall()
+    def tick(self, wall: float) -> None:
         for delta in self.store.tick(wall):
             self._queue_delta(delta, delta_key(delta))
         if wall >= self._next_retract:
             self._next_retract = wall + RETRACT_CHECK_INTERVAL
-            self.retract_stale_own_records()
+            self.retract_stale_own_records(wall)
 
-    def retract_stale_own_records(self) -> list[str]:
+    def retract_stale_own_records(self, wall: float) -> list[str]:
         """Delete our records written before this process started and not re-published."""
         started_ms = int(self.started * 1000)
         stale = [
@@ -213,7 +224,7 @@ class StoreLayer:
             if r.owner == self.store.node and (r.version.hlc >> 16) < started_ms
         ]
         for key in stale:
-            self.delete(key)
+            self.delete(key, wall)
         return stale
 
     def next_deadline(self) -> float:
@@ -229,6 +240,7 @@ class NodeLayers:
         store: The store layer, or ``None``.
         num_members: How many members there are (for retransmit limits).
         monotonic: The membership core's clock, to turn the store's wall deadlines into its own.
+        wall: The wall clock (seconds since the epoch) the store layer is fed with.
     """
 
     def __init__(
@@ -237,11 +249,13 @@ class NodeLayers:
         store: StoreLayer | None,
         num_members: Callable[[], int],
         monotonic: Callable[[], float],
+        wall: Callable[[], float],
     ) -> None:
         self.serf = serf
         self.store = store
         self._num_members = num_members
         self._monotonic = monotonic
+        self._wall = wall
 
     def broadcasts(self, overhead: int, limit: int, peer_meta: bytes | None) -> list[bytes]:
         n = self._num_members()
@@ -254,7 +268,7 @@ class NodeLayers:
     def notify_user(self, payload: bytes, now: float) -> None:
         if payload[:1] == bytes([STORE_MAGIC]):
             if self.store is not None:
-                self.store.receive(payload)
+                self.store.receive(payload, self._wall())
         elif self.serf is not None:
             self.serf.receive(payload, now)
 
@@ -274,11 +288,11 @@ class NodeLayers:
         if self.store is not None:
             store_deadline = self.store.next_deadline()
             if store_deadline != math.inf:
-                deadline = min(deadline, self._monotonic() + store_deadline - self.store.wall())
+                deadline = min(deadline, self._monotonic() + store_deadline - self._wall())
         return deadline
 
     def tick(self, now: float) -> None:
         if self.serf is not None:
             self.serf.state.tick(now)
         if self.store is not None:
-            self.store.tick()
+            self.store.tick(self._wall())

@@ -18,7 +18,6 @@ import ipaddress
 import logging
 import random
 import socket
-import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -26,9 +25,10 @@ import trio
 
 from vxnet import __version__
 from vxnet.config import parse_hostport
+from vxnet.gossip._clock import SystemWallClock
 from vxnet.gossip._config import GossipTiming
 from vxnet.gossip._driver import GossipDriver
-from vxnet.gossip._errors import WireError
+from vxnet.gossip._errors import StoreError, WireError
 from vxnet.gossip._keyring import Keyring
 from vxnet.gossip._layers import (
     FAST_SYNC_INTERVAL,
@@ -37,16 +37,20 @@ from vxnet.gossip._layers import (
     StoreLayer,
     is_vxnet_meta,
 )
+from vxnet.gossip._membership import Membership
 from vxnet.gossip._messages import NodeStatus
-from vxnet.gossip._serf import MemberStatus, decode_tags, encode_tags
-from vxnet.gossip._store import Change, Record, Store, StoreError
-from vxnet.gossip._swim import Member, MemberEvent, Membership
+from vxnet.gossip._serf_codec import decode_tags, encode_tags
+from vxnet.gossip._serf_state import MemberStatus
+from vxnet.gossip._store import Store
+from vxnet.gossip._store_records import Change, Record
 
 if TYPE_CHECKING:
     from collections.abc import Callable
     from ipaddress import IPv4Address
 
     from vxnet.config import GossipSettings
+    from vxnet.gossip._clock import WallClock
+    from vxnet.gossip._membership_types import Member, MemberEvent
 
 __all__ = [
     "GossipService",
@@ -161,6 +165,9 @@ class GossipService:
         role: ``agent`` or ``master``: the Serf tag ``role``.
         agent_ip: The agent's underlay address, advertised when binding to all addresses.
         tags: Extra Serf tags.
+        clock: The wall clock the store's versions are built on (default: the system's).
+        rng: The one source of randomness: the membership core's RNG is seeded from it, and it
+            jitters and aims the store's anti-entropy (default: seeded by the system).
     """
 
     def __init__(
@@ -170,8 +177,12 @@ class GossipService:
         role: str,
         agent_ip: IPv4Address | None = None,
         tags: Mapping[str, str] | None = None,
+        clock: WallClock | None = None,
+        rng: random.Random | None = None,
     ) -> None:
         self.settings = settings
+        self.clock: WallClock = clock or SystemWallClock()
+        self.rng = rng or random.Random()
         self.name = settings.name or socket.gethostname()
         self.timing = GossipTiming.local() if settings.profile == "local" else GossipTiming.lan()
         self.keyring = Keyring.from_base64(*settings.keys) if settings.keys else None
@@ -182,10 +193,14 @@ class GossipService:
         self.store = StoreLayer(
             Store(self.name, owner_grace=settings.record_grace),
             self.timing.retransmit_mult,
-            time.time,
+            self.clock.wall(),
         )
         self.layers = NodeLayers(
-            self.serf, self.store, lambda: self.core.num_members, trio.current_time
+            self.serf,
+            self.store,
+            lambda: self.core.num_members,
+            trio.current_time,
+            self.clock.wall,
         )
         self.store_sync_interval = STORE_SYNC_INTERVAL
         self._stepped = trio.Event()  # set after every step of the core
@@ -218,7 +233,7 @@ class GossipService:
             ipaddress.ip_address(host).packed,
             port,
             now=now,
-            rng=random.Random(),
+            rng=random.Random(self.rng.getrandbits(64)),
             meta=self.meta,
             timing=self.timing,
             keyring=self.keyring,
@@ -238,7 +253,7 @@ class GossipService:
                     self._sync_wanted.set()
             elif event.kind == "leave":
                 self.serf.state.notify_leave(event.member.name, now)
-                self.store.store.owner_down(event.member.name, time.time())
+                self.store.store.owner_down(event.member.name, self.clock.wall())
             log.info(
                 "member %s %s (%s:%d)",
                 event.member.name,
@@ -298,7 +313,7 @@ class GossipService:
         changes = self.store.store.changes()
         if changes and self._subscriptions:
             self._publish(changes)
-        if self._waiting_slow and self.store.backlogged:
+        if self._waiting_slow and self.store.backlogged(self.clock.wall()):
             self._sync_wanted.set()  # a bulk change is spreading: anti-entropy now, not later
         self._stepped.set()
         self._stepped = trio.Event()
@@ -311,12 +326,12 @@ class GossipService:
         Raises:
             ValueError: A bad key or value.
         """
-        self.store.put(key, value)
+        self.store.put(key, value, self.clock.wall())
         self.driver.step()
 
     def delete(self, key: str) -> bool:
         """Delete a record; False if there was none."""
-        deleted = self.store.delete(key)
+        deleted = self.store.delete(key, self.clock.wall())
         self.driver.step()
         return deleted
 
@@ -349,15 +364,15 @@ class GossipService:
 
     def _handle_store_frame(self, frame: bytes) -> bytes:
         try:
-            return self.store.handle_sync(frame)
+            return self.store.handle_sync(frame, self.clock.wall())
         except StoreError as exc:
             self.sync_errors += 1
             raise WireError(f"store sync: {exc}") from exc
 
     async def _sync_loop(self) -> None:
-        jitter = random.Random()
         while True:
-            delay = self.store.sync_delay(self.store_sync_interval, jitter.uniform(0.5, 1.5))
+            jitter = self.rng.uniform(0.5, 1.5)
+            delay = self.store.sync_delay(self.store_sync_interval, jitter, self.clock.wall())
             self._waiting_slow = delay > 2 * FAST_SYNC_INTERVAL
             with trio.move_on_after(delay):
                 await self._sync_wanted.wait()
@@ -380,7 +395,7 @@ class GossipService:
         chosen = [m for m in peers if m.name == target] or peers
         if not chosen:
             return False
-        peer = random.choice(chosen)
+        peer = self.rng.choice(chosen)
         frame: bytes | None = self.store.sync_request()
         while frame is not None:
             deadline = trio.current_time() + self.timing.tcp_timeout
@@ -388,7 +403,7 @@ class GossipService:
             if reply is None:
                 return False
             try:
-                frame = self.store.sync_step(reply)
+                frame = self.store.sync_step(reply, self.clock.wall())
             except StoreError as exc:
                 self.sync_errors += 1
                 log.debug("store sync with %s: %s", peer.name, exc)
@@ -400,12 +415,12 @@ class GossipService:
     def records(self, prefix: str = "", *, live: bool = False) -> list[dict[str, Any]]:
         """The store's records under ``prefix`` as JSON-able dicts (``live``: hide dead owners)."""
         store = self.store.store
-        items = store.live_items(prefix, time.time()) if live else store.items(prefix)
+        items = store.live_items(prefix, self.clock.wall()) if live else store.items(prefix)
         return [record_json(r) for r in items]
 
     def hidden_owners(self) -> frozenset[str]:
         """Owners whose records ``records(live=True)`` hides now (down beyond the grace)."""
-        return self.store.store.hidden_owners(time.time())
+        return self.store.store.hidden_owners(self.clock.wall())
 
     def members(self) -> list[dict[str, Any]]:
         """Every known member, as JSON-able dicts."""

@@ -9,16 +9,26 @@ rest in the connection's own task: read a request, run the application, write th
 with one ``send_all``, next request. The same endpoint answers about 3,300 requests per second.
 
 What it does: keep-alive and pipelined requests in order; request bodies with Content-Length or
-chunked, refused with 413 beyond ``max_body``; responses buffered and sent in one piece, or
-streamed when the application sends ``more_body`` (chunked when it gave no length); 400 for a
-request h11 cannot parse; 500 (and a logged traceback) when the application raises before it
-answered; a connection idle for ``idle_timeout`` is closed. No TLS, no HTTP/2, no WebSocket, no
-lifespan events: the APIs need none of them.
+chunked; responses buffered and sent in one piece, or streamed when the application sends
+``more_body`` (chunked when it gave no length); 500 (and a logged traceback) when the application
+raises before it answered. No TLS, no HTTP/2, no WebSocket, no lifespan events: the APIs need none.
+
+Bounds, each answered and followed by a clean close (the answer, then our end shut, then what the
+client still sends read and dropped for at most ``LINGER`` seconds and ``LINGER_BYTES``, so that
+it reads the answer instead of a reset):
+
+- a request head over ``max_header`` bytes: 431;
+- a body over ``max_body`` bytes: 413 (at once when its Content-Length says so);
+- a request whose first byte came ``request_timeout`` seconds ago and that is not complete yet
+  (a slow sender, head or body): 408;
+- a request h11 cannot parse: 400;
+- a connection idle (no byte of a next request) for ``idle_timeout``: closed without a word.
 """
 
 from __future__ import annotations
 
 import logging
+import socket
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, TypeAlias
 from urllib.parse import unquote
@@ -26,12 +36,16 @@ from urllib.parse import unquote
 import h11
 import trio
 
-__all__ = ["MAX_BODY", "serve_api", "serve_asgi"]
+__all__ = ["MAX_BODY", "serve_api", "serve_asgi", "serve_asgi_unix"]
 
 log = logging.getLogger("vxnet.http")
 
 MAX_BODY = 1024 * 1024
+MAX_HEADER = 64 * 1024
 IDLE_TIMEOUT = 60.0
+REQUEST_TIMEOUT = 10.0
+LINGER = 1.0
+LINGER_BYTES = 4 * 1024 * 1024
 READ_SIZE = 65536
 
 Scope: TypeAlias = MutableMapping[str, Any]
@@ -45,25 +59,42 @@ class _BodyTooLarge(Exception):
     pass
 
 
+class _RequestTimeout(Exception):
+    pass
+
+
+def _head_size(request: h11.Request) -> int:
+    """The size of ``request``'s head as sent (its parsed form: no folding, no extra spaces)."""
+    size = len(request.method) + len(request.target) + 12  # " ", " HTTP/1.1\r\n", "\r\n"
+    for name, value in request.headers:
+        size += len(name) + len(value) + 4  # ": ", "\r\n"
+    return size
+
+
 class _Connection:
     def __init__(
         self,
         app: App,
         stream: trio.SocketStream,
-        server: tuple[str, int],
+        server: tuple[str, int | None],
         max_body: int,
+        max_header: int,
         idle_timeout: float,
+        request_timeout: float,
     ) -> None:
         self.app = app
         self.stream = stream
         self.server = server
         self.max_body = max_body
         self.idle_timeout = idle_timeout
-        self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=64 * 1024)
+        self.request_timeout = request_timeout
+        self.max_header = max_header
+        self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=max_header)
+        self.deadline: float | None = None  # for the request being read, from its first byte
         try:
             peer = stream.socket.getpeername()
             self.client: tuple[str, int] | None = (str(peer[0]), int(peer[1]))
-        except OSError:
+        except (OSError, IndexError, TypeError, ValueError):  # a unix socket's peer has no port
             self.client = None
 
     async def _next_event(self) -> Any:
@@ -71,30 +102,45 @@ class _Connection:
             event = self.h11.next_event()
             if event is not h11.NEED_DATA:
                 return event
-            with trio.move_on_after(self.idle_timeout) as scope:
-                data = await self.stream.receive_some(READ_SIZE)
-            if scope.cancelled_caught:
-                return h11.ConnectionClosed()
+            if self.deadline is None and self.h11.trailing_data[0]:
+                self.deadline = trio.current_time() + self.request_timeout  # pipelined, partial
+            if self.deadline is None:
+                with trio.move_on_after(self.idle_timeout) as scope:
+                    data = await self.stream.receive_some(READ_SIZE)
+                if scope.cancelled_caught:
+                    return h11.ConnectionClosed()
+                self.deadline = trio.current_time() + self.request_timeout
+            else:
+                with trio.move_on_at(self.deadline) as scope:
+                    data = await self.stream.receive_some(READ_SIZE)
+                if scope.cancelled_caught:
+                    raise _RequestTimeout
             self.h11.receive_data(data)
 
     async def run(self) -> None:
         try:
             while True:
+                self.deadline = None
                 try:
                     event = await self._next_event()
-                except h11.RemoteProtocolError as exc:
-                    await self._simple(400, f"bad request: {exc}")
-                    return
-                if not isinstance(event, h11.Request):
-                    return
-                try:
-                    body = await self._body()
+                    if not isinstance(event, h11.Request):
+                        return
+                    if _head_size(event) > self.max_header:  # it came whole, in one read
+                        raise h11.RemoteProtocolError("head too large", error_status_hint=431)
+                    body = await self._body(event)
                 except _BodyTooLarge:
-                    await self._simple(413, f"body larger than {self.max_body} bytes")
+                    await self._refuse(413, f"body larger than {self.max_body} bytes")
+                    return
+                except _RequestTimeout:
+                    await self._refuse(408, f"request not complete in {self.request_timeout:g} s")
                     return
                 except h11.RemoteProtocolError as exc:
-                    await self._simple(400, f"bad request: {exc}")
+                    if exc.error_status_hint == 431:
+                        await self._refuse(431, "request head too large")
+                    else:
+                        await self._refuse(400, f"bad request: {exc}")
                     return
+                self.deadline = None
                 await self._respond(event, body)
                 if self.h11.our_state is h11.MUST_CLOSE or self.h11.their_state is h11.MUST_CLOSE:
                     return
@@ -107,7 +153,10 @@ class _Connection:
         finally:
             await trio.aclose_forcefully(self.stream)
 
-    async def _body(self) -> bytes:
+    async def _body(self, request: h11.Request) -> bytes:
+        for name, value in request.headers:
+            if name == b"content-length" and int(value) > self.max_body:
+                raise _BodyTooLarge  # h11 checked that it is a number
         chunks: list[bytes] = []
         size = 0
         while True:
@@ -202,6 +251,20 @@ class _Connection:
         data: bytes = self.h11.send(h11.EndOfMessage())
         return data
 
+    async def _refuse(self, status: int, text: str) -> None:
+        """Answer ``status``, then close cleanly: shut our end, drain theirs for ``LINGER`` s."""
+        await self._simple(status, text)
+        with trio.move_on_after(LINGER):
+            try:
+                await self.stream.send_eof()
+                drained = 0
+                while drained < LINGER_BYTES and (
+                    data := await self.stream.receive_some(READ_SIZE)
+                ):
+                    drained += len(data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                pass
+
     async def _simple(self, status: int, text: str) -> None:
         body = ('{"error": "' + text.replace('"', "'") + '"}').encode()
         if self.h11.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
@@ -228,10 +291,15 @@ async def serve_asgi(
     port: int,
     *,
     max_body: int = MAX_BODY,
+    max_header: int = MAX_HEADER,
     idle_timeout: float = IDLE_TIMEOUT,
+    request_timeout: float = REQUEST_TIMEOUT,
     task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve ``app`` on ``host:port`` until cancelled; report the bound (host, port).
+
+    The bounds (``max_body``, ``max_header``, ``request_timeout``, ``idle_timeout``) are the
+    module's.
 
     Raises:
         OSError: The address cannot be bound.
@@ -241,11 +309,45 @@ async def serve_asgi(
     server = (str(bound[0]), int(bound[1]))
 
     async def handle(stream: trio.SocketStream) -> None:
-        await _Connection(app, stream, server, max_body, idle_timeout).run()
+        conn = _Connection(app, stream, server, max_body, max_header, idle_timeout, request_timeout)
+        await conn.run()
 
     async with trio.open_nursery() as nursery:
         await nursery.start(trio.serve_listeners, handle, listeners)
         task_status.started(server)
+
+
+async def serve_asgi_unix(
+    app: App,
+    path: str,
+    *,
+    max_body: int = MAX_BODY,
+    max_header: int = MAX_HEADER,
+    idle_timeout: float = IDLE_TIMEOUT,
+    request_timeout: float = REQUEST_TIMEOUT,
+    task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve ``app`` on the unix socket ``path`` (created) until cancelled; report ``path``.
+
+    Raises:
+        OSError: The socket cannot be created (one exists already, say).
+    """
+    sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        await sock.bind(path)
+        sock.listen()
+    except OSError:
+        sock.close()
+        raise
+    server: tuple[str, int | None] = (path, None)
+
+    async def handle(stream: trio.SocketStream) -> None:
+        conn = _Connection(app, stream, server, max_body, max_header, idle_timeout, request_timeout)
+        await conn.run()
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(trio.serve_listeners, handle, [trio.SocketListener(sock)])
+        task_status.started(path)
 
 
 async def serve_api(

@@ -3,12 +3,12 @@
 ``async with open_master_client(["198.18.0.1:61080", ...], token=...) as masters:
 info = await masters.register("198.18.0.11")``.
 
-The client keeps one keep-alive HTTP/1.1 connection (plain trio streams: no proxies, no
-environment) to the master it believes leads. It follows a 307 to the leader, sending the bearer
-token again (general HTTP clients drop it on a redirect to another host); on 503 it waits as
-``Retry-After`` says (at most ``max_wait``) and asks again; when a master does not answer it moves
-on to the next one. All of that within ``patience`` seconds per call. A refusal (400, 401, 409)
-raises :class:`MasterRefused` at once, with the master's reason.
+The client keeps one keep-alive HTTP/1.1 connection (:class:`vxnet.http.HttpClient`: no proxies,
+no environment, bounded answers) to the master it believes leads. It follows a 307 to the
+leader, sending the bearer token again (general HTTP clients drop it on a redirect to another
+host); on 503 it waits as ``Retry-After`` says (at most ``max_wait``) and asks again; when a
+master does not answer it moves on to the next one. All of that within ``patience`` seconds per
+call. A refusal (400, 401, 409) raises :class:`MasterRefused` at once, with the master's reason.
 """
 
 from __future__ import annotations
@@ -20,12 +20,15 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from vxnet.http import HttpClient, HttpConnectError, HttpError
+
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Sequence
 
 __all__ = ["MasterClient", "MasterRefused", "MasterUnreachable", "open_master_client"]
 
 REQUEST_TIMEOUT = 5.0
+CONNECT_TIMEOUT = 1.0
 MAX_ANSWER = 64 * 1024 * 1024
 
 
@@ -39,55 +42,6 @@ class MasterRefused(Exception):
 
 class MasterUnreachable(Exception):
     """No master answered the request in time."""
-
-
-class _Broken(Exception):
-    pass
-
-
-class _Connection:
-    def __init__(self, address: tuple[str, int], stream: trio.SocketStream) -> None:
-        self.address = address
-        self.stream = stream
-        self.buf = bytearray()
-
-    async def request(
-        self, method: str, path: str, body: bytes | None, headers: dict[str, str]
-    ) -> tuple[int, dict[str, str], bytes]:
-        host = f"{self.address[0]}:{self.address[1]}"
-        lines = [f"{method} {path} HTTP/1.1", f"Host: {host}", "Accept: application/json"]
-        lines += [f"{k}: {v}" for k, v in headers.items()]
-        if body is not None:
-            lines += ["Content-Type: application/json", f"Content-Length: {len(body)}"]
-        await self.stream.send_all("\r\n".join(lines).encode() + b"\r\n\r\n" + (body or b""))
-        while b"\r\n\r\n" not in self.buf:
-            await self._fill()
-        head, _, rest = bytes(self.buf).partition(b"\r\n\r\n")
-        status_line, *header_lines = head.decode("latin-1").split("\r\n")
-        parts = status_line.split(" ", 2)
-        if len(parts) < 2 or not parts[1].isdigit():
-            raise _Broken(f"not an HTTP answer: {status_line[:80]!r}")
-        answer_headers = {}
-        for line in header_lines:
-            name, _, value = line.partition(":")
-            answer_headers[name.strip().lower()] = value.strip()
-        if "chunked" in answer_headers.get("transfer-encoding", ""):
-            raise _Broken("chunked answers are not expected from a master")
-        length = int(answer_headers.get("content-length", "0"))
-        if length > MAX_ANSWER:
-            raise _Broken(f"answer of {length} bytes")
-        self.buf = bytearray(rest)
-        while len(self.buf) < length:
-            await self._fill()
-        data = bytes(self.buf[:length])
-        del self.buf[:length]
-        return int(parts[1]), answer_headers, data
-
-    async def _fill(self) -> None:
-        data = await self.stream.receive_some(65536)
-        if not data:
-            raise _Broken("the master closed the connection")
-        self.buf += data
 
 
 def _parse_address(text: str) -> tuple[str, int]:
@@ -115,8 +69,14 @@ class MasterClient:
         self.patience = patience
         self.max_wait = max_wait
         self._next = random.randrange(len(self.masters))  # spread clients over the masters
-        self._target: tuple[str, int] | None = None
-        self._conn: _Connection | None = None
+        self._target: tuple[str, int] | None = None  # where a redirect points
+        self._current: tuple[str, int] | None = None  # the master it talks to
+        self._http = HttpClient(
+            timeout=REQUEST_TIMEOUT,
+            connect_timeout=CONNECT_TIMEOUT,
+            max_body_bytes=MAX_ANSWER,
+            max_idle=1,
+        )
         self._lock = trio.Lock()
 
     async def register(
@@ -148,72 +108,94 @@ class MasterClient:
             MasterUnreachable: No master answered in ``patience`` seconds.
         """
         data = None if body is None else json.dumps(body).encode()
-        headers = {} if self.token is None else {"Authorization": f"Bearer {self.token}"}
+        headers = [("Accept", "application/json")]
+        if self.token is not None:
+            headers.append(("Authorization", f"Bearer {self.token}"))
+        if data is not None:
+            headers.append(("Content-Type", "application/json"))
         last = "no master answered"
         async with self._lock:
             with trio.move_on_after(self.patience):
                 wait = 0.05
+                refused = 0  # masters in a row that accepted no connection
                 while True:
-                    conn = await self._connection()
-                    if conn is None:
-                        last = "no master accepts connections"
-                        await trio.sleep(wait)
-                        wait = min(wait * 2, self.max_wait)
-                        continue
+                    address = self._address()
                     try:
-                        with trio.fail_after(REQUEST_TIMEOUT):
-                            status, answer_headers, answer = await conn.request(
-                                method, path, data, headers
-                            )
-                    except (OSError, trio.BrokenResourceError, trio.TooSlowError, _Broken) as exc:
-                        last = f"{conn.address[0]}:{conn.address[1]}: {exc or 'no answer'}"
+                        response = await self._http.request(
+                            method, _url(address, path), body=data, headers=headers
+                        )
+                    except HttpConnectError:
+                        await self._drop()
+                        refused += 1
+                        if refused >= len(self.masters):
+                            last = "no master accepts connections"
+                            refused = 0
+                            await trio.sleep(wait)
+                            wait = min(wait * 2, self.max_wait)
+                        continue
+                    except HttpError as exc:
+                        last = f"{address[0]}:{address[1]}: {exc.reason}"
                         await self._drop()
                         continue
-                    if answer_headers.get("connection", "").lower() == "close":
+                    refused = 0
+                    if (response.header("connection") or "").lower() == "close":
                         await self._drop()
-                    text = answer.decode("utf-8", "replace")
+                    status = response.status
+                    text = response.body.decode("utf-8", "replace")
                     if 200 <= status < 300:
-                        result = json.loads(answer)
+                        try:
+                            result = response.json()
+                        except ValueError:
+                            result = None
                         if not isinstance(result, dict):
                             raise MasterRefused(status, f"unexpected answer {text[:200]!r}")
                         return result
-                    if status == 307 and "location" in answer_headers:
+                    location = response.header("location")
+                    if status == 307 and location is not None:
                         await self._drop()
-                        self._target = _parse_address(answer_headers["location"])
+                        self._target = _parse_address(location)
                         continue
                     if status == 503:
                         last = _reason(text)
-                        retry = float(answer_headers.get("retry-after", "1") or 1)
-                        await trio.sleep(min(retry, self.max_wait) * (0.5 + random.random() / 2))
+                        await trio.sleep(
+                            min(_retry_after(response.header("retry-after")), self.max_wait)
+                            * (0.5 + random.random() / 2)
+                        )
                         continue
                     raise MasterRefused(status, _reason(text))
         raise MasterUnreachable(f"{method} {path}: nothing in {self.patience:g} s: {last}")
 
-    async def _connection(self) -> _Connection | None:
-        if self._conn is not None:
-            return self._conn
-        for _ in range(len(self.masters)):
-            address = self._target
-            if address is None:
-                address = self.masters[self._next % len(self.masters)]
+    def _address(self) -> tuple[str, int]:
+        """The master to ask: the current one, else where a redirect pointed, else the next."""
+        if self._current is None:
+            if self._target is not None:
+                self._current, self._target = self._target, None
+            else:
+                self._current = self.masters[self._next % len(self.masters)]
                 self._next += 1
-            self._target = None
-            try:
-                with trio.fail_after(1.0):
-                    stream = await trio.open_tcp_stream(*address)
-            except (OSError, trio.TooSlowError):
-                continue
-            self._conn = _Connection(address, stream)
-            return self._conn
-        return None
+        return self._current
 
     async def _drop(self) -> None:
-        if self._conn is not None:
-            conn, self._conn = self._conn, None
-            await trio.aclose_forcefully(conn.stream)
+        """Hang up on the current master; the next request goes to another one."""
+        if self._current is not None:
+            address, self._current = self._current, None
+            await self._http.close_idle(*address)
 
     async def aclose(self) -> None:
-        await self._drop()
+        self._current = None
+        await self._http.aclose()
+
+
+def _url(address: tuple[str, int], path: str) -> str:
+    host = f"[{address[0]}]" if ":" in address[0] else address[0]
+    return f"http://{host}:{address[1]}{path}"
+
+
+def _retry_after(value: str | None) -> float:
+    try:
+        return max(0.0, float(value or 1))
+    except ValueError:
+        return 1.0
 
 
 def _reason(text: str) -> str:

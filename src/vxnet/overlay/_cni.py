@@ -1,4 +1,8 @@
-"""The CNI network configuration files the agent writes, one per network (sans-IO rendering).
+"""The CNI network configuration files the agent writes, one per network.
+
+Rendering (:func:`conflist`, :func:`conflists`, :func:`render`) and recognising vxnet's own files
+(:func:`is_managed`) are sans-IO; :func:`write_atomically`, :func:`write_conflist` and
+:func:`remove_stale` do the file I/O (the agent goes through :mod:`._machine`).
 
 For every network allocated to the agent with a CNI bridge, ``<cni_dir>/<net>.conflist`` runs
 the CNI ``bridge`` plugin on ``m-<net>``: the bridge is the containers' gateway (``isGateway``),
@@ -20,7 +24,16 @@ if TYPE_CHECKING:
 
     from vxnet.records import AgentInfo, AgentOverlay
 
-__all__ = ["CNI_VERSION", "conflist", "conflists", "remove_stale", "write_conflist"]
+__all__ = [
+    "CNI_VERSION",
+    "conflist",
+    "conflists",
+    "is_managed",
+    "remove_stale",
+    "render",
+    "write_atomically",
+    "write_conflist",
+]
 
 CNI_VERSION = "1.0.0"
 MANAGED_BY = "vxnet"  # a key of every file vxnet writes, so that it only ever removes its own
@@ -68,26 +81,50 @@ def conflists(info: AgentInfo, ipam_socket: str, mtu: int) -> dict[str, dict[str
     return files
 
 
+def render(data: dict[str, Any]) -> str:
+    """The text of a conflist file."""
+    return json.dumps(data, indent=2) + "\n"
+
+
+def is_managed(text: str) -> bool:
+    """Whether a conflist's text is one vxnet wrote (and so may remove)."""
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return False
+    return isinstance(data, dict) and data.get(MANAGED_BY) is True
+
+
+def write_atomically(path: Path, text: str, mode: int = 0o644) -> None:
+    """Write ``path`` through a temporary file beside it (fsynced, then renamed), with ``mode``.
+
+    Raises:
+        OSError: The directory cannot be created or the file written.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp")
+    with temporary.open("w") as file:
+        file.write(text)
+        file.flush()
+        os.fchmod(file.fileno(), mode)
+        os.fsync(file.fileno())
+    temporary.replace(path)
+
+
 def write_conflist(directory: Path, filename: str, data: dict[str, Any]) -> bool:
     """Write ``directory/filename`` atomically unless it holds ``data`` already; True if written.
 
     Raises:
         OSError: The directory cannot be created or the file written.
     """
-    text = json.dumps(data, indent=2) + "\n"
+    text = render(data)
     path = directory / filename
     try:
         if path.read_text() == text:
             return False
     except (FileNotFoundError, UnicodeDecodeError):
         pass
-    directory.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{filename}.tmp")
-    with temporary.open("w") as file:
-        file.write(text)
-        file.flush()
-        os.fsync(file.fileno())
-    temporary.replace(path)
+    write_atomically(path, text)
     return True
 
 
@@ -102,10 +139,10 @@ def remove_stale(directory: Path, keep: set[str]) -> list[str]:
         if path.name in keep:
             continue
         try:
-            data = json.loads(path.read_text())
+            text = path.read_text()
         except (OSError, ValueError):
             continue
-        if isinstance(data, dict) and data.get(MANAGED_BY) is True:
+        if is_managed(text):
             path.unlink(missing_ok=True)
             removed.append(path.name)
     return removed

@@ -1,15 +1,16 @@
-"""A small client of the Docker Engine API over its unix socket: h11 on trio.
+"""A small client of the Docker Engine API over its unix socket, on :class:`vxnet.http.HttpClient`.
 
 The agent asks Docker for little: whether it runs, its networks (to create the overlay's bridge
 network), its containers and their events (to publish task records). This client speaks exactly
-that, API version 1.41 (Docker 20.10), with no dependency beyond trio and h11.
+that, API version 1.41 (Docker 20.10).
 
 Every call opens a new connection to the socket, sends one HTTP/1.1 request (``Host: docker``,
 ``Connection: close``, a JSON or tar body with its Content-Length), reads the whole response
-(Content-Length or chunked: h11 frames both) and closes: the daemon is local and a call is rare, so
-no connection pool. A call takes at most ``timeout`` seconds, except :meth:`Docker.events`, whose
-response never ends: it yields each event as its line arrives and closes the connection when the
-iteration is cancelled or closed.
+(Content-Length or chunked, at most ``MAX_ANSWER`` bytes) and closes: the daemon is local and a
+call is rare, so no connection pool (and nothing to close when a ``Docker`` is dropped). A call
+takes at most ``timeout`` seconds, except :meth:`Docker.events`, whose response never ends: it
+yields each event as its line arrives and closes the connection when the iteration is cancelled
+or closed.
 
 Failures raise :class:`DockerError`, whose message names the call, the socket and Docker's own
 ``message``; :class:`DockerUnavailable` (a subclass) when nothing answers on the socket.
@@ -21,17 +22,17 @@ import json
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
 
-import h11
-import trio
+from vxnet.http import HttpClient, HttpConnectError, HttpError, HttpTimeout
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncGenerator, Container, Mapping
+    from collections.abc import AsyncGenerator, Container, Mapping, Sequence
 
 __all__ = ["API_VERSION", "DEFAULT_SOCKET", "Docker", "DockerError", "DockerUnavailable"]
 
 API_VERSION = "v1.41"
 DEFAULT_SOCKET = "/var/run/docker.sock"
-READ_SIZE = 65536
+MAX_ANSWER = 256 * 1024 * 1024  # an answer read whole (image imports report their progress)
+MAX_EVENT = 1024 * 1024  # one line of the event stream
 
 
 class DockerError(Exception):
@@ -44,36 +45,6 @@ class DockerError(Exception):
 
 class DockerUnavailable(DockerError):
     """Nothing answers on the Docker socket: the daemon is not running or not installed."""
-
-
-class _Exchange:
-    """One request sent on its own connection, its response head read; the body is read next."""
-
-    def __init__(self, stream: trio.SocketStream, conn: h11.Connection, status: int) -> None:
-        self.stream = stream
-        self.conn = conn
-        self.status = status
-
-    async def receive(self) -> bytes | None:
-        """The next piece of the body as it arrives; ``None`` at its end."""
-        while True:
-            event = self.conn.next_event()
-            if isinstance(event, h11.Data):
-                return bytes(event.data)
-            if isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
-                return None
-            if event is h11.NEED_DATA:
-                self.conn.receive_data(await self.stream.receive_some(READ_SIZE))
-            # anything else (trailing headers are folded into EndOfMessage) cannot come
-
-    async def read(self) -> bytes:
-        chunks = []
-        while (chunk := await self.receive()) is not None:
-            chunks.append(chunk)
-        return b"".join(chunks)
-
-    async def aclose(self) -> None:
-        await trio.aclose_forcefully(self.stream)
 
 
 def _lines(buffer: bytearray, data: bytes) -> list[dict[str, Any]]:
@@ -90,53 +61,36 @@ class Docker:
     def __init__(self, socket_path: str = DEFAULT_SOCKET, *, timeout: float = 10.0) -> None:
         self.socket_path = socket_path
         self.timeout = timeout
+        self._http = HttpClient(
+            unix_socket=socket_path,
+            timeout=timeout,
+            connect_timeout=timeout,
+            max_body_bytes=MAX_ANSWER,
+            keep_alive=False,
+        )
 
     def __repr__(self) -> str:
         return f"Docker({self.socket_path!r})"
 
     # --- the one request helper -----------------------------------------------------------------
 
-    async def _open(
-        self,
-        method: str,
-        path: str,
-        query: Mapping[str, Any] | None,
-        body: bytes | None,
-        ctype: str,
-    ) -> _Exchange:
-        """Connect, send the request and read the response head."""
-        target = f"/{API_VERSION}{path}" + (f"?{urlencode(query)}" if query else "")
-        headers = [("Host", "docker"), ("Connection", "close")]
-        if body is not None:
-            headers += [("Content-Type", ctype), ("Content-Length", str(len(body)))]
-        conn = h11.Connection(h11.CLIENT)
-        try:
-            stream = await trio.open_unix_socket(self.socket_path)
-        except OSError as exc:
-            raise DockerUnavailable(
-                f"Docker {method} {path}: cannot connect to {self.socket_path} ({exc.strerror}): "
+    def _url(self, path: str, query: Mapping[str, Any] | None) -> str:
+        return f"http://docker/{API_VERSION}{path}" + (f"?{urlencode(query)}" if query else "")
+
+    def _failure(self, method: str, path: str, exc: HttpError) -> DockerError:
+        """The DockerError for a failed exchange: unavailable if nothing answered at all."""
+        where = f"Docker {method} {path}"
+        if isinstance(exc, HttpConnectError):
+            return DockerUnavailable(
+                f"{where}: {exc.reason} to {self.socket_path}: "
                 "Docker is not running or not installed"
-            ) from exc
-        try:
-            data = conn.send(h11.Request(method=method, target=target, headers=headers))
-            if body:
-                data += conn.send(h11.Data(data=body))
-            await stream.send_all(data + conn.send(h11.EndOfMessage()))
-            while True:
-                event = conn.next_event()
-                if event is h11.NEED_DATA:
-                    conn.receive_data(await stream.receive_some(READ_SIZE))
-                elif isinstance(event, h11.Response):
-                    return _Exchange(stream, conn, event.status_code)
-                elif not isinstance(event, h11.InformationalResponse):
-                    raise h11.RemoteProtocolError("connection closed before a response")
-        except BaseException as exc:
-            await trio.aclose_forcefully(stream)
-            if isinstance(exc, OSError | trio.BrokenResourceError | h11.ProtocolError):
-                raise DockerError(
-                    f"Docker {method} {path}: no response on {self.socket_path}: {exc}"
-                ) from exc
-            raise
+            )
+        if isinstance(exc, HttpTimeout):
+            return DockerUnavailable(
+                f"{where}: no answer on {self.socket_path} within {self.timeout:g} s; "
+                "is the daemon hung?"
+            )
+        return DockerError(f"{where}: response from {self.socket_path} broke off: {exc.reason}")
 
     def _error(self, method: str, path: str, status: int, body: bytes) -> DockerError:
         try:
@@ -166,25 +120,16 @@ class Docker:
         """
         if json_body is not None:
             data = json.dumps(json_body).encode()
+        headers: Sequence[tuple[str, str]] = () if data is None else [("Content-Type", ctype)]
         try:
-            with trio.fail_after(self.timeout):
-                exchange = await self._open(method, path, query, data, ctype)
-                try:
-                    body = await exchange.read()
-                finally:
-                    await exchange.aclose()
-        except trio.TooSlowError:
-            raise DockerUnavailable(
-                f"Docker {method} {path}: no answer on {self.socket_path} within "
-                f"{self.timeout} s; is the daemon hung?"
-            ) from None
-        except (OSError, trio.BrokenResourceError, h11.ProtocolError) as exc:
-            raise DockerError(
-                f"Docker {method} {path}: response from {self.socket_path} broke off: {exc}"
-            ) from exc
-        if exchange.status >= 400 and exchange.status not in allow:
-            raise self._error(method, path, exchange.status, body)
-        return exchange.status, body
+            response = await self._http.request(
+                method, self._url(path, query), body=data, headers=headers
+            )
+        except HttpError as exc:
+            raise self._failure(method, path, exc) from exc
+        if response.status >= 400 and response.status not in allow:
+            raise self._error(method, path, response.status, response.body)
+        return response.status, response.body
 
     async def _json(self, method: str, path: str, **kwargs: Any) -> Any:
         _, body = await self._call(method, path, **kwargs)
@@ -303,25 +248,18 @@ class Docker:
         if since is not None:
             query["since"] = f"{since:.6f}"
         try:
-            with trio.fail_after(self.timeout):
-                exchange = await self._open("GET", "/events", query, None, "")
-                if exchange.status >= 400:
-                    try:
-                        body = await exchange.read()
-                    finally:
-                        await exchange.aclose()
-                    raise self._error("GET", "/events", exchange.status, body)
-        except trio.TooSlowError:
-            raise DockerUnavailable(
-                f"Docker GET /events: no answer on {self.socket_path} within {self.timeout} s"
-            ) from None
-        try:
-            buffer = bytearray()
-            while (chunk := await exchange.receive()) is not None:
-                for event in _lines(buffer, chunk):
-                    yield event
-        except (OSError, trio.BrokenResourceError, h11.ProtocolError) as exc:
-            raise DockerError(f"Docker GET /events on {self.socket_path} broke off: {exc}") from exc
-        finally:
-            await exchange.aclose()
+            async with self._http.stream("GET", self._url("/events", query)) as response:
+                if response.status >= 400:
+                    raise self._error("GET", "/events", response.status, await response.read())
+                buffer = bytearray()
+                while (chunk := await response.receive()) is not None:
+                    for event in _lines(buffer, chunk):
+                        yield event
+                    if len(buffer) > MAX_EVENT:
+                        raise DockerError(
+                            f"Docker GET /events on {self.socket_path}: an event longer than "
+                            f"{MAX_EVENT} bytes"
+                        )
+        except HttpError as exc:
+            raise self._failure("GET", "/events", exc) from exc
         raise DockerError(f"Docker GET /events on {self.socket_path}: the daemon ended the stream")

@@ -6,25 +6,22 @@ outside them, except those leaving through the VTEP (overlay traffic is never tr
 A table is replaced in one nftables transaction (create, delete, create again), so there is no
 moment without the rule, and the kernel keeps the connections it already translated. With
 egress NAT switched off both tables are removed.
+
+Sans-IO: this renders the ruleset; :class:`~._machine.LinuxMachine` loads it with ``nft``.
 """
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from typing import TYPE_CHECKING
+
+from vxnet.overlay._local_model import Nat
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-__all__ = ["NatError", "apply_ruleset", "nat_ruleset", "present_tables"]
+__all__ = ["TABLE", "desired_nat", "nat_ruleset"]
 
 TABLE = "vxnet"
-NFT_TIMEOUT = 10.0
-
-
-class NatError(RuntimeError):
-    """nftables refused the ruleset, or ``nft`` is not installed."""
 
 
 def nat_ruleset(subnets: Sequence[str], subnets6: Sequence[str], vtep: str) -> str:
@@ -50,44 +47,7 @@ def nat_ruleset(subnets: Sequence[str], subnets6: Sequence[str], vtep: str) -> s
     return "\n".join(lines) + "\n"
 
 
-def _nft(args: Sequence[str], stdin: str | None = None) -> str:
-    nft = shutil.which("nft") or shutil.which("nft", path="/usr/sbin:/sbin")
-    if nft is None:
-        raise NatError("egress NAT needs nftables: install the package nftables")
-    try:
-        done = subprocess.run(
-            [nft, *args],
-            input=stdin,
-            capture_output=True,
-            text=True,
-            timeout=NFT_TIMEOUT,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise NatError(f"nft {' '.join(args)}: {exc}") from exc
-    if done.returncode != 0:
-        raise NatError(f"nft {' '.join(args)}: {done.stderr.strip() or done.returncode}")
-    return done.stdout
-
-
-def apply_ruleset(ruleset: str) -> None:
-    """Load ``ruleset`` (from :func:`nat_ruleset`) in one transaction.
-
-    Raises:
-        NatError: nft is missing or refused it (the message has nft's own words).
-    """
-    _nft(["-f", "-"], ruleset)
-
-
-def present_tables() -> set[str]:
-    """The families (``ip``, ``ip6``) that have a ``vxnet`` table now.
-
-    Raises:
-        NatError: nft is missing or failed.
-    """
-    found: set[str] = set()
-    for line in _nft(["list", "tables"]).splitlines():
-        words = line.split()
-        if len(words) == 3 and words[0] == "table" and words[2] == TABLE:
-            found.add(words[1])
-    return found
+def desired_nat(subnets: Sequence[str], subnets6: Sequence[str], vtep: str) -> Nat:
+    """The desired :class:`~._local_model.Nat`: the ruleset and the tables it leaves."""
+    families = frozenset(f for f, nets in (("ip", subnets), ("ip6", subnets6)) if nets)
+    return Nat(nat_ruleset(subnets, subnets6, vtep), families)

@@ -3,20 +3,24 @@
 :class:`Kernel` wraps one pyroute2 socket (``IPRoute()`` in production, a lab host's ``NetNS`` in
 tests) and owns:
 
-* the VxLAN device ``vtep<vni>`` and the Linux bridges ``m-<network>``: created, or fixed in
-  place, by :meth:`Kernel.ensure_vtep` and :meth:`Kernel.ensure_bridge`, which read first and
-  write only what differs (a VTEP whose VNI, port or local address differ is deleted and
-  recreated, because the kernel refuses to change VNI and port in place);
+* the VxLAN device ``vtep<vni>`` and the Linux bridges ``m-<network>``: read as
+  :class:`~._local_model.Device` values (:meth:`Kernel.device`, :meth:`Kernel.owned_devices`)
+  and changed by the ops of :mod:`._local_model` (:meth:`Kernel.apply_device`);
+  :meth:`Kernel.ensure_vtep` and :meth:`Kernel.ensure_bridge` do both for one device, writing
+  only what differs (a VTEP whose VNI, port or local address differ is deleted and recreated,
+  because the kernel refuses to change VNI and port in place);
 * the objects of :mod:`._model` on a VTEP: :meth:`Kernel.read` returns the ones vxnet owns (routes
   of protocol :data:`~._model.ROUTE_PROTOCOL` in the main table, permanent neighbour entries and
   permanent FDB entries with a remote destination, all on that device) and :meth:`Kernel.apply`
   carries out :class:`~._model.Op` one by one, recording a failed op instead of raising.
 
-Requests go through pyroute2; the three dumps of :meth:`Kernel.read` are decoded here, on the
-same socket, because pyroute2's decoding is 20-30 times slower and leaves cyclic garbage.
+Requests go through pyroute2; the three dumps of :meth:`Kernel.read` and the link dump of
+:meth:`Kernel.owned_devices` are decoded here, on the same socket, because pyroute2's decoding
+is 20-30 times slower and leaves cyclic garbage.
 
-What to change is decided elsewhere (:mod:`._diff`, sans-IO); this module only translates. Every
-netlink request that changes the kernel is counted in :attr:`Kernel.writes`.
+What to change is decided elsewhere (:mod:`._diff` and :mod:`._local_model`, sans-IO); this
+module only translates. Every netlink request that changes the kernel is counted in
+:attr:`Kernel.writes`.
 
 Values read back are normalised as :mod:`._model` writes them: MACs lower case, IPv6 addresses
 and networks in :mod:`ipaddress`'s compressed form, route destinations in CIDR form. The desired
@@ -37,11 +41,28 @@ from typing import TYPE_CHECKING, Any
 
 from pyroute2.netlink.exceptions import NetlinkError
 
+from vxnet.overlay._local_model import (
+    BRIDGE_PREFIX,
+    DEVICE_OPS,
+    VTEP_PREFIX,
+    AddAddress,
+    CreateDevice,
+    DeleteAddress,
+    DeleteDevice,
+    Device,
+    NoLearning,
+    SetDevice,
+    bridge,
+    device_ops,
+    is_owned_device,
+    vtep,
+)
 from vxnet.overlay._model import ROUTE_PROTOCOL, Fdb, KernelState, Neighbour, Op, Route
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator, Sequence
-    from ipaddress import IPv4Interface, IPv6Interface
+
+    from vxnet.overlay._local_model import LocalOp
 
 __all__ = ["EVENT_GROUPS", "ApplyResult", "Kernel", "event_socket", "owned_changes"]
 
@@ -63,6 +84,7 @@ NLM_F_DUMP_INTR = 0x10
 DUMP_FLAGS = 0x01 | 0x300  # NLM_F_REQUEST | NLM_F_DUMP
 RTM_NEWLINK = 16
 RTM_DELLINK = 17
+RTM_GETLINK = 18
 RTM_DELROUTE = 25
 RTM_GETROUTE = 26
 RTM_DELNEIGH = 29
@@ -72,6 +94,7 @@ RTA_OIF = 4
 RTA_GATEWAY = 5
 RTA_TABLE = 15
 NDA_DST = 1
+IFLA_IFNAME = 3
 NDA_LLADDR = 2
 NLA_TYPE_MASK = 0x3FFF
 RECV_SIZE = 65536  # the kernel builds dump datagrams of at most 32 KiB
@@ -114,6 +137,32 @@ def _attrs(msg: Any) -> dict[str, Any]:
     for nla in msg["attrs"]:
         out.setdefault(nla[0], nla[1])
     return out
+
+
+def _device(link: Any, addresses: frozenset[str]) -> Device:
+    """The :class:`~._local_model.Device` of an RTM_NEWLINK message."""
+    attrs = _attrs(link)
+    info = attrs.get("IFLA_LINKINFO")
+    info_attrs = _attrs(info) if info is not None else {}
+    kind = str(info_attrs.get("IFLA_INFO_KIND") or "")
+    vx: dict[str, Any] = {}
+    if kind == "vxlan":
+        data = info_attrs.get("IFLA_INFO_DATA")
+        vx = _attrs(data) if data is not None else {}
+    local = vx.get("IFLA_VXLAN_LOCAL") or vx.get("IFLA_VXLAN_LOCAL6")
+    mac = str(attrs.get("IFLA_ADDRESS") or "").lower()
+    return Device(
+        str(attrs.get("IFLA_IFNAME", "")),
+        kind,
+        int(attrs.get("IFLA_MTU") or 0),
+        addresses,
+        mac=mac or None,
+        vni=vx.get("IFLA_VXLAN_ID"),
+        port=vx.get("IFLA_VXLAN_PORT"),
+        local=_ip(str(local)) if local else None,
+        learning=bool(vx.get("IFLA_VXLAN_LEARNING")),
+        up=bool(link["flags"] & IFF_UP),
+    )
 
 
 def _ip(text: str) -> str:
@@ -267,47 +316,7 @@ class Kernel:
         Raises:
             NetlinkError: The kernel refused a step.
         """
-        mac = mac.lower()
-        local_key = "IFLA_VXLAN_LOCAL6" if ":" in local else "IFLA_VXLAN_LOCAL"
-        link = self._link(name)
-        if link is not None:
-            info = _attrs(link).get("IFLA_LINKINFO")
-            info_attrs = _attrs(info) if info is not None else {}
-            data = info_attrs.get("IFLA_INFO_DATA")
-            vx = _attrs(data) if data is not None else {}
-            same = (
-                info_attrs.get("IFLA_INFO_KIND") == "vxlan"
-                and vx.get("IFLA_VXLAN_ID") == vni
-                and vx.get("IFLA_VXLAN_PORT") == port
-                and vx.get(local_key) is not None
-                and _ip(vx[local_key]) == _ip(local)
-            )
-            if not same:
-                self._write(self._ipr.link, "del", index=link["index"])
-                self._recreated += 1
-                link = None
-            elif vx.get("IFLA_VXLAN_LEARNING"):
-                self._write(
-                    self._ipr.link, "set", index=link["index"], kind="vxlan", vxlan_learning=0
-                )
-        if link is None:
-            self._write(
-                self._ipr.link,
-                "add",
-                ifname=name,
-                kind="vxlan",
-                vxlan_id=vni,
-                vxlan_port=port,
-                **{"vxlan_local6" if ":" in local else "vxlan_local": local},
-                vxlan_learning=0,
-                mtu=mtu,
-                address=mac,
-            )
-            link = self._link(name)
-            assert link is not None
-        self._fix_link(link, mtu, mac)
-        self._fix_addresses(link["index"], [address, address6])
-        self._set_up(link)
+        self._converge(vtep(name, vni, port, local, mac, mtu, [address, address6]))
 
     def ensure_bridge(self, name: str, address: str | None, address6: str | None, mtu: int) -> None:
         """Make ``name`` a Linux bridge with this MTU and these addresses (CIDR), up.
@@ -318,21 +327,120 @@ class Kernel:
         Raises:
             NetlinkError: The kernel refused a step.
         """
-        link = self._link(name)
-        if link is not None:
-            info = _attrs(link).get("IFLA_LINKINFO")
-            kind = _attrs(info).get("IFLA_INFO_KIND") if info is not None else None
-            if kind != "bridge":
-                self._write(self._ipr.link, "del", index=link["index"])
+        self._converge(bridge(name, mtu, [address, address6]))
+
+    def _converge(self, want: Device) -> None:
+        """Read device ``want.name`` and carry out what :func:`~._local_model.device_ops` says."""
+        for op in device_ops(want, self.device(want.name)):
+            if isinstance(op, DeleteDevice):
                 self._recreated += 1
-                link = None
+            self.apply_device(op)
+
+    def device(self, name: str) -> Device | None:
+        """Device ``name`` as the kernel holds it, or ``None`` if there is none.
+
+        Raises:
+            NetlinkError: The kernel refused a request.
+        """
+        link = self._link(name)
         if link is None:
-            self._write(self._ipr.link, "add", ifname=name, kind="bridge", mtu=mtu)
-            link = self._link(name)
-            assert link is not None
-        self._fix_link(link, mtu, None)
-        self._fix_addresses(link["index"], [address, address6])
-        self._set_up(link)
+            return None
+        return _device(link, self._addresses(int(link["index"])))
+
+    def owned_devices(self) -> dict[str, Device]:
+        """Every device that :func:`~._local_model.is_owned_device` says vxnet created, by name.
+
+        The link dump is decoded here, names only (pyroute2 takes about a millisecond a link,
+        and a host has a veth per container); the few devices named like vxnet's are then read
+        whole.
+
+        Raises:
+            NetlinkError: The kernel refused a dump or a request.
+        """
+        found: dict[str, Device] = {}
+        for msg in self._dump(RTM_GETLINK, _IFINFOMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0)):
+            raw = _rtattrs(msg, _IFINFOMSG.size).get(IFLA_IFNAME, b"")
+            name = raw.split(b"\0", 1)[0].decode(errors="replace")
+            if not name.startswith((VTEP_PREFIX, BRIDGE_PREFIX)):
+                continue
+            device = self.device(name)
+            if device is not None and is_owned_device(device):
+                found[name] = device
+        return found
+
+    def apply_device(self, op: LocalOp) -> None:
+        """Carry out one device op of :mod:`._local_model` (one netlink request).
+
+        Deleting a device that is already gone does nothing.
+
+        Raises:
+            NetlinkError: The kernel refused it, or the device is missing (``ENODEV``).
+            ValueError: ``op`` is not a device op, or creates a device of an unknown kind.
+        """
+        if isinstance(op, CreateDevice):
+            self._create(op.device)
+            return
+        if not isinstance(op, DEVICE_OPS):
+            raise ValueError(f"not a device op: {op}")
+        index = self.index(op.name)
+        if index is None:
+            if isinstance(op, DeleteDevice):
+                return
+            raise NetlinkError(errno.ENODEV, f"no device {op.name!r}")
+        if isinstance(op, DeleteDevice):
+            self._write(self._ipr.link, "del", index=index)
+        elif isinstance(op, NoLearning):
+            self._write(self._ipr.link, "set", index=index, kind="vxlan", vxlan_learning=0)
+        elif isinstance(op, SetDevice):
+            changes: dict[str, Any] = {}
+            if op.mtu is not None:
+                changes["mtu"] = op.mtu
+            if op.mac is not None:
+                changes["address"] = op.mac
+            self._write(self._ipr.link, "set", index=index, **changes)
+        elif isinstance(op, AddAddress):
+            new = ip_interface(op.address)
+            # No duplicate address detection: the master hands out these addresses, and DAD
+            # would leave an IPv6 address unusable (tentative) for its first second or two.
+            self._write(
+                self._ipr.addr,
+                "add",
+                index=index,
+                address=str(new.ip),
+                prefixlen=new.network.prefixlen,
+                **({"flags": IFA_F_NODAD} if new.version == 6 else {}),
+            )
+        elif isinstance(op, DeleteAddress):
+            old = ip_interface(op.address)
+            self._write(
+                self._ipr.addr,
+                "del",
+                index=index,
+                address=str(old.ip),
+                prefixlen=old.network.prefixlen,
+            )
+        else:
+            self._write(self._ipr.link, "set", index=index, state="up")
+
+    def _create(self, device: Device) -> None:
+        if device.kind == "bridge":
+            self._write(self._ipr.link, "add", ifname=device.name, kind="bridge", mtu=device.mtu)
+            return
+        if device.kind != "vxlan" or device.local is None:
+            raise ValueError(f"cannot create {device}")
+        local = device.local
+        self._write(
+            self._ipr.link,
+            "add",
+            ifname=device.name,
+            kind="vxlan",
+            vxlan_id=device.vni,
+            vxlan_port=device.port,
+            **{"vxlan_local6" if ":" in local else "vxlan_local": local},
+            vxlan_learning=0,
+            mtu=device.mtu,
+            **({"address": device.mac} if device.mac else {}),
+        )
 
     def _link(self, name: str) -> Any | None:
         """The RTM_NEWLINK message of device ``name``, or ``None`` if there is none."""
@@ -348,58 +456,17 @@ class Kernel:
         link = self._link(name)
         return None if link is None else int(link["index"])
 
-    def _fix_link(self, link: Any, mtu: int, mac: str | None) -> None:
-        attrs = _attrs(link)
-        changes: dict[str, Any] = {}
-        if attrs.get("IFLA_MTU") != mtu:
-            changes["mtu"] = mtu
-        if mac is not None and str(attrs.get("IFLA_ADDRESS", "")).lower() != mac:
-            changes["address"] = mac
-        if changes:
-            self._write(self._ipr.link, "set", index=link["index"], **changes)
-
-    def _set_up(self, link: Any) -> None:
-        # ``link`` may predate the writes above, but none of them changes IFF_UP.
-        if not link["flags"] & IFF_UP:
-            self._write(self._ipr.link, "set", index=link["index"], state="up")
-
-    def _fix_addresses(self, index: int, wanted: Iterable[str | None]) -> None:
-        """Give device ``index`` exactly the ``wanted`` global addresses (link-local ones stay)."""
-        want = {ip_interface(a) for a in wanted if a}
-        have: set[IPv4Interface | IPv6Interface] = set()
+    def _addresses(self, index: int) -> frozenset[str]:
+        """The global addresses of device ``index`` in CIDR form (link-local ones are left out)."""
+        have: set[str] = set()
         for msg in self._ipr.addr("dump", index=index):
             if msg["index"] != index or msg["scope"] == RT_SCOPE_LINK:
                 continue
             attrs = _attrs(msg)
             addr = attrs.get("IFA_LOCAL") or attrs.get("IFA_ADDRESS")
             if addr is not None:
-                have.add(ip_interface(f"{addr}/{msg['prefixlen']}"))
-        # Adds before deletes, so the device never loses its last IPv4 address (the kernel would
-        # flush every IPv4 route through it), except that an address wanted with another prefix
-        # length goes first (IPv6 refuses a second address with the same IP).
-        wanted_ips = {a.ip for a in want}
-        stale = sorted(have - want, key=lambda a: (a.ip not in wanted_ips, str(a)))
-        first = [a for a in stale if a.ip in wanted_ips]
-        for old in first:
-            self._del_address(index, old)
-        for new in sorted(want - have, key=str):
-            # No duplicate address detection: the master hands out these addresses, and DAD
-            # would leave an IPv6 address unusable (tentative) for its first second or two.
-            self._write(
-                self._ipr.addr,
-                "add",
-                index=index,
-                address=str(new.ip),
-                prefixlen=new.network.prefixlen,
-                **({"flags": IFA_F_NODAD} if new.version == 6 else {}),
-            )
-        for old in stale[len(first) :]:
-            self._del_address(index, old)
-
-    def _del_address(self, index: int, old: IPv4Interface | IPv6Interface) -> None:
-        self._write(
-            self._ipr.addr, "del", index=index, address=str(old.ip), prefixlen=old.network.prefixlen
-        )
+                have.add(str(ip_interface(f"{addr}/{msg['prefixlen']}")))
+        return frozenset(have)
 
     # --- owned objects --------------------------------------------------------------------------
 

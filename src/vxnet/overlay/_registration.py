@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from vxnet.master import MasterRefused, MasterUnreachable, open_master_client
-from vxnet.records import AgentInfo, RecordError, Status
+from vxnet.records import AgentInfo, RecordError
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -83,8 +83,8 @@ def describe(info: AgentInfo) -> str:
         if overlay.ok:
             parts.append(f"{overlay.name} {' '.join(overlay.subnets()) or '(no subnet)'}")
         else:
-            status = "FAILED" if state.status is Status.FAILED else state.status.value
-            parts.append(f"{overlay.name} {status} ({state.error or 'no reason given'})")
+            reason = state.error or "no reason given"
+            parts.append(f"{overlay.name} {state.status.label} ({reason})")
     return "; ".join(parts) or "no networks"
 
 

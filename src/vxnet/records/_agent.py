@@ -62,6 +62,11 @@ class Status(enum.StrEnum):
     FAILED = "STATUS_FAILED"
     CONFIGURING = "STATUS_CONFIGURING"
 
+    @property
+    def label(self) -> str:
+        """The name without its ``STATUS_`` prefix, for people: ``OK``, ``FAILED``, ..."""
+        return self.value.removeprefix("STATUS_")
+
     @classmethod
     def parse(cls, value: object, where: str) -> Status:
         """The status ``value`` names; an unknown name (a newer version's) is ``INVALID``.

@@ -9,15 +9,12 @@ import signal
 import sys
 from typing import TYPE_CHECKING, Any
 
+from vxnet._console import Exit, add_command, print_table
+
 if TYPE_CHECKING:
     import argparse
 
 __all__ = ["add_parser"]
-
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_MISSING = 2
-EXIT_INTERRUPTED = 130
 
 
 def program() -> str:
@@ -32,18 +29,12 @@ def program() -> str:
     return relative if not relative.startswith("..") else me
 
 
-def _table(header: list[str], rows: list[list[str]]) -> None:
-    from vxnet._console import print_table
-
-    print_table(header, rows)
-
-
 def _said(action: str, exc: Exception) -> int:
     """Say why ``vxnet sandbox <action>`` failed; its exit status (130 for an interrupted up)."""
     from vxnet.sandbox._sandbox import SandboxInterrupted
 
     print(f"vxnet sandbox {action}: {exc}", file=sys.stderr)
-    return EXIT_INTERRUPTED if isinstance(exc, SandboxInterrupted) else EXIT_FAILED
+    return Exit.INTERRUPTED if isinstance(exc, SandboxInterrupted) else Exit.FAILED
 
 
 def print_summary(s: dict[str, Any], *, title: str) -> None:
@@ -59,7 +50,7 @@ def print_summary(s: dict[str, Any], *, title: str) -> None:
     )
     print()
     print("masters")
-    _table(
+    print_table(
         ["  HOST", "ADDRESS", "API", "PROCESS"],
         [[f"  {m['name']}", str(m["address"]), m["api"], m["process"]] for m in s["masters"]],
     )
@@ -86,10 +77,10 @@ def print_summary(s: dict[str, Any], *, title: str) -> None:
                 a["process"],
             ]
         )
-    _table(["  HOST", "ADDRESS", "VTEP IP / MAC", "SUBNETS", "KERNEL", "PROCESS"], rows)
+    print_table(["  HOST", "ADDRESS", "VTEP IP / MAC", "SUBNETS", "KERNEL", "PROCESS"], rows)
     print()
     print("containers")
-    _table(
+    print_table(
         ["  NAME", "KIND", "IP", "IPV6", "DNS NAME"],
         [
             [f"  {c['name']}", c["kind"], str(c["ip"]), c.get("ip6") or "-", c["dns"]]
@@ -120,7 +111,7 @@ def _up(args: argparse.Namespace) -> int:
             print("vxnet sandbox up: missing prerequisites:", file=sys.stderr)
             for line in missing:
                 print(f"  {line}", file=sys.stderr)
-            return EXIT_MISSING
+            return Exit.MISSING
         result = up(spec, progress_out=None if args.quiet else sys.stderr, program=program())
     except SandboxError as exc:
         return _said("up", exc)
@@ -128,7 +119,7 @@ def _up(args: argparse.Namespace) -> int:
         print(json.dumps(result, indent=1))
     elif not args.quiet:
         print_summary(result, title=f"vxnet sandbox is up in {result['ready_s']} s")
-    return EXIT_OK
+    return Exit.OK
 
 
 def _status(args: argparse.Namespace) -> int:
@@ -147,7 +138,7 @@ def _status(args: argparse.Namespace) -> int:
         and all(m["process"] == "running" for m in result["masters"])
         and all(a["process"] == "running" for a in result["agents"])
     )
-    return EXIT_OK if healthy else EXIT_FAILED
+    return Exit.OK if healthy else Exit.FAILED
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -159,7 +150,7 @@ def _check(args: argparse.Namespace) -> int:
         return _said("check", exc)
     if args.json:
         print(json.dumps(result, indent=1))
-        return EXIT_OK if result["ok"] else EXIT_FAILED
+        return Exit.OK if result["ok"] else Exit.FAILED
     bad = result["unreachable"]
     print(f"reachability: {result['pairs'] - len(bad)} of {result['pairs']} pings answered")
     for u in bad:
@@ -181,7 +172,7 @@ def _check(args: argparse.Namespace) -> int:
             if x
         )
         print(f"  {w['agent']}: {w['name']} {w['type']}: {what}")
-    return EXIT_OK if result["ok"] else EXIT_FAILED
+    return Exit.OK if result["ok"] else Exit.FAILED
 
 
 def _replace_process(action: str, argv: list[str]) -> int:
@@ -191,7 +182,7 @@ def _replace_process(action: str, argv: list[str]) -> int:
         os.execvp(argv[0], argv)  # noqa: S606 - the user's command, or tail on a sandbox log
     except OSError as exc:
         print(f"vxnet sandbox {action}: cannot run {argv[0]}: {exc.strerror}", file=sys.stderr)
-    return EXIT_FAILED
+    return Exit.FAILED
 
 
 def _exec(args: argparse.Namespace) -> int:
@@ -200,7 +191,7 @@ def _exec(args: argparse.Namespace) -> int:
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:
         print("vxnet sandbox exec: give a command to run, e.g. ip addr", file=sys.stderr)
-        return EXIT_MISSING
+        return Exit.MISSING
     try:
         argv = exec_argv(args.name, command)
     except SandboxError as exc:
@@ -226,7 +217,7 @@ def _kill(args: argparse.Namespace) -> int:
         print(kill(args.name, sig=signal.Signals[f"SIG{args.signal}"]))
     except SandboxError as exc:
         return _said("kill", exc)
-    return EXIT_OK
+    return Exit.OK
 
 
 def _start(args: argparse.Namespace) -> int:
@@ -236,7 +227,7 @@ def _start(args: argparse.Namespace) -> int:
         print(start(args.name))
     except SandboxError as exc:
         return _said("start", exc)
-    return EXIT_OK
+    return Exit.OK
 
 
 def _down(args: argparse.Namespace) -> int:
@@ -249,7 +240,7 @@ def _down(args: argparse.Namespace) -> int:
     if not args.quiet:
         for line in done or ["no sandbox is up: nothing to remove"]:
             print(line)
-    return EXIT_OK
+    return Exit.OK
 
 
 def add_parser(commands: Any) -> None:
@@ -290,30 +281,34 @@ def add_parser(commands: Any) -> None:
     up.add_argument("--quiet", action="store_true", help="no progress, no summary: exit status")
     up.add_argument("--json", action="store_true", help="print the summary as JSON")
     up.set_defaults(func=_up)
-    st = actions.add_parser("status", help="what runs, what the kernel holds, the containers")
-    st.add_argument("--json", action="store_true", help="print JSON")
-    st.set_defaults(func=_status)
-    ch = actions.add_parser(
+    add_command(
+        actions, "status", _status, "what runs, what the kernel holds, the containers", json=True
+    )
+    add_command(
+        actions,
         "check",
-        help="ping every container pair and ask every agent every name, once, now",
+        _check,
+        "ping every container pair and ask every agent every name, once, now",
         description="Look once: does every container reach every other, and does every "
         "running agent answer every name as the sandbox's containers say it should? Exit "
         "status 1 when something failed (say, after `kill a2` and its grace).",
+        json=True,
     )
-    ch.add_argument("--json", action="store_true", help="print JSON")
-    ch.set_defaults(func=_check)
-    ex = actions.add_parser(
+    ex = add_command(
+        actions,
         "exec",
-        help="run a command in a host or container (vxnet sandbox exec a1 ip route)",
+        _exec,
+        "run a command in a host or container (vxnet sandbox exec a1 ip route)",
         description="Run CMD in the network namespace of a host (m1, a1, ...) or a container "
         "(a1-web, a1-db, ...), with this machine's tools; `vxnet` runs this vxnet.",
     )
     ex.add_argument("name", metavar="NAME", help="host or container")
     ex.add_argument("command", nargs="...", metavar="CMD", help="the command and its arguments")
-    ex.set_defaults(func=_exec)
-    lg = actions.add_parser(
+    lg = add_command(
+        actions,
         "logs",
-        help="the end of a host's vxnet log (or its dockerd's)",
+        _logs,
+        "the end of a host's vxnet log (or its dockerd's)",
         description="Print the last lines of the log of a host's vxnet master or agent "
         "(with --dockerd, of its dockerd); --follow keeps printing what is added.",
     )
@@ -321,19 +316,19 @@ def add_parser(commands: Any) -> None:
     lg.add_argument("-n", "--lines", type=int, default=40, metavar="N", help="lines (default 40)")
     lg.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
     lg.add_argument("--dockerd", action="store_true", help="the host's dockerd log instead")
-    lg.set_defaults(func=_logs)
-    k = actions.add_parser("kill", help="stop a host's vxnet process (to watch failure handling)")
+    k = add_command(
+        actions, "kill", _kill, "stop a host's vxnet process (to watch failure handling)"
+    )
     k.add_argument("name", metavar="HOST", help="an agent (a1, ...) or a master (m1, ...)")
     k.add_argument(
         "--signal", choices=["KILL", "TERM"], default="KILL", help="signal (default KILL)"
     )
-    k.set_defaults(func=_kill)
-    s = actions.add_parser("start", help="start a stopped host's vxnet process again")
-    s.add_argument("name", metavar="HOST")
-    s.set_defaults(func=_start)
-    d = actions.add_parser(
+    add_command(
+        actions, "start", _start, "start a stopped host's vxnet process again"
+    ).add_argument("name", metavar="HOST")
+    add_command(
+        actions,
         "down",
-        help="remove everything the sandbox made (also after a crash; idempotent)",
-    )
-    d.add_argument("--quiet", action="store_true", help="print nothing")
-    d.set_defaults(func=_down)
+        _down,
+        "remove everything the sandbox made (also after a crash; idempotent)",
+    ).add_argument("--quiet", action="store_true", help="print nothing")

@@ -32,14 +32,12 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import http.client
 import io
 import json
 import os
 import secrets
 import shutil
 import signal
-import socket
 import struct
 import subprocess
 import tarfile
@@ -47,7 +45,9 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
-from vxnet.overlay._docker import Docker
+import trio
+
+from vxnet.overlay._docker import Docker, DockerError
 from vxnet.sandbox.lab import LabError, proc_start_time, stop_pids
 
 if TYPE_CHECKING:
@@ -120,33 +120,16 @@ async def ensure_image(docker: Docker, name: str = IMAGE) -> None:
         await docker.import_image(busybox_rootfs_tar(), name, "latest")
 
 
-class _UnixHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float) -> None:
-        super().__init__("docker", timeout=timeout)
-        self._path = path
-
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        try:
-            sock.connect(self._path)
-        except OSError:
-            sock.close()
-            raise
-        self.sock = sock
-
-
 def _ping(socket_path: str, timeout: float = 2.0) -> bool:
-    """Whether the daemon on ``socket_path`` answers ``/_ping`` (blocking: usable anywhere)."""
-    conn = _UnixHTTPConnection(socket_path, timeout)
-    try:
-        conn.request("GET", "/_ping")
-        response = conn.getresponse()
-        return response.status == 200 and response.read() == b"OK"
-    except (OSError, http.client.HTTPException):
-        return False
-    finally:
-        conn.close()
+    """Whether the daemon on ``socket_path`` answers ``/_ping`` (blocking: not in a trio task)."""
+
+    async def ping() -> bool:
+        try:
+            return await Docker(socket_path, timeout=timeout).ping() == "OK"
+        except DockerError:
+            return False
+
+    return trio.run(ping)
 
 
 def _libc() -> Any:

@@ -19,7 +19,9 @@ import trio
 import trio.lowlevel
 
 from vxnet.gossip._config import GossipTiming
+from vxnet.gossip._errors import StoreError
 from vxnet.gossip._layers import FAST_SYNC_INTERVAL, NodeLayers, StoreLayer
+from vxnet.gossip._membership import Membership
 from vxnet.gossip._messages import (
     PROTOCOL_MAX,
     PROTOCOL_MIN,
@@ -32,9 +34,7 @@ from vxnet.gossip._messages import (
     PushPull,
     User,
 )
-from vxnet.gossip._serf import encode_tags
-from vxnet.gossip._store import Store, StoreError
-from vxnet.gossip._swim import Membership, StreamRequest
+from vxnet.gossip._serf_codec import encode_tags
 from vxnet.gossip._wire import StreamDecoder, WireError
 from vxnet.testing.simtime import EventQueue
 
@@ -42,6 +42,9 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping
 
     from trio.testing import MockClock
+
+    from vxnet.gossip._membership_types import StreamRequest
+    from vxnet.gossip._store import Store
 
 
 __all__ = ["SimNetwork", "SimNode"]
@@ -116,9 +119,15 @@ class SimNetwork:
         layers = None
         if self.store_factory is not None:
             node.store = StoreLayer(
-                self.store_factory(name), self.timing.retransmit_mult, lambda: self._wall(node)
+                self.store_factory(name), self.timing.retransmit_mult, self._wall(node)
             )
-            layers = NodeLayers(None, node.store, lambda: node.core.num_members, trio.current_time)
+            layers = NodeLayers(
+                None,
+                node.store,
+                lambda: node.core.num_members,
+                trio.current_time,
+                lambda: self._wall(node),
+            )
             meta = meta or encode_tags({"vxnet": "sim"})
         node.core = Membership(
             name,
@@ -156,13 +165,13 @@ class SimNetwork:
     def put(self, name: str, key: str, value: Mapping[str, Any]) -> None:
         node = self.nodes[name]
         assert node.store is not None
-        node.store.put(key, value)
+        node.store.put(key, value, self._wall(node))
         self._flush(node, trio.current_time())
 
     def delete(self, name: str, key: str) -> None:
         node = self.nodes[name]
         assert node.store is not None
-        node.store.delete(key)
+        node.store.delete(key, self._wall(node))
         self._flush(node, trio.current_time())
 
     def stores_agree(self) -> bool:
@@ -185,7 +194,8 @@ class SimNetwork:
             assert node.store is not None
             if node.up:
                 self._start_sync(node, t, node.store.take_sync_target())
-            delay = node.store.sync_delay(self.store_sync_interval, self.rng.uniform(0.5, 1.5))
+            jitter = self.rng.uniform(0.5, 1.5)
+            delay = node.store.sync_delay(self.store_sync_interval, jitter, self._wall(node))
             self._schedule_sync(node, t + delay)
 
         self.events.push(when, fire)
@@ -216,7 +226,7 @@ class SimNetwork:
             if not dst.up or dst.store is None:
                 return
             try:
-                reply = dst.store.handle_sync(frame)
+                reply = dst.store.handle_sync(frame, self._wall(dst))
             except StoreError:
                 return
             self._flush(dst, t)
@@ -227,7 +237,7 @@ class SimNetwork:
                 if not src.up or src.store is None or not self._reachable(dst, src):
                     return
                 try:
-                    follow_up = src.store.sync_step(reply)
+                    follow_up = src.store.sync_step(reply, self._wall(src))
                 except StoreError:
                     return
                 self._flush(src, t2)
@@ -387,7 +397,7 @@ class SimNetwork:
         if (
             node.store is not None
             and node.next_sync > now + FAST_SYNC_INTERVAL
-            and node.store.backlogged
+            and node.store.backlogged(self._wall(node))
         ):
             self._schedule_sync(node, now + self.rng.uniform(0, FAST_SYNC_INTERVAL))
         if node.store is not None:

@@ -10,7 +10,7 @@ Clients append unique values and record a history.
 Checkers (:meth:`LogSim.check`): at most one value is ever chosen per position (across every
 replica and every incarnation); every acknowledged append is in the log at the position it was
 acknowledged with; every replica applies a prefix of one sequence; the client history is
-linearizable (:mod:`._lincheck`, timed-out appends as maybe-applied).
+linearizable (:mod:`.lincheck`, timed-out appends as maybe-applied).
 """
 
 from __future__ import annotations

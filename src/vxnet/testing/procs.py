@@ -215,13 +215,13 @@ class MasterProcesses(LogProcesses):
 
     async def status(self, i: int) -> dict[str, Any] | None:
         """Master ``i``'s ``/overlay-master/leader`` answer, or None."""
-        import httpx
+        from vxnet.http import HttpClient, HttpError
 
         try:
-            async with httpx.AsyncClient(trust_env=False, timeout=1.0) as http:
-                r = await http.get(f"{self.url(i)}/overlay-master/leader")
-            return dict(r.json()) if r.status_code == 200 else None
-        except (httpx.HTTPError, ValueError):
+            async with HttpClient(timeout=1.0, connect_timeout=1.0, keep_alive=False) as http:
+                r = await http.request("GET", f"{self.url(i)}/overlay-master/leader")
+            return dict(r.json()) if r.status == 200 else None
+        except (HttpError, ValueError):
             return None
 
     async def leader(self, within: float = 30.0) -> int:

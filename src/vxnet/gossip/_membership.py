@@ -36,11 +36,20 @@ from __future__ import annotations
 import enum
 import functools
 import ipaddress
-import math
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from vxnet.gossip._config import GossipTiming
+from vxnet.gossip._lifeguard import Awareness, Suspicion, push_pull_scale, suspicion_timeout
+from vxnet.gossip._membership_types import (
+    Address,
+    Delegate,
+    Member,
+    MemberEvent,
+    NoDelegate,
+    Stats,
+    StreamRequest,
+)
 from vxnet.gossip._messages import (
     PROTOCOL_MAX,
     PROTOCOL_MIN,
@@ -76,16 +85,7 @@ if TYPE_CHECKING:
 
     from vxnet.gossip._keyring import Keyring
 
-__all__ = [
-    "Delegate",
-    "Member",
-    "MemberEvent",
-    "Membership",
-    "StreamRequest",
-    "suspicion_timeout",
-]
-
-Address = tuple[str, int]
+__all__ = ["Membership"]
 
 COMPOUND_HEADER_OVERHEAD = 2
 COMPOUND_OVERHEAD = 2
@@ -93,109 +93,6 @@ USER_MSG_OVERHEAD = 1
 ENCRYPT_OVERHEAD = 1 + 12 + 16  # version, nonce, GCM tag
 CRC_OVERHEAD = 5
 META_MAX_SIZE = 512
-PUSH_PULL_SCALE_THRESHOLD = 32
-
-
-def suspicion_timeout(mult: int, n: int, interval: float) -> float:
-    """memberlist's minimum suspicion timeout: ``mult * max(1, log10(n)) * interval``."""
-    node_scale = max(1.0, math.log10(max(1, n)))
-    return mult * math.floor(node_scale * 1000) / 1000 * interval
-
-
-def push_pull_scale(interval: float, n: int) -> float:
-    """Stretch the push-pull interval for clusters over 32 members, as memberlist does."""
-    if n <= PUSH_PULL_SCALE_THRESHOLD:
-        return interval
-    multiplier = math.ceil(math.log2(n) - math.log2(PUSH_PULL_SCALE_THRESHOLD)) + 1
-    return interval * multiplier
-
-
-@dataclass(frozen=True, slots=True)
-class Member:
-    """A snapshot of one member as this node sees it."""
-
-    name: str
-    addr: str
-    port: int
-    meta: bytes
-    status: NodeStatus
-    incarnation: int
-    protocol_max: int
-    since: float  # when the status last changed (core time)
-
-
-@dataclass(frozen=True, slots=True)
-class MemberEvent:
-    """A member joined (``join``), died or left (``leave``), or changed its meta (``update``)."""
-
-    kind: str
-    member: Member
-
-
-@dataclass(frozen=True, slots=True)
-class StreamRequest:
-    """A TCP exchange for the driver: connect to ``addr``, write ``payload``, read one reply.
-
-    The driver reports the outcome with :meth:`Membership.stream_reply` (``None`` when the
-    connection failed or ``deadline`` passed).
-    """
-
-    id: int
-    addr: Address
-    payload: bytes
-    deadline: float
-
-
-class Delegate(Protocol):
-    """What the layer above supplies. Called on the receive path: must not block."""
-
-    def broadcasts(self, overhead: int, limit: int, peer_meta: bytes | None) -> list[bytes]:
-        """User messages to piggyback (each costs its length + ``overhead``; ``limit`` total).
-
-        ``peer_meta`` is the receiver's node meta (``None`` if unknown), so that messages only
-        vxnet understands go only to vxnet peers.
-        """
-        ...
-
-    def notify_user(self, payload: bytes, now: float) -> None:
-        """A user message arrived."""
-        ...
-
-    def local_state(self, join: bool) -> bytes:
-        """User state to send in a push-pull."""
-        ...
-
-    def merge_remote_state(self, data: bytes, join: bool, now: float) -> None:
-        """User state received in a push-pull."""
-        ...
-
-    def next_deadline(self) -> float:
-        """When the delegate's own timers need :meth:`tick` (``math.inf`` if never)."""
-        ...
-
-    def tick(self, now: float) -> None:
-        """Run the delegate's due timers."""
-        ...
-
-
-class _NoDelegate:
-    def broadcasts(self, overhead: int, limit: int, peer_meta: bytes | None) -> list[bytes]:
-        return []
-
-    def notify_user(self, payload: bytes, now: float) -> None:
-        return None
-
-    def local_state(self, join: bool) -> bytes:
-        return b""
-
-    def merge_remote_state(self, data: bytes, join: bool, now: float) -> None:
-        return None
-
-    def next_deadline(self) -> float:
-        return math.inf
-
-    def tick(self, now: float) -> None:
-        return None
 
 
 @functools.lru_cache(maxsize=65536)
@@ -235,42 +132,6 @@ class _Node:
         )
 
 
-class _Awareness:
-    """Lifeguard's local health score: 0 is healthy; it multiplies our timeouts by score + 1."""
-
-    def __init__(self, maximum: int) -> None:
-        self.maximum = maximum
-        self.score = 0
-
-    def apply(self, delta: int) -> None:
-        self.score = min(max(self.score + delta, 0), self.maximum - 1)
-
-    def scale(self, timeout: float) -> float:
-        return timeout * (self.score + 1)
-
-
-@dataclass(slots=True)
-class _Suspicion:
-    start: float
-    k: int
-    min: float
-    max: float
-    confirmations: set[str]
-    deadline: float
-
-    def confirm(self, from_node: str) -> bool:
-        """Count an independent confirmation; True if it was new (and shortened the timeout)."""
-        if len(self.confirmations) - 1 >= self.k or from_node in self.confirmations:
-            return False
-        self.confirmations.add(from_node)
-        n = len(self.confirmations) - 1
-        frac = math.log(n + 1) / math.log(self.k + 1)
-        raw = self.max - frac * (self.max - self.min)
-        timeout = max(math.floor(raw * 1000) / 1000, self.min)
-        self.deadline = self.start + timeout
-        return True
-
-
 class _Phase(enum.Enum):
     DIRECT = 1
     INDIRECT = 2
@@ -304,22 +165,6 @@ class _Exchange:
     kind: str  # "join", "push-pull" or "ping"
     deadline: float
     seq: int = 0
-
-
-@dataclass(slots=True)
-class Stats:
-    """Counters for metrics and tests."""
-
-    packets_received: int = 0
-    packets_sent: int = 0
-    bytes_sent: int = 0
-    bad_packets: int = 0
-    unexpected_pings: int = 0
-    refutations: int = 0
-    suspicions: int = 0
-    deaths_declared: int = 0
-    push_pulls: int = 0
-    errors: dict[str, int] = field(default_factory=dict)
 
 
 class Membership:
@@ -357,18 +202,18 @@ class Membership:
         self.name = name
         self.timing = timing or GossipTiming.lan()
         self.keyring = keyring
-        self.delegate: Delegate = delegate or _NoDelegate()
+        self.delegate: Delegate = delegate or NoDelegate()
         self.compress_streams = compress_streams
         self.rng = rng
         self.stats = Stats()
-        self.awareness = _Awareness(self.timing.awareness_max_multiplier)
+        self.awareness = Awareness(self.timing.awareness_max_multiplier)
         self._queue = BroadcastQueue(self.timing.retransmit_mult)
         self._nodes: dict[str, _Node] = {}
         self._order: list[str] = []  # probe order
         self._probe_index = 0
         self._seq = 0
         self._incarnation = 0
-        self._suspicions: dict[str, _Suspicion] = {}
+        self._suspicions: dict[str, Suspicion] = {}
         self._probe: _Probe | None = None
         self._relays: dict[int, _Relay] = {}
         self._exchanges: dict[int, _Exchange] = {}
@@ -729,7 +574,7 @@ class Membership:
             k = 0
         low = suspicion_timeout(t.suspicion_mult, n, t.probe_interval)
         high = t.suspicion_max_timeout_mult * low
-        self._suspicions[s.node] = _Suspicion(
+        self._suspicions[s.node] = Suspicion(
             start=now,
             k=k,
             min=low,
@@ -738,7 +583,7 @@ class Membership:
             deadline=now + (high if k >= 1 else low),
         )
 
-    def _suspicion_expired(self, name: str, suspicion: _Suspicion, now: float) -> None:
+    def _suspicion_expired(self, name: str, suspicion: Suspicion, now: float) -> None:
         del self._suspicions[name]
         node = self._nodes.get(name)
         if (
