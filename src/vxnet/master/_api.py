@@ -4,7 +4,8 @@ Routes:
   * ``POST /overlay-master/register`` ``{"ip", "networks"?, "mesos_bridge"?, "docker_bridge"?}``
     -> AgentInfo, once the allocation is in the replicated log (200; 201 when it was written).
   * ``GET /overlay-master/state`` -> ``{"network": NetworkConfig, "agents": [AgentInfo]}``, plus
-    ``"free"``: used, free and total subnets per network and VTEP addresses.
+    ``"free"``: used, free and total subnets per network and VTEP addresses. The allocator keeps
+    each agent's JSON encoded, so a read re-encodes only the agents changed since the last one.
   * ``POST /overlay-master/agents/delete`` ``{"agents": ["<ip>"]}`` -> what was freed.
   * ``GET /overlay-master/leader`` -> who leads, and this master's view of the log.
   * ``GET /metrics`` -> Prometheus text.
