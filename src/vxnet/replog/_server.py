@@ -57,7 +57,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
 
     from vxnet.config import LogSettings, MasterConfig
-    from vxnet.replog._storage import LogStorage, Snapshot
+    from vxnet.replog._storage import LogStorage, Snapshot, Write
 
 __all__ = [
     "MAX_VALUE",
@@ -326,16 +326,19 @@ class ReplicatedLog:
             for answer in self._waiters.values():
                 answer(AppendUncertain("the replica stopped"))
             self._waiters.clear()
+            # The writer has stopped. Write the chosen marks held in memory, and what was still
+            # queued (harmless: nothing that waited for it was sent), unless the disk failed.
+            writes = []
+            if self._failure is None and self.replica is not None:
+                self.replica.flush()
+                writes = self.replica.writes_to_perform()
             with trio.CancelScope(shield=True):
-                await trio.to_thread.run_sync(self._close)
+                await trio.to_thread.run_sync(self._close, writes)
 
-    def _close(self) -> None:
-        """In a worker thread, after the writer stopped: write the chosen marks held in memory
-        (and what was still queued: nothing that waited for it was sent), close the disk."""
-        if self._failure is None and self.replica is not None:
-            self.replica.flush()
-            with contextlib.suppress(StorageFailure):
-                perform_writes(self.storage, self.replica.writes_to_perform())
+    def _close(self, writes: Sequence[Write]) -> None:
+        """In a worker thread: the last writes, then close the disk."""
+        with contextlib.suppress(StorageFailure):
+            perform_writes(self.storage, writes)
         with contextlib.suppress(Exception):
             self.storage.close()
 
@@ -355,15 +358,11 @@ class ReplicatedLog:
             return
         request = next(self._ids)
         self._waiters[request] = answer
-        try:
-            core.append(request, value, trio.current_time())
-        except StorageFailure as exc:
-            self._stop(exc)
-            return
+        core.append(request, value, trio.current_time())
         self._flush()
 
     def _stop(self, failure: StorageFailure) -> None:
-        """The disk failed in a caller's task: stop serving; :meth:`serve` raises it."""
+        """The disk failed under the writer: stop serving; :meth:`serve` raises it."""
         log.critical("log replica %d stops: %s", self.id, failure)
         self._failure = failure
         for answer in self._waiters.values():

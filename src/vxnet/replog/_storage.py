@@ -3,8 +3,11 @@
 A replica's durable state is its status, the highest proposal number it promised, the entries it
 accepted (with the proposal they were accepted under, and whether they are known chosen) and, once
 the log has been truncated, the snapshot that replaces the truncated prefix. Every method of
-:class:`LogStorage` that changes the state returns only once the change is durable (fsync); a
-replica answers a peer only after the storage call its answer depends on has returned.
+:class:`LogStorage` that changes the state returns only once the change is durable (fsync). The
+replica itself never calls them: it asks for writes (:class:`SetMeta`, :class:`PutEntries`,
+:class:`InstallSnapshot`), its driver performs them in order (:func:`perform_writes`, in a worker
+thread in the server) and reports them done, and only then do the answers that depend on them
+leave (see "Writes" in :mod:`._core`).
 
 Rules for implementations:
 
