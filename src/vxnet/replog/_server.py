@@ -638,7 +638,10 @@ async def run_log_replica(
     from vxnet.replog._sqlite import SqliteLogStorage
 
     replica_id, addresses, listen = log_addresses(config.log)
-    storage = SqliteLogStorage(Path(config.master.data_dir) / LOG_FILE)
+    # Opening initialises a new file (commits, a directory fsync): off the event loop too.
+    storage = await trio.to_thread.run_sync(
+        SqliteLogStorage, Path(config.master.data_dir) / LOG_FILE
+    )
     replica = ReplicatedLog(replica_id, addresses, storage, listen=listen)
     with (
         trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals,
