@@ -107,6 +107,8 @@ FAULTS = [
     "delay",
     "persist-crash",
     "send-crash",
+    "slow-disk",
+    "power-loss",
 ]
 # A step of a fault schedule: (time, kind, replica a, replica b, rate).
 STEP = st.tuples(
@@ -196,6 +198,11 @@ def run_schedule(seed: int, n: int, steps: list[tuple[float, str, int, int, floa
                 sim.faults.crash_on_persist = x / 10
             elif kind == "send-crash":
                 sim.faults.crash_on_send = x / 10
+            elif kind == "power-loss":  # every replica at once, writes under way lost
+                for r in sim.replicas:
+                    sim.crash(r.index)
+            elif kind == "slow-disk":  # wide windows between a write and what waits for it
+                sim.faults.disk_delay = (0.0001, 0.0001 + x / 3)
         await sim.run_until(start + 20, client_every=0.02)
         sim.heal()
         sim.faults.delay = (0.0002, 0.002)

@@ -2,9 +2,9 @@
 
 ``n = 2 * quorum - 1`` replicas, numbered ``0 .. n-1``, hold the same log. Any replica may become
 the coordinator (proposer); clients append through it and are answered once the value is chosen.
-The replica is fed messages, client requests and the time, and says what to send and when it
-next needs waking; it writes through a :class:`~._logstore.LogStorage` and answers a peer only
-after the write its answer depends on has returned (durable).
+The replica is fed messages, client requests and the time, and says what to write, what to send
+and when it next needs waking. It does no I/O: see "Writes" below for how its driver performs the
+disk writes and when it may release the messages that depend on them.
 
 Rules (Mesos's replicated log, ``src/log/``, is the model):
 
@@ -61,6 +61,26 @@ Stepping down
 Snapshots
   The state machine above may :meth:`Replica.compact` the log below a position with a snapshot of
   its state; a replica that needs truncated positions installs the snapshot instead.
+
+Writes (the core's effects on its disk)
+  The driver loads the disk (:meth:`~._storage.LogStorage.load`) and hands the
+  :class:`~._storage.Durable` state to the constructor, so that loading, like every write, runs
+  where the driver wants (a worker thread, the simulator's disk). The core updates its memory at
+  once and queues each write (:class:`~._storage.SetMeta`, :class:`~._storage.PutEntries`,
+  :class:`~._storage.InstallSnapshot`, numbered by ``seq`` from 1) for
+  :meth:`Replica.writes_to_perform`. The driver performs them in that order, one at a time (or
+  several at once, still in order: :func:`~._storage.perform_writes`), and reports each durable
+  one with :meth:`Replica.write_done`. Every message is held until the writes it depends on are
+  done: by default every write queued before it (a promise, an acceptance, a status), and for a
+  coordinator's accept only the writes before its own copy of the entries (it proposes under a
+  durable promise; its own acceptance is counted only once durable, below).
+  :meth:`Replica.messages_to_send` returns only the messages released so. A coordinator counts
+  its own promise and its own acceptance only after :meth:`Replica.write_done` reported them, so
+  an append is acknowledged, and a position marked chosen, only on a quorum of durable
+  acceptances: events (:meth:`Replica.events`) never depend on a write still under way and are
+  released at once; so are the commit index and ``leading``, which the driver may read.
+  A driver that crashes loses the queued writes with the held messages: nothing that depended on
+  them left.
 """
 
 from __future__ import annotations
@@ -70,13 +90,20 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from vxnet.replog._storage import Durable, Entry, ReplicaStatus, Snapshot
+from vxnet.replog._storage import (
+    Entry,
+    InstallSnapshot,
+    PutEntries,
+    ReplicaStatus,
+    SetMeta,
+    Snapshot,
+)
 
 if TYPE_CHECKING:
     import random
     from collections.abc import Sequence
 
-    from vxnet.replog._storage import LogStorage
+    from vxnet.replog._storage import Durable, Write
 
 __all__ = [
     "Accept",
@@ -274,12 +301,16 @@ class _Round:
     acks: dict[int, set[int]]
     requests: dict[int, int]  # position -> client request
     resend_at: float
+    own_seq: int  # the write of the coordinator's own copy: its acceptance counts once done
+    own_counted: bool = False
 
 
 @dataclass(slots=True)
 class _Election:
     ballot: int
     from_pos: int
+    own: Promise | None = None  # the candidate's own promise, counted once durable
+    own_seq: int = 0  # the write of the candidate's promise
     promises: dict[int, Promise] = field(default_factory=dict)
     resend_at: float = 0.0
 
@@ -290,7 +321,8 @@ class Replica:
     Args:
         replica_id: This replica's number, ``0 .. n-1``.
         n: How many replicas there are (``2 * quorum - 1``).
-        storage: The durable state.
+        durable: What the replica's disk holds (:meth:`~._storage.LogStorage.load`, performed
+            by the driver: the core does no I/O, and the driver decides where loading runs).
         rng: The only randomness (election and retry jitter).
         now: The current time.
         timing: Timeouts.
@@ -300,7 +332,7 @@ class Replica:
         self,
         replica_id: int,
         n: int,
-        storage: LogStorage,
+        durable: Durable,
         *,
         rng: random.Random,
         now: float,
@@ -311,10 +343,12 @@ class Replica:
         self.id = replica_id
         self.n = n
         self.quorum = n // 2 + 1
-        self.storage = storage
         self.rng = rng
         self.timing = timing or LogTiming()
-        durable: Durable = storage.load()
+        self._writes: list[Write] = []  # queued for the driver, in order
+        self._issued = 0  # seq of the last write queued
+        self._durable = 0  # every write up to this seq is done (durable)
+        self._held: list[tuple[int, int, Message]] = []  # (after write seq, replica, message)
         self.status = durable.status
         self.promised = durable.promised
         self.snapshot = durable.snapshot
@@ -328,7 +362,6 @@ class Replica:
         self.leader: int | None = None
         self.max_seen = self.promised
         self.lease_until = -math.inf
-        self._out: list[tuple[int, Message]] = []
         self._events: list[Event] = []
         self._pending: list[_Pending] = []
         self._round: _Round | None = None
@@ -347,8 +380,8 @@ class Replica:
         self._ready_pos = math.inf  # a new coordinator has applied every position below this
         self._unmarked: dict[int, Entry] = {}  # chosen marks held in memory, not yet written
         if durable.corrupt and self.status is ReplicaStatus.VOTING:
-            self.status = ReplicaStatus.RECOVERING  # persisted by _begin_recovery
-            self.storage.set_meta(self.status, self.promised)
+            self.status = ReplicaStatus.RECOVERING
+            self._set_meta(self.status, self.promised)
         if self.status is not ReplicaStatus.VOTING:
             self._begin_recovery(now)
         if self.snapshot is not None:
@@ -358,9 +391,53 @@ class Replica:
     # --- outputs -------------------------------------------------------------------------------
 
     def messages_to_send(self) -> list[tuple[int, Message]]:
-        """(replica, message) pairs to send; emptied by the call."""
-        out, self._out = self._out, []
+        """(replica, message) pairs to send now: those whose writes are done; emptied by the call.
+
+        Messages still waiting for a write stay held until :meth:`write_done` reports it.
+        """
+        done = self._durable
+        held = self._held
+        if all(after <= done for after, _, _ in held):
+            self._held = []
+            return [(dst, msg) for _, dst, msg in held]
+        self._held = [h for h in held if h[0] > done]
+        return [(dst, msg) for after, dst, msg in held if after <= done]
+
+    def writes_to_perform(self) -> list[Write]:
+        """The writes queued since the last call, in the order they must be performed; emptied.
+
+        Perform them in order (after every write handed out earlier) and report each done with
+        :meth:`write_done`; a write that fails must stop the replica (it cannot persist).
+        """
+        out, self._writes = self._writes, []
         return out
+
+    def write_done(self, seq: int, now: float) -> None:
+        """Every write up to ``seq`` is durable: release what waited for them."""
+        if seq > self._issued:
+            raise ValueError(f"write {seq} was never asked for (last is {self._issued})")
+        if seq <= self._durable:
+            return
+        self._durable = seq
+        election = self._election
+        if election is not None and election.own is not None and election.own_seq <= seq:
+            election.promises[self.id] = election.own
+            election.own = None
+            self._maybe_elected(now)
+        rnd = self._round
+        if rnd is not None and not rnd.own_counted and rnd.own_seq <= seq:
+            rnd.own_counted = True
+            for acks in rnd.acks.values():
+                acks.add(self.id)
+            self._check_round(now)
+
+    def writes_queued(self) -> bool:
+        """Whether :meth:`writes_to_perform` has writes to hand out."""
+        return bool(self._writes)
+
+    def writes_pending(self) -> int:
+        """How many writes were asked for and are not reported done yet."""
+        return self._issued - self._durable
 
     def events(self) -> list[Event]:
         """What happened for the layer above (applied entries, append results); emptied."""
@@ -396,7 +473,8 @@ class Replica:
         if self.snapshot is not None and position <= self.snapshot.position:
             return
         snapshot = Snapshot(position, data)
-        self.storage.install_snapshot(snapshot)
+        self._issued += 1
+        self._writes.append(InstallSnapshot(self._issued, snapshot))
         self.snapshot = snapshot
         for pos in [p for p in self.entries if p < position]:
             del self.entries[pos]
@@ -421,7 +499,7 @@ class Replica:
             prepare = Prepare(self._election.ballot, self._election.from_pos)
             for peer in self._peers():
                 if peer not in self._election.promises:
-                    self._out.append((peer, prepare))
+                    self._send(peer, prepare)
         if self._round is not None and now >= self._round.resend_at:
             self._resend_round(now)
         if self.role is Role.COORDINATOR and now >= self._elected_at + self.timing.lease:
@@ -459,9 +537,7 @@ class Replica:
         elif isinstance(msg, Learned):
             self._on_learned(msg, now)
         elif isinstance(msg, RecoverRequest):
-            self._out.append(
-                (src, RecoverResponse(self.status, self.promised, self._end(), self.commit))
-            )
+            self._send(src, RecoverResponse(self.status, self.promised, self._end(), self.commit))
         elif isinstance(msg, RecoverResponse):
             self._on_recover_response(src, msg, now)
 
@@ -477,15 +553,15 @@ class Replica:
             and self.leader is not None
             and self.leader != src
         ):
-            self._out.append((src, Reject(msg.ballot, self.promised)))
+            self._send(src, Reject(msg.ballot, self.promised))
             return
         if msg.ballot > self.promised:
             self._promise(msg.ballot)
         accepted = tuple(e for p, e in sorted(self.entries.items()) if p >= msg.from_pos)
-        self._out.append((src, Promise(msg.ballot, accepted, self._end())))
+        self._send(src, Promise(msg.ballot, accepted, self._end()))
 
     def _promise(self, ballot: int) -> None:
-        self.storage.set_meta(self.status, ballot)  # durable before anyone hears of it
+        self._set_meta(self.status, ballot)  # durable before anyone hears of it
         self.promised = ballot
         if self.role is not Role.FOLLOWER and ballot_owner(ballot) != self.id:
             self._step_down("a higher ballot was promised")
@@ -495,7 +571,7 @@ class Replica:
         if self.status is not ReplicaStatus.VOTING:
             return
         if msg.ballot < self.promised:
-            self._out.append((src, Reject(msg.ballot, self.promised)))
+            self._send(src, Reject(msg.ballot, self.promised))
             return
         if msg.ballot > self.promised:
             self._promise(msg.ballot)
@@ -507,14 +583,14 @@ class Replica:
             and (self.snapshot is None or pos >= self.snapshot.position)
         ]
         self._store(fresh)  # durable before we say so
-        self._out.append((src, Accepted(msg.ballot, tuple(p for p, _ in msg.entries))))
+        self._send(src, Accepted(msg.ballot, tuple(p for p, _ in msg.entries)))
         self._learn_commit(msg.ballot, msg.commit, now)
 
     def _on_heartbeat(self, src: int, msg: Heartbeat, now: float) -> None:
         self.max_seen = max(self.max_seen, msg.ballot)
         if msg.ballot < self.promised or self.status is not ReplicaStatus.VOTING:
             if self.status is ReplicaStatus.VOTING:
-                self._out.append((src, Reject(msg.ballot, self.promised)))
+                self._send(src, Reject(msg.ballot, self.promised))
             else:
                 self.leader = src  # a hint for clients while this replica recovers
                 self._note_behind(msg.commit, now)
@@ -523,7 +599,7 @@ class Replica:
             self._promise(msg.ballot)
         self._follow(src, now)
         self._learn_commit(msg.ballot, msg.commit, now)
-        self._out.append((src, Accepted(msg.ballot, ())))
+        self._send(src, Accepted(msg.ballot, ()))
 
     def _follow(self, leader: int, now: float) -> None:
         self.leader = leader
@@ -561,8 +637,8 @@ class Replica:
             tuple(e for p, e in sorted(self.entries.items()) if p >= self.commit),
             self._end(),
         )
-        self._election = _Election(
-            ballot, self.commit, {self.id: own}, now + self._jitter(self.timing.retry)
+        self._election = _Election(  # its own promise counts once durable (write_done)
+            ballot, self.commit, own, self._issued, {}, now + self._jitter(self.timing.retry)
         )
         self._election_at = now + self._jitter(self.timing.election) * 2
         self._broadcast(Prepare(ballot, self.commit))
@@ -619,15 +695,19 @@ class Replica:
 
     def _send_round(self, entries: dict[int, bytes], requests: dict[int, int], now: float) -> None:
         ballot = self.promised
-        self._store([Entry(pos, ballot, value) for pos, value in entries.items()])  # ours first
+        promised_seq = self._issued  # the accept needs the promise durable, not our copy
+        self._store([Entry(pos, ballot, value) for pos, value in entries.items()])
         self._round = _Round(
             ballot,
             dict(entries),
-            {p: {self.id} for p in entries},
+            {p: set() for p in entries},  # our own acceptance counts once durable
             requests,
             now + self._jitter(self.timing.retry),
+            self._issued,
         )
-        self._broadcast(Accept(ballot, tuple(sorted(entries.items())), self.commit))
+        accept = Accept(ballot, tuple(sorted(entries.items())), self.commit)
+        for peer in self._peers():
+            self._send(peer, accept, after=promised_seq)
         self._heartbeat_at = now + self.timing.heartbeat
         self._check_round(now)
 
@@ -639,7 +719,7 @@ class Replica:
         accept = Accept(rnd.ballot, tuple(sorted(waiting.items())), self.commit)
         for peer in self._peers():
             if any(peer not in rnd.acks[p] for p in waiting):
-                self._out.append((peer, accept))
+                self._send(peer, accept)
 
     def _on_accepted(self, src: int, msg: Accepted, now: float) -> None:
         if self.role is not Role.COORDINATOR or msg.ballot != self.promised:
@@ -703,7 +783,7 @@ class Replica:
         return max(self._top, self.snapshot.position if self.snapshot else 0, self.commit)
 
     def _store(self, entries: Sequence[Entry], *, sync: bool = True) -> None:
-        """Persist entries (durable on return if ``sync``), then hold them.
+        """Queue the write of entries (synced if ``sync``) and hold them in memory now.
 
         Chosen marks not yet written (:meth:`_mark`) go along, before ``entries``.
         """
@@ -716,16 +796,20 @@ class Replica:
                 *entries,
             ]
             self._unmarked = {}
-        self.storage.put_entries(entries, sync=sync)
+        self._issued += 1
+        self._writes.append(PutEntries(self._issued, tuple(entries), sync))
         for e in entries:
             self.entries[e.position] = e
             self._top = max(self._top, e.position + 1)
 
     def flush(self) -> None:
-        """Write the chosen marks held in memory (before a clean stop)."""
+        """Queue the write of the chosen marks held in memory (before a clean stop)."""
         if self._unmarked:
             marks, self._unmarked = list(self._unmarked.values()), {}
-            self.storage.put_entries(sorted(marks, key=lambda e: e.position))
+            self._issued += 1
+            self._writes.append(
+                PutEntries(self._issued, tuple(sorted(marks, key=lambda e: e.position)))
+            )
 
     def _mark(self, chosen: Sequence[Entry]) -> None:
         """Hold entries as chosen now; write the marks with the next write (they can be learned
@@ -751,7 +835,7 @@ class Replica:
             peers = [self.leader]
         peer = self.rng.choice(peers)
         self._fetch_tries += 1
-        self._out.append((peer, Fetch(self.commit, self._fetching_to)))
+        self._send(peer, Fetch(self.commit, self._fetching_to))
         self._fetch_at = now + self._jitter(self.timing.retry)
 
     def _on_fetch(self, src: int, msg: Fetch) -> None:
@@ -764,11 +848,12 @@ class Replica:
         for pos in range(start, min(msg.to_pos, self.commit, start + MAX_FETCH)):
             chosen.append((pos, self.entries[pos].value))
         if chosen or snapshot is not None:
-            self._out.append((src, Learned(tuple(chosen), snapshot, self.commit)))
+            self._send(src, Learned(tuple(chosen), snapshot, self.commit))
 
     def _on_learned(self, msg: Learned, now: float) -> None:
         if msg.snapshot is not None and msg.snapshot.position > self.commit:
-            self.storage.install_snapshot(msg.snapshot)
+            self._issued += 1
+            self._writes.append(InstallSnapshot(self._issued, msg.snapshot))
             self.snapshot = msg.snapshot
             for pos in [p for p in self.entries if p < msg.snapshot.position]:
                 del self.entries[pos]
@@ -836,7 +921,7 @@ class Replica:
             promised = max(r.promised for r in voting.values())
             self.max_seen = max(self.max_seen, promised)
             if promised > self.promised:
-                self.storage.set_meta(self.status, promised)
+                self._set_meta(self.status, promised)
                 self.promised = promised
             self._recover_goal = max(r.end for r in voting.values())
             self._fetching_to = max(self._fetching_to, max(r.commit for r in voting.values()))
@@ -850,8 +935,12 @@ class Replica:
         self._election_at = now + wait + self._jitter(self.timing.election)
 
     def _set_status(self, status: ReplicaStatus) -> None:
-        self.storage.set_meta(status, self.promised)
+        self._set_meta(status, self.promised)
         self.status = status
+
+    def _set_meta(self, status: ReplicaStatus, promised: int) -> None:
+        self._issued += 1
+        self._writes.append(SetMeta(self._issued, status, promised))
 
     def _maybe_recovered(self, now: float) -> None:
         if self._recover_goal is None or self.commit < self._recover_goal:
@@ -868,9 +957,13 @@ class Replica:
     def _peers(self) -> list[int]:
         return [p for p in range(self.n) if p != self.id]
 
+    def _send(self, dst: int, msg: Message, *, after: int | None = None) -> None:
+        """Send ``msg`` once the writes up to ``after`` are done (default: every one so far)."""
+        self._held.append((self._issued if after is None else after, dst, msg))
+
     def _broadcast(self, msg: Message) -> None:
         for peer in self._peers():
-            self._out.append((peer, msg))
+            self._send(peer, msg)
 
     def _jitter(self, t: float) -> float:
         return t * (1 + self.rng.random())

@@ -5,10 +5,15 @@ connection introduces itself). For every peer it keeps one outgoing connection t
 messages there, reconnecting with backoff; it receives on the connections peers open to it.
 Messages to a peer that is unreachable are dropped: the core resends what matters on its timers.
 
-Every durable write happens inside the core's call (SQLite with ``synchronous=FULL``), so a
-message that depends on it is handed to a connection only after it returned. A storage failure
-ends :meth:`ReplicatedLog.serve` with :class:`~._logstore.StorageFailure`: a replica that cannot
-persist must not answer.
+The core does no I/O: it asks for writes (:meth:`~._core.Replica.writes_to_perform`) and holds
+the messages that depend on them. One writer task performs them in a worker thread
+(``trio.to_thread.run_sync``; SQLite with ``synchronous=FULL``), in order, every write queued
+meanwhile in the next hop (one transaction per run of entry writes:
+:func:`~._storage.perform_writes`), then reports them done, and only then are the messages
+that waited handed to the connections. So an fsync never stalls the event loop: peers, clients,
+timers and the layer above go on while the disk works. Loading the disk at the start and closing
+it at the end run in a worker thread too. A storage failure ends :meth:`ReplicatedLog.serve` with
+:class:`~._storage.StorageFailure`: a replica that cannot persist must not answer.
 
 The layer above (the master's allocator) appends with :meth:`ReplicatedLog.append` and applies
 chosen entries, in log order, in the ``on_apply`` callback; remote clients use
@@ -36,7 +41,7 @@ from vxnet.replog._core import (
     Role,
     SnapshotInstalled,
 )
-from vxnet.replog._storage import StorageFailure
+from vxnet.replog._storage import StorageFailure, perform_writes
 from vxnet.replog._wire import (
     FrameReader,
     WireError,
@@ -52,7 +57,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
 
     from vxnet.config import LogSettings, MasterConfig
-    from vxnet.replog._storage import LogStorage, Snapshot
+    from vxnet.replog._storage import LogStorage, Snapshot, Write
 
 __all__ = [
     "MAX_VALUE",
@@ -179,6 +184,7 @@ class ReplicatedLog:
         self._timer: trio.CancelScope | None = None
         self._nursery: trio.Nursery | None = None
         self._failure: StorageFailure | None = None
+        self._writes_ready = trio.Event()  # set when the core asked for writes
 
     # --- the layer above ------------------------------------------------------------------------
 
@@ -222,14 +228,14 @@ class ReplicatedLog:
     def compact(self, position: int, data: bytes) -> None:
         """Truncate the log below ``position``; ``data`` is the state after applying it all.
 
+        The snapshot is written by the writer task, like every write; if the disk fails, the
+        replica stops (:meth:`serve` raises :class:`~._storage.StorageFailure`).
+
         Raises:
-            StorageFailure: The disk failed (the replica stops too).
+            ValueError: ``position`` is above what was applied.
         """
-        try:
-            self.core.compact(position, data)
-        except StorageFailure as exc:
-            self._stop(exc)
-            raise
+        self.core.compact(position, data)
+        self._writes_ready.set()
 
     def info(self) -> dict[str, Any]:
         """This replica's view, for status commands and metrics."""
@@ -249,6 +255,7 @@ class ReplicatedLog:
             "appends": self.appends,
             "failed_appends": self.failed_appends,
             "leader_changes": self.leader_changes,
+            "writes_pending": core.writes_pending(),
             "peers": {
                 format_address(*link.address): {
                     "connected": link.connected,
@@ -282,10 +289,11 @@ class ReplicatedLog:
         try:
             listeners = await trio.open_tcp_listeners(port, host=host)
             bound = listeners[0].socket.getsockname()[:2]
+            durable = await trio.to_thread.run_sync(self.storage.load)
             self.replica = Replica(
                 self.id,
                 self.n,
-                self.storage,
+                durable,
                 rng=self.rng,
                 now=trio.current_time(),
                 timing=self.timing,
@@ -301,6 +309,7 @@ class ReplicatedLog:
                             nursery.start_soon(self._run_link, link)
                     await nursery.start(trio.serve_listeners, self._handle_conn, listeners)
                     nursery.start_soon(self._run_timer)
+                    nursery.start_soon(self._run_writer)
                     self._flush()
                     log.info(
                         "log replica %d of %d on %s (status %s)",
@@ -314,14 +323,24 @@ class ReplicatedLog:
                 raise self._failure
         finally:
             self._nursery = None
-            if self._failure is None and self.replica is not None:
-                with contextlib.suppress(StorageFailure):
-                    self.replica.flush()
             for answer in self._waiters.values():
                 answer(AppendUncertain("the replica stopped"))
             self._waiters.clear()
-            with contextlib.suppress(Exception):
-                self.storage.close()
+            # The writer has stopped. Write the chosen marks held in memory, and what was still
+            # queued (harmless: nothing that waited for it was sent), unless the disk failed.
+            writes = []
+            if self._failure is None and self.replica is not None:
+                self.replica.flush()
+                writes = self.replica.writes_to_perform()
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(self._close, writes)
+
+    def _close(self, writes: Sequence[Write]) -> None:
+        """In a worker thread: the last writes, then close the disk."""
+        with contextlib.suppress(StorageFailure):
+            perform_writes(self.storage, writes)
+        with contextlib.suppress(Exception):
+            self.storage.close()
 
     def _submit(self, value: bytes, answer: Callable[[int | Exception], None]) -> None:
         core = self.core
@@ -339,15 +358,11 @@ class ReplicatedLog:
             return
         request = next(self._ids)
         self._waiters[request] = answer
-        try:
-            core.append(request, value, trio.current_time())
-        except StorageFailure as exc:
-            self._stop(exc)
-            return
+        core.append(request, value, trio.current_time())
         self._flush()
 
     def _stop(self, failure: StorageFailure) -> None:
-        """The disk failed in a caller's task: stop serving; :meth:`serve` raises it."""
+        """The disk failed under the writer: stop serving; :meth:`serve` raises it."""
         log.critical("log replica %d stops: %s", self.id, failure)
         self._failure = failure
         for answer in self._waiters.values():
@@ -382,8 +397,28 @@ class ReplicatedLog:
             if core.leader is not None:
                 self.leader_changes += 1
                 log.info("log coordinator is now %s", self.leader_address())
+        if core.writes_queued():
+            self._writes_ready.set()
         if self._timer is not None:
             self._timer.deadline = core.next_deadline()
+
+    async def _run_writer(self) -> None:
+        """Perform the core's writes in a worker thread, in order, one batch at a time; then
+        report them done and release what waited for them."""
+        core = self.core
+        while True:
+            writes = core.writes_to_perform()
+            if not writes:
+                self._writes_ready = trio.Event()
+                await self._writes_ready.wait()
+                continue
+            try:
+                await trio.to_thread.run_sync(perform_writes, self.storage, writes)
+            except StorageFailure as exc:
+                self._stop(exc)
+                return
+            core.write_done(writes[-1].seq, trio.current_time())
+            self._flush()
 
     async def _run_timer(self) -> None:
         core = self.core
@@ -603,7 +638,10 @@ async def run_log_replica(
     from vxnet.replog._sqlite import SqliteLogStorage
 
     replica_id, addresses, listen = log_addresses(config.log)
-    storage = SqliteLogStorage(Path(config.master.data_dir) / LOG_FILE)
+    # Opening initialises a new file (commits, a directory fsync): off the event loop too.
+    storage = await trio.to_thread.run_sync(
+        SqliteLogStorage, Path(config.master.data_dir) / LOG_FILE
+    )
     replica = ReplicatedLog(replica_id, addresses, storage, listen=listen)
     with (
         trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals,

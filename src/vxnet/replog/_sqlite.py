@@ -13,6 +13,7 @@ Rules:
 * The file is ours only if it is new, empty, or marked with our ``application_id``: anything else
   (not SQLite at all, another application's database) raises :class:`StorageFailure` and is left
   untouched.
+* Calls may come from any thread (the server performs them in a worker thread), one at a time.
 * Any SQLite error while writing or committing raises :class:`StorageFailure` naming the file and
   the call. The failure is sticky: every later mutating call raises too, because after a failed
   fsync the page cache can no longer be trusted (retrying an fsync can "succeed" without the data).
@@ -127,7 +128,9 @@ class SqliteLogStorage:
         except OSError as exc:
             raise StorageFailure(f"{path}: open failed: {exc}") from exc
         try:
-            conn = sqlite3.connect(path, isolation_level=None, timeout=0)
+            # The driver calls from a worker thread, one call at a time: the connection may
+            # move between threads, never be shared by two at once.
+            conn = sqlite3.connect(path, isolation_level=None, timeout=0, check_same_thread=False)
         except sqlite3.Error as exc:
             raise StorageFailure(f"{path}: open failed: {exc}") from exc
         try:

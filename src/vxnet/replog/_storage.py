@@ -3,8 +3,11 @@
 A replica's durable state is its status, the highest proposal number it promised, the entries it
 accepted (with the proposal they were accepted under, and whether they are known chosen) and, once
 the log has been truncated, the snapshot that replaces the truncated prefix. Every method of
-:class:`LogStorage` that changes the state returns only once the change is durable (fsync); a
-replica answers a peer only after the storage call its answer depends on has returned.
+:class:`LogStorage` that changes the state returns only once the change is durable (fsync). The
+replica itself never calls them: it asks for writes (:class:`SetMeta`, :class:`PutEntries`,
+:class:`InstallSnapshot`), its driver performs them in order (:func:`perform_writes`, in a worker
+thread in the server) and reports them done, and only then do the answers that depend on them
+leave (see "Writes" in :mod:`._core`).
 
 Rules for implementations:
 
@@ -37,10 +40,15 @@ if TYPE_CHECKING:
 __all__ = [
     "Durable",
     "Entry",
+    "InstallSnapshot",
     "LogStorage",
+    "PutEntries",
     "ReplicaStatus",
+    "SetMeta",
     "Snapshot",
     "StorageFailure",
+    "Write",
+    "perform_writes",
 ]
 
 
@@ -116,3 +124,68 @@ class LogStorage(Protocol):
     def close(self) -> None:
         """Release the disk."""
         ...
+
+
+# --- writes the replica asks for (its effects on the disk) -----------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SetMeta:
+    """Persist the status and the promised ballot (:meth:`LogStorage.set_meta`).
+
+    ``seq`` numbers the replica's writes 1, 2, 3, ... in the order they must be performed.
+    """
+
+    seq: int
+    status: ReplicaStatus
+    promised: int
+
+
+@dataclass(frozen=True, slots=True)
+class PutEntries:
+    """Persist entries (:meth:`LogStorage.put_entries`); durable on return if ``sync``."""
+
+    seq: int
+    entries: tuple[Entry, ...]
+    sync: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class InstallSnapshot:
+    """Persist a snapshot (:meth:`LogStorage.install_snapshot`)."""
+
+    seq: int
+    snapshot: Snapshot
+
+
+Write = SetMeta | PutEntries | InstallSnapshot
+
+
+def perform_writes(storage: LogStorage, writes: Sequence[Write]) -> None:
+    """Perform ``writes`` on ``storage`` in order; on return every one of them is durable.
+
+    Consecutive :class:`PutEntries` go down as one ``put_entries`` call (one commit, one fsync;
+    a later entry at a position replaces an earlier one, as separate calls would), synced if any
+    of them asks for it. Meta and snapshot writes keep their place between them.
+
+    Raises:
+        StorageFailure: A write or an fsync failed (and whatever the storage raises besides).
+    """
+    run: dict[int, Entry] = {}
+    sync = False
+    for write in writes:
+        if isinstance(write, PutEntries):
+            for e in write.entries:
+                run.pop(e.position, None)
+                run[e.position] = e
+            sync = sync or write.sync
+            continue
+        if run:
+            storage.put_entries(list(run.values()), sync=sync)
+            run, sync = {}, False
+        if isinstance(write, SetMeta):
+            storage.set_meta(write.status, write.promised)
+        else:
+            storage.install_snapshot(write.snapshot)
+    if run:
+        storage.put_entries(list(run.values()), sync=sync)

@@ -3,9 +3,14 @@
 One trio task runs ``n`` :class:`~._paxos.Replica` cores over a simulated network (loss, delay
 and so reordering, duplication, partitions, also one-way) with simulated disks
 (:class:`~._simdisk.SimDisk`: unsynced writes lost and the last write torn on a crash, wiped
-disks) under trio's ``MockClock``; one seeded RNG decides everything. Crashes strike at any point:
-around each persist (through the disk's crash hook) and between the messages a replica sends.
-Clients append unique values and record a history.
+disks) under trio's ``MockClock``; one seeded RNG decides everything. Each replica's writes
+(:meth:`~vxnet.replog._core.Replica.writes_to_perform`) are performed as its server performs them:
+one batch at a time, in order, each taking a random disk time (``faults.disk_delay``), after
+which the core hears :meth:`~vxnet.replog._core.Replica.write_done` and releases what waited, so
+a message sent before its write is durable would show as a lost promise or acceptance. Crashes
+strike at any point: during a write (the replica loses it and what waited), around each persist
+(through the disk's crash hook) and between the messages a replica sends. Clients append unique
+values and record a history.
 
 Checkers (:meth:`LogSim.check`): at most one value is ever chosen per position (across every
 replica and every incarnation); every acknowledged append is in the log at the position it was
@@ -33,7 +38,7 @@ from vxnet.replog._core import (
     Role,
     SnapshotInstalled,
 )
-from vxnet.replog._storage import StorageFailure
+from vxnet.replog._storage import StorageFailure, perform_writes
 from vxnet.testing.lincheck import UNKNOWN, Operation, Result, check
 from vxnet.testing.simdisk import SimCrash, SimDisk
 from vxnet.testing.simtime import EventQueue
@@ -42,6 +47,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Hashable
 
     from trio.testing import MockClock
+
+    from vxnet.replog._storage import Write
 
 
 __all__ = ["GappedLog", "LogSim", "SimReplica"]
@@ -75,6 +82,8 @@ class SimReplica:
     applied: list[tuple[int, bytes]] = field(default_factory=list)  # this incarnation
     incarnation: int = 0
     wake: float = math.inf
+    writes: list[Write] = field(default_factory=list)  # asked for, not yet being written
+    writing: bool = False  # a batch is on its way to the disk
 
 
 @dataclass(slots=True)
@@ -92,6 +101,7 @@ class _Faults:
     loss: float = 0.0
     duplicate: float = 0.0
     delay: tuple[float, float] = (0.0002, 0.002)
+    disk_delay: tuple[float, float] = (0.0001, 0.001)  # one batch of writes, fsync included
     blocked: set[tuple[int, int]] = field(default_factory=set)
     crash_on_persist: float = 0.0
     crash_on_send: float = 0.0
@@ -150,18 +160,20 @@ class LogSim:
         now = trio.current_time()
         r.incarnation += 1
         r.applied = []
+        r.writes = []
+        r.writing = False
         try:
-            r.core = Replica(
-                index,
-                self.n,
-                r.disk,
-                rng=random.Random(self.rng.getrandbits(64)),
-                now=now,
-                timing=self.timing,
-            )
-        except (SimCrash, StorageFailure):
-            r.core = None
+            durable = r.disk.load()
+        except StorageFailure:
             return
+        r.core = Replica(
+            index,
+            self.n,
+            durable,
+            rng=random.Random(self.rng.getrandbits(64)),
+            now=now,
+            timing=self.timing,
+        )
         self._flush(r, now)
 
     def crash(self, index: int) -> None:
@@ -169,6 +181,8 @@ class LogSim:
         r = self.replicas[index]
         if r.core is not None:
             r.core = None  # its memory is gone; the disk keeps what calls made durable
+            r.writes = []  # never written: nothing that waited for them was sent
+            r.writing = False
             self.crashes += 1
 
     def rot(self, index: int) -> None:
@@ -198,7 +212,9 @@ class LogSim:
 
     def heal(self) -> None:
         """Clear network faults and crash injection (delays stay)."""
-        self.faults = _Faults(delay=self.faults.delay, torn=self.faults.torn)
+        self.faults = _Faults(
+            delay=self.faults.delay, disk_delay=self.faults.disk_delay, torn=self.faults.torn
+        )
 
     def _crash_hook(self, point: str) -> bool:
         return self.faults.crash_on_persist > 0 and self.rng.random() < self.faults.crash_on_persist
@@ -288,16 +304,36 @@ class LogSim:
         core = r.core
         if core is None:
             return
-        try:
-            action(core)
-        except SimCrash:
-            self.crash(r.index)
-            return
-        except StorageFailure:
-            self.storage_failures += 1
-            self.crash(r.index)
-            return
+        action(core)
         self._flush(r, now)
+
+    def _write(self, r: SimReplica, now: float) -> None:
+        """Start the next batch of ``r``'s writes; it is durable after a disk delay."""
+        if r.writing or not r.writes:
+            return
+        batch, r.writes = r.writes, []
+        r.writing = True
+        incarnation = r.incarnation
+
+        def done(t: float) -> None:
+            core = r.core
+            if core is None or r.incarnation != incarnation:
+                return  # crashed meanwhile: the batch never reached the disk
+            r.writing = False
+            try:
+                perform_writes(r.disk, batch)
+            except SimCrash:
+                self.crash(r.index)
+                return
+            except StorageFailure:
+                self.storage_failures += 1
+                self.crash(r.index)
+                return
+            core.write_done(batch[-1].seq, t)
+            self._flush(r, t)
+
+        low, high = self.faults.disk_delay
+        self.events.push(now + self.rng.uniform(low, high), done)
 
     def _flush(self, r: SimReplica, now: float) -> None:
         core = r.core
@@ -310,6 +346,8 @@ class LogSim:
                 self.crash(r.index)  # dies between two sends
                 return
             self._send(r.index, dst, msg, now)
+        r.writes += core.writes_to_perform()
+        self._write(r, now)
         wake = core.next_deadline()
         r.wake = wake
         incarnation = r.incarnation
