@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import signal
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import trio
@@ -11,7 +12,7 @@ import trio
 from vxnet.http import serve_api
 from vxnet.master._api import build_master_app
 from vxnet.master._service import MasterConfigError, MasterService
-from vxnet.replog import StorageFailure, raise_plain
+from vxnet.replog import LOG_FILE, SqliteLogStorage, StorageFailure, raise_plain
 
 if TYPE_CHECKING:
     from vxnet.config import MasterConfig
@@ -33,7 +34,11 @@ async def run_master(
         StorageFailure: The log's disk cannot be used or failed.
         OSError: An address cannot be bound.
     """
-    master = MasterService(config)
+    # Opening the file may create and fsync it: not on the event loop.
+    storage = await trio.to_thread.run_sync(
+        SqliteLogStorage, Path(config.master.data_dir) / LOG_FILE
+    )
+    master = MasterService(config, storage=storage)
     with (
         trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals,
         raise_plain(StorageFailure),
