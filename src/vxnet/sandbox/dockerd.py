@@ -48,11 +48,10 @@ from typing import TYPE_CHECKING, Any, Self
 import trio
 
 from vxnet.overlay._docker import Docker, DockerError
-from vxnet.sandbox.lab import LabError, proc_start_time, stop_pids
+from vxnet.sandbox.lab import LabError, StopsOnExit, proc_start_time, stop_pids
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
-    from types import TracebackType
 
     from vxnet.sandbox.lab import Host
 
@@ -199,7 +198,7 @@ def _cgroup_dirs(cgroup_parent: str) -> list[Path]:
     return sorted(dirs, key=lambda p: len(p.parts), reverse=True)
 
 
-class LabDockerd:
+class LabDockerd(StopsOnExit):
     """A ``dockerd`` of its own in a lab host; a context manager that stops it on exit.
 
     Start one with :meth:`start`, which returns once the daemon answers.
@@ -371,14 +370,3 @@ class LabDockerd:
                 problems.append(f"directories remain: {', '.join(left_dirs)}")
         if problems:
             raise LabError(f"{self.host.name}: dockerd teardown left: {'; '.join(problems)}")
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

@@ -17,10 +17,11 @@ import subprocess
 import time
 from typing import TYPE_CHECKING, Self
 
+from vxnet.sandbox.lab import StopsOnExit
+
 if TYPE_CHECKING:
     from collections.abc import Sequence
     from pathlib import Path
-    from types import TracebackType
 
 __all__ = ["Knot", "KnotError", "free_udp_tcp_port"]
 
@@ -60,7 +61,7 @@ def _soa_query(zone: str) -> bytes:
     return struct.pack("!HHHHHH", 0x4242, 0x0100, 1, 0, 0, 0) + qname + struct.pack("!HH", 6, 1)
 
 
-class Knot:
+class Knot(StopsOnExit):
     """knotd serving ``zone`` from ``records`` (zone-file lines relative to the zone).
 
     Args:
@@ -174,11 +175,3 @@ class Knot:
 
     def __enter__(self) -> Self:
         return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

@@ -47,6 +47,7 @@ __all__ = [
     "LabError",
     "LabInfo",
     "Namespace",
+    "StopsOnExit",
     "cleanup",
     "list_labs",
     "namespace_pids",
@@ -151,6 +152,24 @@ def stop_pids(
             running = [pid for pid in running if process_alive(pid, starts[pid])]
         if not running:
             return
+
+
+class StopsOnExit:
+    """A context manager that gives itself on entry and calls ``stop()`` on exit."""
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
 
 
 @dataclass(frozen=True, slots=True)
