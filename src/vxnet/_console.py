@@ -9,7 +9,7 @@ if TYPE_CHECKING:
     import argparse
     from collections.abc import Callable, Sequence
 
-__all__ = ["Exit", "add_command", "print_table"]
+__all__ = ["Exit", "add_command", "add_group", "print_table"]
 
 
 class Exit(enum.IntEnum):
@@ -37,6 +37,27 @@ def add_command(
         parser.add_argument("--json", action="store_true", help="print JSON")
     parser.set_defaults(func=func)
     return parser
+
+
+def add_group(
+    commands: Any,
+    name: str,
+    help: str,
+    *,
+    description: str | None = None,
+    title: str | None = None,
+    dest: str | None = None,
+) -> Any:
+    """Add command group ``name`` to ``commands`` and return its (required) subcommands.
+
+    Their help section is ``title`` (default "NAME commands"); with ``dest``, the chosen
+    subcommand's name is stored there.
+    """
+    group = commands.add_parser(name, help=help, description=description)
+    named = {} if dest is None else {"dest": dest}
+    return group.add_subparsers(
+        title=title or f"{name} commands", metavar="ACTION", required=True, **named
+    )
 
 
 def print_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING, Any
 
-from vxnet._console import Exit
+from vxnet._console import Exit, add_group
 
 if TYPE_CHECKING:
     import argparse
@@ -44,8 +44,7 @@ def _config_reference(args: argparse.Namespace) -> int:
 
 def add_parser(commands: Any) -> None:
     """Add this group's commands to the ``vxnet`` parser's subcommands."""
-    config = commands.add_parser("config", help="check and show configuration files")
-    config_cmds = config.add_subparsers(title="config commands", metavar="ACTION", required=True)
+    config_cmds = add_group(commands, "config", "check and show configuration files")
     check = config_cmds.add_parser(
         "check",
         help="validate a file and print the effective configuration",

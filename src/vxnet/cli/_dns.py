@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING, Any
 
-from vxnet._console import Exit
+from vxnet._console import Exit, add_group
 
 if TYPE_CHECKING:
     import argparse
@@ -75,13 +75,12 @@ def _dns_lookup(args: argparse.Namespace) -> int:
 
 def add_parser(commands: Any) -> None:
     """Add this group's commands to the ``vxnet`` parser's subcommands."""
-    dns = commands.add_parser(
+    dns_cmds = add_group(
+        commands,
         "dns",
-        help="query the DNS an agent serves",
+        "query the DNS an agent serves",
         description="Query the DNS server of a running agent.",
-    )
-    dns_cmds = dns.add_subparsers(
-        title="dns commands", dest="action", metavar="ACTION", required=True
+        dest="action",
     )
     lookup = dns_cmds.add_parser(
         "lookup",

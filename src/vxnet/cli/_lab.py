@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from vxnet._console import Exit
+from vxnet._console import Exit, add_group
 
 if TYPE_CHECKING:
     import argparse
@@ -32,8 +32,7 @@ def _lab_cleanup(args: argparse.Namespace) -> int:
 
 def add_parser(commands: Any) -> None:
     """Add this group's commands to the ``vxnet`` parser's subcommands."""
-    lab = commands.add_parser("lab", help="network-namespace labs used by tests and the sandbox")
-    lab_cmds = lab.add_subparsers(title="lab commands", metavar="ACTION", required=True)
+    lab_cmds = add_group(commands, "lab", "network-namespace labs used by tests and the sandbox")
     clean = lab_cmds.add_parser(
         "cleanup",
         help="remove labs left behind by runs that died",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING, Any
 
-from vxnet._console import Exit, print_table
+from vxnet._console import Exit, add_group, print_table
 from vxnet.cli._common import add_daemon_options, run_daemon
 
 if TYPE_CHECKING:
@@ -125,14 +125,13 @@ def _log_client(args: argparse.Namespace) -> int:
 
 def add_parser(commands: Any) -> None:
     """Add this group's commands to the ``vxnet`` parser's subcommands."""
-    replog = commands.add_parser(
+    log_cmds = add_group(
+        commands,
         "log",
-        help="run or query the masters' replicated log",
+        "run or query the masters' replicated log",
         description="The masters' Multi-Paxos replicated log: run one replica, append, and "
         "show what each replica knows.",
-    )
-    log_cmds = replog.add_subparsers(
-        title="log commands", dest="action", metavar="ACTION", required=True
+        dest="action",
     )
     serve = log_cmds.add_parser(
         "serve",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING, Any
 
-from vxnet._console import Exit, add_command, print_table
+from vxnet._console import Exit, add_command, add_group, print_table
 from vxnet.cli._common import add_agent_api, api_url, fetch, ip_order
 
 if TYPE_CHECKING:
@@ -139,13 +139,12 @@ def _overlay_usage(args: argparse.Namespace) -> int:
 
 def add_parser(commands: Any) -> None:
     """Add this group's commands to the ``vxnet`` parser's subcommands."""
-    overlay = commands.add_parser(
+    overlay_cmds = add_group(
+        commands,
         "overlay",
-        help="inspect a running agent's overlay",
+        "inspect a running agent's overlay",
         description="Inspect a running agent's overlay through its API.",
-    )
-    overlay_cmds = overlay.add_subparsers(
-        title="overlay commands", dest="action", metavar="ACTION", required=True
+        dest="action",
     )
     ostatus = add_command(
         overlay_cmds,

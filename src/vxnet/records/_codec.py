@@ -9,9 +9,11 @@ written by a newer version reads the same.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 __all__ = ["RecordError"]
+
+T = TypeVar("T")
 
 
 class RecordError(ValueError):
@@ -34,45 +36,50 @@ def as_object(value: object, where: str) -> Mapping[str, Any]:
     return value
 
 
-def opt_str(obj: Mapping[str, Any], key: str, where: str) -> str | None:
+def _typed(obj: Mapping[str, Any], key: str, where: str, kind: type[T], expected: str) -> T | None:
+    """``obj[key]`` as a ``kind``, ``None`` when absent or null.
+
+    Raises:
+        RecordError: The value is present and not a ``kind`` (``expected`` names one for the
+            message). JSON ``true`` is no integer, though ``bool`` is a subclass of ``int``.
+    """
     value = obj.get(key)
     if value is None:
         return None
-    if not isinstance(value, str):
-        raise RecordError(f"{_at(where, key)}: expected a string, got {value!r}")
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise RecordError(f"{_at(where, key)}: expected {expected}, got {value!r}")
     return value
+
+
+def _present(value: T | None, key: str, where: str) -> T:
+    """``value``, which a required field must have.
+
+    Raises:
+        RecordError: It is ``None`` (the key is absent or null).
+    """
+    if value is None:
+        raise RecordError(f"{_at(where, key)}: missing")
+    return value
+
+
+def opt_str(obj: Mapping[str, Any], key: str, where: str) -> str | None:
+    return _typed(obj, key, where, str, "a string")
 
 
 def req_str(obj: Mapping[str, Any], key: str, where: str) -> str:
-    value = opt_str(obj, key, where)
-    if value is None:
-        raise RecordError(f"{_at(where, key)}: missing")
-    return value
+    return _present(opt_str(obj, key, where), key, where)
 
 
 def opt_int(obj: Mapping[str, Any], key: str, where: str) -> int | None:
-    value = obj.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise RecordError(f"{_at(where, key)}: expected an integer, got {value!r}")
-    return value
+    return _typed(obj, key, where, int, "an integer")
 
 
 def req_int(obj: Mapping[str, Any], key: str, where: str) -> int:
-    value = opt_int(obj, key, where)
-    if value is None:
-        raise RecordError(f"{_at(where, key)}: missing")
-    return value
+    return _present(opt_int(obj, key, where), key, where)
 
 
 def opt_bool(obj: Mapping[str, Any], key: str, where: str) -> bool | None:
-    value = obj.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, bool):
-        raise RecordError(f"{_at(where, key)}: expected true or false, got {value!r}")
-    return value
+    return _typed(obj, key, where, bool, "true or false")
 
 
 def opt_list(obj: Mapping[str, Any], key: str, where: str) -> list[Any]:

@@ -9,7 +9,7 @@ import signal
 import sys
 from typing import TYPE_CHECKING, Any
 
-from vxnet._console import Exit, add_command, print_table
+from vxnet._console import Exit, add_command, add_group, print_table
 
 if TYPE_CHECKING:
     import argparse
@@ -245,14 +245,15 @@ def _down(args: argparse.Namespace) -> int:
 
 def add_parser(commands: Any) -> None:
     """Add ``sandbox`` and its actions to the ``vxnet`` parser's subcommands."""
-    sandbox = commands.add_parser(
+    actions = add_group(
+        commands,
         "sandbox",
-        help="a whole cluster on this machine, in network namespaces (root)",
+        "a whole cluster on this machine, in network namespaces (root)",
         description="A local vxnet cluster: masters, agents, CNI and Docker containers in "
         "network namespaces of this machine, with real VxLAN between the hosts and real DNS. "
         "Needs root. It lives in /run/vxnet/sandbox (or $VXNET_SANDBOX_DIR) until `down`.",
+        title="sandbox actions",
     )
-    actions = sandbox.add_subparsers(title="sandbox actions", metavar="ACTION", required=True)
     up = actions.add_parser(
         "up",
         help="build the sandbox and show it working",
