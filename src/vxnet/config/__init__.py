@@ -5,50 +5,9 @@ hands to agents); an agent's file holds ``[agent]``. :func:`load_config` reports
 file at once, each naming the file, the key and the reason.
 """
 
-from vxnet.config._load import (
-    ConfigError,
-    ConfigProblem,
-    Role,
-    load_config,
-    overlapping_pairs,
-    parse_config,
-    parse_hostport,
-    parse_mac,
-)
-from vxnet.config._model import (
-    AgentConfig,
-    AgentSettings,
-    DnsSettings,
-    GossipSettings,
-    LogSettings,
-    MasterConfig,
-    MasterSettings,
-    NetworkConfig,
-    Overlay,
-)
-from vxnet.config._render import example_toml, reference_markdown, to_data, to_json, to_toml
+from vxnet.config import _load, _model, _render
+from vxnet.config._load import *  # noqa: F403 - each module's __all__ is its public part
+from vxnet.config._model import *  # noqa: F403
+from vxnet.config._render import *  # noqa: F403
 
-__all__ = [
-    "AgentConfig",
-    "AgentSettings",
-    "ConfigError",
-    "ConfigProblem",
-    "DnsSettings",
-    "GossipSettings",
-    "LogSettings",
-    "MasterConfig",
-    "MasterSettings",
-    "NetworkConfig",
-    "Overlay",
-    "Role",
-    "example_toml",
-    "load_config",
-    "overlapping_pairs",
-    "parse_config",
-    "parse_hostport",
-    "parse_mac",
-    "reference_markdown",
-    "to_data",
-    "to_json",
-    "to_toml",
-]
+__all__ = [*_load.__all__, *_model.__all__, *_render.__all__]

@@ -8,33 +8,8 @@ bodies, typed :class:`HttpError`\\s): the agents' client of the masters and the 
 built on it, and :func:`fetch_json` (the ``vxnet`` command's synchronous call) too.
 """
 
-from vxnet.http._client import (
-    ApiError,
-    HttpClient,
-    HttpConnectError,
-    HttpError,
-    HttpProtocolError,
-    HttpResponse,
-    HttpStream,
-    HttpTimeout,
-    HttpTooLarge,
-    fetch_json,
-)
-from vxnet.http._server import MAX_BODY, serve_api, serve_asgi, serve_asgi_unix
+from vxnet.http import _client, _server
+from vxnet.http._client import *  # noqa: F403 - each module's __all__ is its public part
+from vxnet.http._server import *  # noqa: F403
 
-__all__ = [
-    "MAX_BODY",
-    "ApiError",
-    "HttpClient",
-    "HttpConnectError",
-    "HttpError",
-    "HttpProtocolError",
-    "HttpResponse",
-    "HttpStream",
-    "HttpTimeout",
-    "HttpTooLarge",
-    "fetch_json",
-    "serve_api",
-    "serve_asgi",
-    "serve_asgi_unix",
-]
+__all__ = [*_client.__all__, *_server.__all__]
