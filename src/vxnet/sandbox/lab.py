@@ -393,26 +393,25 @@ class Lab:
     ) -> None:
         self.close()
 
+    def _created(self) -> LabInfo:
+        if self._info is None:
+            raise LabError("the lab is not created")
+        return self._info
+
     @property
     def prefix(self) -> str:
         """The name prefix of every namespace of this lab (``vxl-<slot>-<hex>``)."""
-        if self._info is None:
-            raise LabError("the lab is not created")
-        return self._info.prefix
+        return self._created().prefix
 
     @property
     def subnet(self) -> IPv4Network:
         """The lab's underlay /24."""
-        if self._info is None:
-            raise LabError("the lab is not created")
-        return self._info.subnet
+        return self._created().subnet
 
     @property
     def slot(self) -> int:
         """The lab's slot: its record is ``<root>/<slot>.json``, its underlay the slot-th /24."""
-        if self._info is None:
-            raise LabError("the lab is not created")
-        return self._info.slot
+        return self._created().slot
 
     @property
     def switch_netns(self) -> str:
@@ -431,8 +430,7 @@ class Lab:
         Raises:
             LabError: A bad name, one already taken, or the kernel refused.
         """
-        if self._info is None:
-            raise LabError("the lab is not created")
+        self._created()
         if not HOST_NAME_PATTERN.fullmatch(name):
             raise LabError(
                 f"bad container name {name!r}: use 1-12 lower-case letters and digits, "
@@ -538,8 +536,7 @@ class Lab:
         env: dict[str, str] | None,
         cwd: str | None,
     ) -> subprocess.Popen[bytes]:
-        if self._info is None:
-            raise LabError("the lab is not created")
+        self._created()
         proc = subprocess.Popen(
             host.command(argv),
             stdin=subprocess.DEVNULL,
