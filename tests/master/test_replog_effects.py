@@ -369,10 +369,11 @@ async def test_a_blocked_write_holds_its_answer_and_the_event_loop_goes_on(tmp_p
         # The write is blocked: the loop still serves clients and timers...
         with trio.fail_after(2):
             status = await request_once(addresses[0], {"op": "status"}, answer_within=2)
-            await trio.sleep(0.05)
+            await trio.sleep(0.05)  # a timer fires while the write is still blocked
         assert not disk.stuck, "the write blocked the event loop"
         assert status["writes_pending"] >= 1
-        # ...and the accepted, which depends on the write, has not left.
+        # ...and the accepted, which depends on the write, has not left. The gate stays shut
+        # through the window, so an answer sent early would already be here.
         with trio.move_on_after(0.3) as waited:
             await next_message(link, reader)
         assert waited.cancelled_caught, "an answer left before its write was durable"
