@@ -96,6 +96,19 @@ def test_first_agent_gets_the_exact_agent_info() -> None:
     assert allocator.registrations == 1
 
 
+def test_an_unanswered_registration_changes_the_state_alike_but_builds_no_agent_info() -> None:
+    answered, silent = Allocator(DEFAULT), Allocator(DEFAULT)
+    for ip in agent_ips(3):
+        command = Allocator.register_command(ip, None, True, True)
+        expected = answered.apply(command)
+        outcome = silent.apply(command, answer=False)
+        assert outcome == Outcome(ok=True, agent=None, changed=True)
+        assert silent.agent_info(ip) == expected.agent
+    assert silent.snapshot() == answered.snapshot()
+    again = silent.apply(Allocator.register_command("198.18.0.11", None, True, True), answer=False)
+    assert again == Outcome(ok=True, agent=None, changed=False)
+
+
 def test_agents_get_the_lowest_free_vtep_address_and_subnet_in_turn() -> None:
     allocator = Allocator(DEFAULT)
     infos = [agent_of(register(allocator, ip)) for ip in agent_ips(3)]

@@ -406,8 +406,12 @@ class Allocator:
         """The entry replacing the network configuration in force with ``network``."""
         return _pack({"op": "network", "network": network_json(network)})
 
-    def apply(self, entry: bytes) -> Outcome:
-        """Apply one log entry; a refused entry changes nothing but the failure counts."""
+    def apply(self, entry: bytes, *, answer: bool = True) -> Outcome:
+        """Apply one log entry; a refused entry changes nothing but the failure counts.
+
+        ``answer=False`` leaves a registration's ``Outcome.agent`` out (a master with no request
+        waiting on the entry skips building it).
+        """
         try:
             body = _unpack(entry, "entry")
             if not isinstance(body, dict) or not isinstance(body.get("op"), str):
@@ -420,7 +424,7 @@ class Allocator:
                 raise _Refused("bad_command", f"entry: unknown command {op!r}")
             _check_keys(body, op)
             if op == "register":
-                return self._register(self._request(body))
+                return self._register(self._request(body), answer)
             if op == "delete":
                 return self._delete(body["ips"])
             return self._change_network(body["network"])
@@ -694,12 +698,12 @@ class Allocator:
             "vtep_exhausted", f"{key} {subnet}: no free VTEP address left ({self._in_use(pool)})"
         )
 
-    def _register(self, request: _Request) -> Outcome:
+    def _register(self, request: _Request, answer: bool) -> Outcome:
         old = self._agents.get(request.ip)
         new, failed = self._plan(request, old)
         self.failures["subnet_exhausted"] += failed
         if new == old:
-            return Outcome(ok=True, agent=self._info(request.ip, new))
+            return Outcome(ok=True, agent=self._info(request.ip, new) if answer else None)
         if old is None:
             self._vtep.take(new.vtep)
         if new.vtep6 is not None and (old is None or old.vtep6 is None):
@@ -718,7 +722,8 @@ class Allocator:
         self._agents[request.ip] = new
         self._encoded.pop(request.ip, None)
         self.registrations += 1
-        return Outcome(ok=True, agent=self._info(request.ip, new), changed=True)
+        agent = self._info(request.ip, new) if answer else None
+        return Outcome(ok=True, agent=agent, changed=True)
 
     def _delete(self, value: object) -> Outcome:
         ips = [_agent_ip(ip, "delete") for ip in _string_list(value, "delete", "ips")]

@@ -113,13 +113,15 @@ class MasterService:
         self.append_seconds: list[float] = []  # recent log append latencies, for metrics
         self._outcomes: collections.OrderedDict[int, Outcome] = collections.OrderedDict()
         self._last_snapshot = 0
+        self._appending = 0  # appends waiting for their position
 
     # --- applying the log ----------------------------------------------------------------------
 
     def _apply(self, position: int, value: bytes) -> None:
         if value:
-            outcome = self.allocator.apply(value)
-            if outcome.ok and _is_network_command(value):
+            # Only an append in flight on this master reads an outcome (a follower has none).
+            outcome = self.allocator.apply(value, answer=self._appending > 0)
+            if outcome.ok and not self.network_in_log and _is_network_command(value):
                 self.network_in_log = True
             self._outcomes[position] = outcome
             while len(self._outcomes) > OUTCOMES_KEPT:
@@ -259,6 +261,7 @@ class MasterService:
 
     async def _append(self, command: bytes) -> Outcome:
         start = time.perf_counter()
+        self._appending += 1
         try:
             position = await self.log.append(command)
         except NotLeader as exc:
@@ -267,6 +270,8 @@ class MasterService:
             raise MasterUnavailable(
                 f"the write may or may not be in the log ({exc}); retry", None, 0.5
             ) from None
+        finally:
+            self._appending -= 1
         self.append_seconds.append(time.perf_counter() - start)
         if len(self.append_seconds) > 4096:
             del self.append_seconds[:2048]
