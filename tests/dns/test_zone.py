@@ -23,11 +23,11 @@ from vxnet.dns._zone import (
     ZONE_SUFFIX,
     Answer,
     Port,
-    Task,
     Zone,
     normalize_label,
     task_from_record,
 )
+from vxnet.records import TaskRecord as Task
 
 Z = ZONE_SUFFIX
 

@@ -13,11 +13,13 @@
 
 from __future__ import annotations
 
+import collections
 from typing import TYPE_CHECKING
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
+from vxnet._metrics import by_label
 from vxnet.dns._server import LATENCY_BUCKETS
 
 if TYPE_CHECKING:
@@ -44,14 +46,13 @@ class _Collector:
         dns = self.dns
         if dns is None:
             return
-        queries = CounterMetricFamily(
+        yield by_label(
+            CounterMetricFamily,
             "vxnet_dns_queries",
             "DNS queries by result (rcode, forwarded, dropped)",
-            labels=["result"],
+            "result",
+            dns.counts,
         )
-        for result, n in sorted(dns.counts.items()):
-            queries.add_metric([result], n)
-        yield queries
         buckets = []
         total = 0
         for bound, n in zip([*LATENCY_BUCKETS, float("inf")], dns.latency, strict=True):
@@ -65,13 +66,10 @@ class _Collector:
         yield GaugeMetricFamily("vxnet_dns_records", "Records served", value=dns.zone_size())
 
     def collect(self) -> Iterator[Metric]:
-        members = GaugeMetricFamily("vxnet_members", "Gossip members by status", labels=["status"])
-        counts: dict[str, int] = {}
-        for m in self.node.members():
-            counts[m["status"]] = counts.get(m["status"], 0) + 1
-        for status, n in sorted(counts.items()):
-            members.add_metric([status], n)
-        yield members
+        counts = collections.Counter(m["status"] for m in self.node.members())
+        yield by_label(
+            GaugeMetricFamily, "vxnet_members", "Gossip members by status", "status", counts
+        )
         yield from self._dns()
         overlay = self.overlay
         if overlay is None:

@@ -88,23 +88,29 @@ def _tasks(args: argparse.Namespace) -> int:
     if answer is None:
         return Exit.FAILED
     records = answer.get("tasks", [])
-    tasks = [r["value"] for r in records]
     if args.json:
-        print(json.dumps(tasks, indent=2))
+        print(json.dumps([r["value"] for r in records], indent=2))
         return Exit.OK
+    from vxnet.records import RecordError, TaskRecord
+
+    tasks = []
+    for record in records:
+        try:
+            tasks.append(TaskRecord.from_json(record["value"]))
+        except RecordError as exc:
+            print(f"ignored record {record.get('key')}: {exc}", file=sys.stderr)
+    tasks.sort(key=lambda t: (t.framework, t.name, t.ip or ""))
     rows = [
         (
-            str(t.get("name", "")),
-            str(t.get("framework", "")),
-            str(t.get("network", "")),
-            " ".join(x for x in (t.get("ip"), t.get("ip6")) if x) or "-",
-            str(t.get("agent_ip", "")),
-            str(t.get("runtime", "")),
-            "yes" if t.get("ports_mapped") else "no",
+            t.name,
+            t.framework,
+            t.network or "",
+            " ".join(x for x in (t.ip, t.ip6) if x) or "-",
+            t.agent_ip,
+            t.runtime or "",
+            "yes" if t.ports_mapped else "no",
         )
-        for t in sorted(
-            tasks, key=lambda t: (str(t.get("framework")), str(t.get("name")), str(t.get("ip")))
-        )
+        for t in tasks
     ]
     print_table(("NAME", "FRAMEWORK", "NETWORK", "ADDRESSES", "AGENT", "RUNTIME", "PORTS"), rows)
     return Exit.OK

@@ -18,6 +18,7 @@ __all__ = [
     "daemon_config",
     "fetch",
     "ip_order",
+    "printed_as_json",
     "run_daemon",
     "run_unwrapped",
 ]
@@ -118,6 +119,19 @@ def fetch(command: str, url: str) -> Any:
     except ApiError as exc:
         print(f"vxnet {command}: {exc}", file=sys.stderr)
         return None
+
+
+def printed_as_json(answer: Any, as_json: bool) -> Exit | None:
+    """The exit code when a fetched ``answer`` needs no text: ``Exit.FAILED`` without one,
+    ``Exit.OK`` once printed (``as_json``); ``None`` when the caller shows it as text."""
+    import json
+
+    if answer is None:
+        return Exit.FAILED
+    if as_json:
+        print(json.dumps(answer, indent=2))
+        return Exit.OK
+    return None
 
 
 def api_url(api: str) -> str:

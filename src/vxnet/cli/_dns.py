@@ -80,7 +80,6 @@ def add_parser(commands: Any) -> None:
         "dns",
         "query the DNS an agent serves",
         description="Query the DNS server of a running agent.",
-        dest="action",
     )
     lookup = dns_cmds.add_parser(
         "lookup",

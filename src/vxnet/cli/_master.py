@@ -6,7 +6,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from vxnet._console import Exit, print_table
-from vxnet.cli._common import add_daemon_options, api_url, fetch, run_daemon
+from vxnet.cli._common import add_daemon_options, api_url, fetch, printed_as_json, run_daemon
 
 if TYPE_CHECKING:
     import argparse
@@ -27,14 +27,10 @@ def _master(args: argparse.Namespace) -> int:
 
 
 def _master_state(args: argparse.Namespace) -> int:
-    import json
-
     state = fetch("master state", f"{api_url(args.api)}/overlay-master/state")
-    if state is None:
-        return Exit.FAILED
-    if args.json:
-        print(json.dumps(state, indent=2))
-        return Exit.OK
+    done = printed_as_json(state, args.json)
+    if done is not None:
+        return done
     from vxnet.records import OverlayInfo, RecordError, agent_infos
 
     try:

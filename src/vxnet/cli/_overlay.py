@@ -6,7 +6,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from vxnet._console import Exit, add_command, add_group, print_table
-from vxnet.cli._common import add_agent_api, api_url, fetch, ip_order
+from vxnet.cli._common import add_agent_api, api_url, fetch, ip_order, printed_as_json
 
 if TYPE_CHECKING:
     import argparse
@@ -15,14 +15,10 @@ __all__ = ["add_parser"]
 
 
 def _overlay_status(args: argparse.Namespace) -> int:
-    import json
-
     status = fetch("overlay status", f"{api_url(args.api)}/overlay-agent/status")
-    if status is None:
-        return Exit.FAILED
-    if args.json:
-        print(json.dumps(status, indent=2))
-        return Exit.OK
+    done = printed_as_json(status, args.json)
+    if done is not None:
+        return done
     from vxnet.records import AgentInfo, RecordError
 
     registration = status.get("registration", {})
@@ -144,7 +140,6 @@ def add_parser(commands: Any) -> None:
         "overlay",
         "inspect a running agent's overlay",
         description="Inspect a running agent's overlay through its API.",
-        dest="action",
     )
     ostatus = add_command(
         overlay_cmds,

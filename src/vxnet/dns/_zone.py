@@ -55,7 +55,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from vxnet.dns._wire import (
@@ -105,7 +105,6 @@ __all__ = [
     "ZONE_SUFFIX",
     "Answer",
     "Port",
-    "Task",
     "Zone",
     "normalize_label",
     "task_from_record",
@@ -133,19 +132,6 @@ _OPT_HEAD = b"\x00\x00\x29"  # root owner, type OPT
 _OPT_TAIL = b"\x00" * 6  # RCODE 0, version 0, flags 0 (DO clear), no options
 _CLASS_IN = CLASS_IN.to_bytes(2, "big")
 _POINTER_MAX = 0x3FFF  # dnslib writes bad pointers to names beyond this offset
-
-
-@dataclass(frozen=True, slots=True)
-class Task:
-    """A running task, as the zone needs it."""
-
-    name: str
-    framework: str
-    agent_ip: str  # IPv4
-    ip: str | None = None  # container IPv4
-    ip6: str | None = None  # container IPv6
-    ports_mapped: bool = False
-    ports: tuple[Port, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,25 +183,17 @@ def normalize_label(text: str) -> str:
     return "".join(out).rstrip("-")
 
 
-def task_from_record(value: object) -> Task:
-    """The task a store task record (:class:`vxnet.records.TaskRecord`) describes.
+def task_from_record(value: object) -> TaskRecord:
+    """The task a store task record describes, as the zone keeps it.
 
     Only ``name``, ``framework``, ``agent_ip``, ``ip``, ``ip6``, ``ports_mapped`` and ``ports``
-    matter to DNS; the record's other fields are not used.
+    matter to DNS: the other fields are cleared, so that tasks DNS cannot tell apart are one.
 
     Raises:
         ValueError: The record does not fit; the message names the field.
     """
     record = TaskRecord.from_json(value)
-    return Task(
-        name=record.name,
-        framework=record.framework,
-        agent_ip=record.agent_ip,
-        ip=record.ip,
-        ip6=record.ip6,
-        ports_mapped=record.ports_mapped,
-        ports=record.ports,
-    )
+    return replace(record, network=None, runtime=None, container_id=None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,7 +240,7 @@ class Zone:
 
     def __init__(
         self,
-        tasks: Iterable[Task],
+        tasks: Iterable[TaskRecord],
         *,
         suffix: str = ZONE_SUFFIX,
         serial: int = 1,
@@ -280,7 +258,7 @@ class Zone:
         # (NXDOMAIN above all), by question bytes: (byte 3 of the flags, reply from byte 4 on)
         self._built: dict[bytes, tuple[int, bytes]] = {}
         self._edns: dict[bytes, _Entry] = {}
-        self._task_records: dict[Task, tuple[_TaskRecord, ...]] = {}
+        self._task_records: dict[TaskRecord, tuple[_TaskRecord, ...]] = {}
         if previous is not None and previous.suffix != self.suffix:
             previous = None
         self._build(tasks, previous)
@@ -451,7 +429,7 @@ class Zone:
 
     # --- construction ---------------------------------------------------------------------------
 
-    def _build(self, tasks: Iterable[Task], previous: Zone | None) -> None:
+    def _build(self, tasks: Iterable[TaskRecord], previous: Zone | None) -> None:
         found: dict[Name, dict[int, dict[str, tuple[int, bytes]]]] = {}  # -> sort key, RDATA
 
         def add(name: Name, rtype: int, text: str, key: int, rdata: bytes) -> None:
@@ -556,7 +534,7 @@ class Zone:
         return write_reply(name, rtype, rcode, answer=answer, authority=authority, additional=glue)
 
 
-def _task_records(task: Task, apex: Name) -> tuple[_TaskRecord, ...]:
+def _task_records(task: TaskRecord, apex: Name) -> tuple[_TaskRecord, ...]:
     """The records ``task`` adds to the zone of ``apex``: (name, type, text, sort key, RDATA).
 
     Raises:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from vxnet._sansio import DeadlineTimer
 from vxnet.gossip._keyring import Keyring, encrypted_length
 from vxnet.gossip._messages import Ack, ErrorResponse, MessageType, Ping, PushPull, User
 from vxnet.gossip._store_messages import STORE_MAGIC
@@ -66,7 +67,7 @@ class GossipDriver:
         self._on_events = on_events
         self.core: Membership | None = None
         self._udp: _socket.socket | None = None
-        self._timer: trio.CancelScope | None = None
+        self._timer = DeadlineTimer(self._next_deadline, self._tick)
         self._nursery: trio.Nursery | None = None
         self._stream_slots: trio.Semaphore | None = None
         self.bound: Address | None = None
@@ -85,7 +86,7 @@ class GossipDriver:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 nursery.start_soon(self._udp_loop, udp)
-                nursery.start_soon(self._timer_loop)
+                nursery.start_soon(self._timer.run)
                 await nursery.start(trio.serve_listeners, self._handle_conn, listeners)
                 self.step()
                 task_status.started(self.bound)
@@ -127,8 +128,7 @@ class GossipDriver:
         events = core.events()
         if events and self._on_events is not None:
             self._on_events(events)
-        if self._timer is not None:
-            self._timer.deadline = core.next_deadline()
+        self._timer.reset()
         if self._on_step is not None:
             self._on_step()
 
@@ -155,16 +155,14 @@ class GossipDriver:
                 core.receive_packet(data, (src[0], src[1]), trio.current_time())
                 self.step()
 
-    async def _timer_loop(self) -> None:
-        core = self.core
-        assert core is not None
-        while True:
-            with trio.CancelScope(deadline=core.next_deadline()) as scope:
-                self._timer = scope
-                await trio.sleep_forever()
-            self._timer = None
-            core.tick(trio.current_time())
-            self.step()
+    def _next_deadline(self) -> float:
+        assert self.core is not None
+        return self.core.next_deadline()
+
+    def _tick(self, now: float) -> None:
+        assert self.core is not None
+        self.core.tick(now)
+        self.step()
 
     # --- streams ---------------------------------------------------------------------------------
 

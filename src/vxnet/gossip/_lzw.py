@@ -107,6 +107,22 @@ def lzw_compress(data: bytes) -> bytes:
             bits >>= 8
             nbits -= 8
 
+    def emit_and_advance(code: int) -> bool:
+        """Emit ``code`` and take the next code number (wider codes past a power of two);
+        whether the table was full, so that a clear code started it again."""
+        nonlocal width, hi, overflow
+        emit(code)
+        hi += 1
+        if hi == overflow:
+            width += 1
+            overflow <<= 1
+        if hi == _MAX_CODE:
+            emit(_CLEAR)
+            width, hi, overflow = 9, _EOF, 512
+            table.clear()
+            return True
+        return False
+
     emit(_CLEAR)
     if data:
         code = data[0]
@@ -116,26 +132,11 @@ def lzw_compress(data: bytes) -> bytes:
             if found is not None:
                 code = found
                 continue
-            emit(code)
+            full = emit_and_advance(code)
             code = literal
-            hi += 1
-            if hi == overflow:
-                width += 1
-                overflow <<= 1
-            if hi == _MAX_CODE:
-                emit(_CLEAR)
-                width, hi, overflow = 9, _EOF, 512
-                table.clear()
-                continue
-            table[key] = hi
-        emit(code)
-        hi += 1
-        if hi == overflow:
-            width += 1
-            overflow <<= 1
-        if hi == _MAX_CODE:
-            emit(_CLEAR)
-            width, hi, overflow = 9, _EOF, 512
+            if not full:
+                table[key] = hi
+        emit_and_advance(code)
     emit(_EOF)
     if nbits:
         out.append(bits & 0xFF)

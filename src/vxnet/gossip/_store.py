@@ -64,6 +64,7 @@ from vxnet.gossip._errors import StoreError
 from vxnet.gossip._hlc import LOGICAL_BITS, HybridClock, wall_to_ms
 from vxnet.gossip._store_codec import (
     FRAME_HEADER,
+    check_key_and_writer,
     decode_delta,
     decode_frame,
     decode_record,
@@ -94,7 +95,7 @@ from vxnet.gossip._store_records import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Mapping
+    from collections.abc import Callable, Iterator, Mapping
 
 __all__ = ["Store", "StoreStats"]
 
@@ -325,20 +326,16 @@ class Store:
             StoreError: the frame is malformed, over the cap or not a request; the store is
                 unchanged.
         """
-        self.stats.sync_bytes_received += len(frame)
-        try:
-            body = decode_frame(frame)
-            if body[0] == SYNC_DIGESTS:
-                reply = self._answer_digests(body, wall)
-            elif body[0] == SYNC_PUSH:
-                reply = self._answer_push(body, wall)
-            else:
-                raise StoreError(f"sync request: unexpected frame kind {body[0]!r}")
-        except StoreError:
-            self.stats.sync_frames_rejected += 1
-            raise
-        self.stats.sync_bytes_sent += len(reply)
+        reply = self._counted(frame, lambda body: self._answer(body, wall))
+        assert reply is not None
         return reply
+
+    def _answer(self, body: list[Any], wall: float) -> bytes:
+        if body[0] == SYNC_DIGESTS:
+            return self._answer_digests(body, wall)
+        if body[0] == SYNC_PUSH:
+            return self._answer_push(body, wall)
+        raise StoreError(f"sync request: unexpected frame kind {body[0]!r}")
 
     def sync_step(self, frame: bytes, wall: float) -> bytes | None:
         """Go on with an exchange we initiated, given the responder's reply.
@@ -351,25 +348,30 @@ class Store:
             StoreError: the frame is malformed, over the cap or not a reply; the store is
                 unchanged.
         """
+        return self._counted(frame, lambda body: self._step(body, wall))
+
+    def _step(self, body: list[Any], wall: float) -> bytes | None:
+        if body[0] == SYNC_SUMMARIES:
+            return self._push_for(body, wall)
+        if body[0] == SYNC_RECORDS:
+            if len(body) != 2 or not isinstance(body[1], list):
+                raise StoreError(f"a records reply is [4, records], got {describe(body)}")
+            entries = [decode_record(r, "sync records", self.max_record_bytes) for r in body[1]]
+            self._merge(entries, wall)
+            return None
+        raise StoreError(f"sync reply: unexpected frame kind {body[0]!r}")
+
+    def _counted(self, frame: bytes, handle: Callable[[list[Any]], bytes | None]) -> bytes | None:
+        """``handle`` the decoded ``frame``, counting the bytes both ways and a rejection."""
         self.stats.sync_bytes_received += len(frame)
         try:
-            body = decode_frame(frame)
-            if body[0] == SYNC_SUMMARIES:
-                request = self._push_for(body, wall)
-            elif body[0] == SYNC_RECORDS:
-                if len(body) != 2 or not isinstance(body[1], list):
-                    raise StoreError(f"a records reply is [4, records], got {describe(body)}")
-                entries = [decode_record(r, "sync records", self.max_record_bytes) for r in body[1]]
-                self._merge(entries, wall)
-                request = None
-            else:
-                raise StoreError(f"sync reply: unexpected frame kind {body[0]!r}")
+            reply = handle(decode_frame(frame))
         except StoreError:
             self.stats.sync_frames_rejected += 1
             raise
-        if request is not None:
-            self.stats.sync_bytes_sent += len(request)
-        return request
+        if reply is not None:
+            self.stats.sync_bytes_sent += len(reply)
+        return reply
 
     def frame_length(self, header: bytes) -> int:
         """The whole length of a frame, from its first 5 bytes (for drivers reading streams).
@@ -437,9 +439,7 @@ class Store:
             if not isinstance(item, list) or len(item) != 4:
                 raise StoreError(f"a summary is [key, hlc, writer, hash], got {describe(item)}")
             key, hlc, writer, digest = item
-            problem = key_problem(key) or name_problem(writer)
-            if problem is not None:
-                raise StoreError(f"summaries reply: {problem}")
+            check_key_and_writer(key, writer, "summaries reply")
             if not is_u64(hlc) or not is_u64(digest):
                 raise StoreError(f"summaries reply: {key!r}: hlc and hash must be 64-bit ints")
             if key_leaf(key) >> shift not in listed:

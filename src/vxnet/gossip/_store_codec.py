@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FRAME_HEADER",
+    "check_key_and_writer",
     "decode_delta",
     "decode_frame",
     "decode_record",
@@ -46,6 +47,14 @@ FRAME_HEADER = struct.Struct(">BI")  # STORE_MAGIC, body length
 def is_u64(value: object) -> bool:
     """Whether ``value`` is an int that fits 64 unsigned bits (not a bool)."""
     return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= HLC_MAX
+
+
+def check_key_and_writer(key: object, writer: object, where: str) -> None:
+    """Raises StoreError (``where: ...``) unless ``key`` is a record key and ``writer`` a node
+    name."""
+    problem = key_problem(key) or name_problem(writer)
+    if problem is not None:
+        raise StoreError(f"{where}: {problem}")
 
 
 def describe(value: object) -> str:
@@ -190,9 +199,7 @@ def decode_record(obj: object, where: str, max_record_bytes: int) -> Entry:
     if not isinstance(obj, list) or len(obj) != 4:
         raise StoreError(f"{where}: a record is [key, value, hlc, writer], got {describe(obj)}")
     key, blob, hlc, writer = obj
-    problem = key_problem(key) or name_problem(writer)
-    if problem is not None:
-        raise StoreError(f"{where}: {problem}")
+    check_key_and_writer(key, writer, where)
     if not is_u64(hlc):
         raise StoreError(f"{where}: {key!r}: hlc must be a 64-bit unsigned int, not {hlc!r}")
     value: Mapping[str, Any] | None = None

@@ -28,7 +28,7 @@ from __future__ import annotations
 import struct
 import zlib
 from collections.abc import Callable, Generator, Sequence
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import msgpack
 
@@ -77,6 +77,7 @@ MAX_STREAM_SIZE: Final = 20 * 1024 * 1024  # memberlist's maxPushStateBytes
 MAX_COMPOUND_PARTS: Final = 255
 MAX_NESTING: Final = 8  # compound/compress wrappers inside one packet (memberlist uses at most 2)
 _LZW_ALGO: Final = 0
+_Accusation = TypeVar("_Accusation", Suspect, Dead)
 _MAX_MAP_LEN: Final = 64  # our maps have at most 8 keys; bounds what a hostile header allocates
 _MAX_ARRAY_LEN: Final = 256  # only Vsn may arrive as an array (6 entries)
 
@@ -381,20 +382,17 @@ def _error_from(f: _Fields) -> ErrorResponse:
     return ErrorResponse(error=f.get_str("Error"))
 
 
-def _suspect_from(f: _Fields) -> Suspect:
-    return Suspect(
-        incarnation=f.get_uint("Incarnation", 32),
-        node=f.get_str("Node"),
-        from_node=f.get_str("From"),
-    )
+def _accusation_from(kind: type[_Accusation]) -> Callable[[_Fields], _Accusation]:
+    """The decoder of a Suspect or a Dead message (the same fields)."""
 
+    def decode(f: _Fields) -> _Accusation:
+        return kind(
+            incarnation=f.get_uint("Incarnation", 32),
+            node=f.get_str("Node"),
+            from_node=f.get_str("From"),
+        )
 
-def _dead_from(f: _Fields) -> Dead:
-    return Dead(
-        incarnation=f.get_uint("Incarnation", 32),
-        node=f.get_str("Node"),
-        from_node=f.get_str("From"),
-    )
+    return decode
 
 
 def _alive_from(f: _Fields) -> Alive:
@@ -429,9 +427,9 @@ _MSGPACK_DECODERS: dict[int, tuple[str, Callable[[_Fields], Message]]] = {
     MessageType.ACK: ("ack", _ack_from),
     MessageType.NACK: ("nack", _nack_from),
     MessageType.ERROR: ("error response", _error_from),
-    MessageType.SUSPECT: ("suspect", _suspect_from),
+    MessageType.SUSPECT: ("suspect", _accusation_from(Suspect)),
     MessageType.ALIVE: ("alive", _alive_from),
-    MessageType.DEAD: ("dead", _dead_from),
+    MessageType.DEAD: ("dead", _accusation_from(Dead)),
 }
 _WRAPPERS = {
     MessageType.COMPOUND: "compound",

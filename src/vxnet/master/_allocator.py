@@ -75,7 +75,8 @@ from vxnet.config import ConfigError, MasterConfig, parse_config, parse_mac
 from vxnet.records import AgentInfo, AgentOverlay, Bridge, OverlayInfo, State, Status, VxLAN
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping, Sequence
+    from collections.abc import Callable, Iterable, Mapping, Sequence
+    from ipaddress import IPv4Network, IPv6Network
 
     from vxnet.config import NetworkConfig, Overlay
 
@@ -125,6 +126,25 @@ def network_json(network: NetworkConfig) -> dict[str, Any]:
 
 def _overlay_info(o: Overlay) -> dict[str, Any]:
     return _overlay_record(o).to_json()
+
+
+def _halves(
+    space: IPv4Network | IPv6Network | None,
+    prefix: int,
+    index: int | None,
+    text: Callable[[int], str],
+) -> tuple[str | None, str | None, str | None]:
+    """Agent subnet ``index`` of ``space`` (``prefix`` long) and the first address of each half
+    (the Mesos bridge's, the Docker bridge's), each with its prefix; Nones without one."""
+    if space is None or index is None:
+        return None, None, None
+    size = 1 << (space.max_prefixlen - prefix)
+    base = int(space.network_address) + index * size
+    return (
+        f"{text(base)}/{prefix}",
+        f"{text(base + 1)}/{prefix + 1}",
+        f"{text(base + size // 2 + 1)}/{prefix + 1}",
+    )
 
 
 def _overlay_record(o: Overlay) -> OverlayInfo:
@@ -869,20 +889,8 @@ class Allocator:
         info = _overlay_record(o)
         if held.error is not None:
             return AgentOverlay(info=info, state=State(Status.FAILED, held.error))
-        subnet = subnet6 = None
-        ip = ip6 = docker_ip = docker_ip6 = None
-        if o.subnet is not None and held.index4 is not None:
-            size = 1 << (32 - o.prefix)
-            base = int(o.subnet.network_address) + held.index4 * size
-            subnet = f"{_v4(base)}/{o.prefix}"
-            ip = f"{_v4(base + 1)}/{o.prefix + 1}"
-            docker_ip = f"{_v4(base + size // 2 + 1)}/{o.prefix + 1}"
-        if o.subnet6 is not None and held.index6 is not None:
-            size = 1 << (128 - o.prefix6)
-            base = int(o.subnet6.network_address) + held.index6 * size
-            subnet6 = f"{_v6(base)}/{o.prefix6}"
-            ip6 = f"{_v6(base + 1)}/{o.prefix6 + 1}"
-            docker_ip6 = f"{_v6(base + size // 2 + 1)}/{o.prefix6 + 1}"
+        subnet, ip, docker_ip = _halves(o.subnet, o.prefix, held.index4, _v4)
+        subnet6, ip6, docker_ip6 = _halves(o.subnet6, o.prefix6, held.index6, _v6)
         mesos = Bridge(f"m-{o.name}", ip, ip6, mtu) if held.mesos_bridge else None
         docker = Bridge(f"d-{o.name}", docker_ip, docker_ip6, mtu) if held.docker_bridge else None
         return AgentOverlay(

@@ -30,6 +30,7 @@ from starlette.applications import Starlette
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from vxnet._metrics import by_label
 from vxnet.master._service import AllocationFailed, MasterUnavailable
 
 if TYPE_CHECKING:
@@ -120,51 +121,53 @@ class _Metrics:
 
     def collect(self) -> Iterator[Metric]:
         m = self.master
-        requests = CounterMetricFamily(
+        yield by_label(
+            CounterMetricFamily,
             "vxnet_master_register_requests",
             "Registration requests answered, by result.",
-            labels=["result"],
+            "result",
+            self.requests,
         )
-        for result, count in sorted(self.requests.items()):
-            requests.add_metric([result], count)
-        yield requests
-        registrations = CounterMetricFamily(
-            "vxnet_master_registrations", "Registrations applied that allocated or changed."
+        yield CounterMetricFamily(
+            "vxnet_master_registrations",
+            "Registrations applied that allocated or changed.",
+            value=m.allocator.registrations,
         )
-        registrations.add_metric([], m.allocator.registrations)
-        yield registrations
-        failures = CounterMetricFamily(
+        yield by_label(
+            CounterMetricFamily,
             "vxnet_master_allocation_failures",
             "Allocation failures applied from the log, by kind.",
-            labels=["kind"],
+            "kind",
+            m.allocator.failures,
         )
-        for kind, count in sorted(m.allocator.failures.items()):
-            failures.add_metric([kind], count)
-        yield failures
-        leader_changes = CounterMetricFamily(
-            "vxnet_master_leader_changes", "Times this master saw a new log coordinator."
+        yield CounterMetricFamily(
+            "vxnet_master_leader_changes",
+            "Times this master saw a new log coordinator.",
+            value=m.log.leader_changes,
         )
-        leader_changes.add_metric([], m.log.leader_changes)
-        yield leader_changes
-        gauge = GaugeMetricFamily("vxnet_master_is_leader", "1 if this master leads.")
-        gauge.add_metric([], 1.0 if m.log.is_leader() else 0.0)
-        yield gauge
-        conflict = GaugeMetricFamily(
+        yield GaugeMetricFamily(
+            "vxnet_master_is_leader", "1 if this master leads.", value=float(m.log.is_leader())
+        )
+        yield GaugeMetricFamily(
             "vxnet_master_config_conflict",
             "1 if this master's [network] configuration was refused (see its log).",
+            value=1.0 if m.config_conflict else 0.0,
         )
-        conflict.add_metric([], 1.0 if m.config_conflict else 0.0)
-        yield conflict
-        agents = GaugeMetricFamily("vxnet_master_agents", "Agents holding allocations.")
-        agents.add_metric([], m.allocator.agent_count)
-        yield agents
-        free = GaugeMetricFamily(
-            "vxnet_master_free_subnets", "Free agent subnets per network.", labels=["network"]
+        yield GaugeMetricFamily(
+            "vxnet_master_agents", "Agents holding allocations.", value=m.allocator.agent_count
         )
-        for name, counts in sorted(m.allocator.free_counts().items()):
-            if name != "vtep" and "free" in counts:
-                free.add_metric([name], counts["free"])
-        yield free
+        free = {
+            name: counts["free"]
+            for name, counts in m.allocator.free_counts().items()
+            if name != "vtep" and "free" in counts
+        }
+        yield by_label(
+            GaugeMetricFamily,
+            "vxnet_master_free_subnets",
+            "Free agent subnets per network.",
+            "network",
+            free,
+        )
         yield _latency_histogram(m.append_seconds)
 
 

@@ -398,26 +398,19 @@ class Kernel:
             if op.mac is not None:
                 changes["address"] = op.mac
             self._write(self._ipr.link, "set", index=index, **changes)
-        elif isinstance(op, AddAddress):
-            new = ip_interface(op.address)
+        elif isinstance(op, AddAddress | DeleteAddress):
+            adding = isinstance(op, AddAddress)
+            address = ip_interface(op.address)
             # No duplicate address detection: the master hands out these addresses, and DAD
             # would leave an IPv6 address unusable (tentative) for its first second or two.
+            nodad = {"flags": IFA_F_NODAD} if adding and address.version == 6 else {}
             self._write(
                 self._ipr.addr,
-                "add",
+                "add" if adding else "del",
                 index=index,
-                address=str(new.ip),
-                prefixlen=new.network.prefixlen,
-                **({"flags": IFA_F_NODAD} if new.version == 6 else {}),
-            )
-        elif isinstance(op, DeleteAddress):
-            old = ip_interface(op.address)
-            self._write(
-                self._ipr.addr,
-                "del",
-                index=index,
-                address=str(old.ip),
-                prefixlen=old.network.prefixlen,
+                address=str(address.ip),
+                prefixlen=address.network.prefixlen,
+                **nodad,
             )
         else:
             self._write(self._ipr.link, "set", index=index, state="up")

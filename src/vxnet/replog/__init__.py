@@ -14,61 +14,17 @@ allocator), but nothing here knows of allocation. The parts:
 * :mod:`._client`: :class:`LogClient`, which finds the coordinator and rides out failovers.
 """
 
-from vxnet.replog._client import LogClient, LogUnavailable, open_log_client, request_once
-from vxnet.replog._core import LogTiming, Replica, Role
-from vxnet.replog._server import (
-    LOG_FILE,
-    MAX_VALUE,
-    AppendUncertain,
-    NotLeader,
-    ReplicatedLog,
-    format_address,
-    log_addresses,
-    raise_plain,
-    run_log_replica,
-)
-from vxnet.replog._sqlite import SqliteLogStorage
-from vxnet.replog._storage import (
-    Durable,
-    Entry,
-    InstallSnapshot,
-    LogStorage,
-    PutEntries,
-    ReplicaStatus,
-    SetMeta,
-    Snapshot,
-    StorageFailure,
-    Write,
-    perform_writes,
-)
+from vxnet.replog import _client, _core, _server, _sqlite, _storage
+from vxnet.replog._client import *  # noqa: F403 - each module's __all__ is its public part
+from vxnet.replog._core import *  # noqa: F403
+from vxnet.replog._server import *  # noqa: F403
+from vxnet.replog._sqlite import *  # noqa: F403
+from vxnet.replog._storage import *  # noqa: F403
 
 __all__ = [
-    "LOG_FILE",
-    "MAX_VALUE",
-    "AppendUncertain",
-    "Durable",
-    "Entry",
-    "InstallSnapshot",
-    "LogClient",
-    "LogStorage",
-    "LogTiming",
-    "LogUnavailable",
-    "NotLeader",
-    "PutEntries",
-    "Replica",
-    "ReplicaStatus",
-    "ReplicatedLog",
-    "Role",
-    "SetMeta",
-    "Snapshot",
-    "SqliteLogStorage",
-    "StorageFailure",
-    "Write",
-    "format_address",
-    "log_addresses",
-    "open_log_client",
-    "perform_writes",
-    "raise_plain",
-    "request_once",
-    "run_log_replica",
+    *_client.__all__,
+    *_core.__all__,
+    *_server.__all__,
+    *_sqlite.__all__,
+    *_storage.__all__,
 ]

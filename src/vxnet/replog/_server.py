@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from vxnet._sansio import DeadlineTimer
 from vxnet.replog._core import (
     AppendDone,
     AppendFailed,
@@ -60,12 +61,14 @@ if TYPE_CHECKING:
     from vxnet.replog._storage import LogStorage, Snapshot, Write
 
 __all__ = [
+    "LOG_FILE",
     "MAX_VALUE",
     "AppendUncertain",
     "NotLeader",
     "ReplicatedLog",
     "format_address",
     "log_addresses",
+    "raise_plain",
     "run_log_replica",
 ]
 
@@ -181,7 +184,7 @@ class ReplicatedLog:
         self._links: dict[int, _Link] = {}
         self._waiters: dict[int, Callable[[int | Exception], None]] = {}
         self._ids = itertools.count(1)
-        self._timer: trio.CancelScope | None = None
+        self._timer = DeadlineTimer(self._next_deadline, self._tick)
         self._nursery: trio.Nursery | None = None
         self._failure: StorageFailure | None = None
         self._writes_ready = trio.Event()  # set when the core asked for writes
@@ -308,7 +311,7 @@ class ReplicatedLog:
                             self._links[peer] = link
                             nursery.start_soon(self._run_link, link)
                     await nursery.start(trio.serve_listeners, self._handle_conn, listeners)
-                    nursery.start_soon(self._run_timer)
+                    nursery.start_soon(self._timer.run)
                     nursery.start_soon(self._run_writer)
                     self._flush()
                     log.info(
@@ -399,8 +402,7 @@ class ReplicatedLog:
                 log.info("log coordinator is now %s", self.leader_address())
         if core.writes_queued():
             self._writes_ready.set()
-        if self._timer is not None:
-            self._timer.deadline = core.next_deadline()
+        self._timer.reset()
 
     async def _run_writer(self) -> None:
         """Perform the core's writes in a worker thread, in order, one batch at a time; then
@@ -420,15 +422,12 @@ class ReplicatedLog:
             core.write_done(writes[-1].seq, trio.current_time())
             self._flush()
 
-    async def _run_timer(self) -> None:
-        core = self.core
-        while True:
-            with trio.CancelScope(deadline=core.next_deadline()) as scope:
-                self._timer = scope
-                await trio.sleep_forever()
-            self._timer = None
-            core.tick(trio.current_time())
-            self._flush()
+    def _next_deadline(self) -> float:
+        return self.core.next_deadline()
+
+    def _tick(self, now: float) -> None:
+        self.core.tick(now)
+        self._flush()
 
     # --- peers ------------------------------------------------------------------------------------
 

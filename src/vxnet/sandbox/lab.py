@@ -34,9 +34,10 @@ from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Self
 
+from vxnet._closing import ClosesOnExit
+
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
-    from types import TracebackType
 
 __all__ = [
     "LAB_ROOT",
@@ -154,21 +155,13 @@ def stop_pids(
             return
 
 
-class StopsOnExit:
+class StopsOnExit(ClosesOnExit):
     """A context manager that gives itself on entry and calls ``stop()`` on exit."""
 
     def stop(self) -> None:
         raise NotImplementedError
 
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def close(self) -> None:
         self.stop()
 
 
@@ -316,7 +309,7 @@ def _slot_subnet(slot: int) -> IPv4Network:
     return IPv4Network((base, SLOT_PREFIX))
 
 
-class Lab:
+class Lab(ClosesOnExit):
     """N hosts in network namespaces on one underlay bridge; a context manager.
 
     Args:
@@ -384,14 +377,6 @@ class Lab:
             self.close()
             raise
         return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def _created(self) -> LabInfo:
         if self._info is None:

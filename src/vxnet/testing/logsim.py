@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from vxnet.replog._core import (
+from vxnet.replog import (
     AppendDone,
     AppendFailed,
     Applied,
@@ -37,8 +37,9 @@ from vxnet.replog._core import (
     Replica,
     Role,
     SnapshotInstalled,
+    StorageFailure,
+    perform_writes,
 )
-from vxnet.replog._storage import StorageFailure, perform_writes
 from vxnet.testing.lincheck import UNKNOWN, Operation, Result, check
 from vxnet.testing.simdisk import SimCrash, SimDisk
 from vxnet.testing.simtime import EventQueue
@@ -48,7 +49,7 @@ if TYPE_CHECKING:
 
     from trio.testing import MockClock
 
-    from vxnet.replog._storage import Write
+    from vxnet.replog import Write
 
 
 __all__ = ["GappedLog", "LogSim", "SimReplica"]

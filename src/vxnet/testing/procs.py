@@ -11,15 +11,15 @@ import signal
 import socket
 import subprocess
 import sys
-from typing import IO, TYPE_CHECKING, Any, Self
+from typing import IO, TYPE_CHECKING, Any
 
 import trio
 
+from vxnet._closing import ClosesOnExit
 from vxnet.replog import LogUnavailable, request_once
 
 if TYPE_CHECKING:
     from pathlib import Path
-    from types import TracebackType
 
 __all__ = ["LogProcesses", "MasterProcesses", "free_ports"]
 
@@ -38,7 +38,7 @@ def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
             s.close()
 
 
-class LogProcesses:
+class LogProcesses(ClosesOnExit):
     """``n`` replicas as processes; :meth:`start` and :meth:`kill` them one by one.
 
     Args:
@@ -156,17 +156,6 @@ class LogProcesses:
     def close(self) -> None:
         for i in list(self.procs):
             self.kill(i, signal.SIGTERM)
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def _voting(view: dict[str, Any]) -> bool:

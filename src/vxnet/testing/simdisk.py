@@ -40,13 +40,7 @@ import struct
 import zlib
 from typing import TYPE_CHECKING, Final, Literal, TypeAlias
 
-from vxnet.replog._storage import (
-    Durable,
-    Entry,
-    ReplicaStatus,
-    Snapshot,
-    StorageFailure,
-)
+from vxnet.replog import Durable, Entry, ReplicaStatus, Snapshot, StorageFailure
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
