@@ -62,6 +62,7 @@ Answers
 
 from __future__ import annotations
 
+import functools
 import heapq
 import json
 from dataclasses import dataclass, replace
@@ -326,10 +327,20 @@ def _check_keys(body: dict[str, Any], op: str) -> None:
 def _agent_ip(value: object, op: str) -> int:
     if not isinstance(value, str):
         raise _Refused("bad_command", f"{op}: agent ip must be a string, got {_type_name(value)}")
+    ip = _parse_v4(value)
+    if ip is None:
+        raise _Refused("bad_command", f"{op}: agent ip {value!r} is not an IPv4 address")
+    return ip
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_v4(text: str) -> int | None:
+    """``text`` as an IPv4 address, or ``None``; cached, since a registration's address is read
+    when it is checked, when it is applied, and again on every master."""
     try:
-        return int(IPv4Address(value))
+        return int(IPv4Address(text))
     except AddressValueError:
-        raise _Refused("bad_command", f"{op}: agent ip {value!r} is not an IPv4 address") from None
+        return None
 
 
 def _string_list(value: object, op: str, key: str) -> list[str]:
@@ -827,6 +838,7 @@ class Allocator:
     # --- pools and rendering --------------------------------------------------------------------
 
     def _install(self, network: NetworkConfig) -> None:
+        self._overlay_infos = {o.name: _overlay_record(o) for o in network.overlays}
         self._oui = parse_mac(network.vtep_mac_oui)[:3]
         self._vtep4_base = int(network.vtep_subnet.network_address) + 1
         self._vtep6_base = int(network.vtep_subnet6.network_address) + 1
@@ -878,15 +890,16 @@ class Allocator:
             vtep_ip6=vtep_ip6,
         )
         overlays = tuple(
-            self._overlay_entry(o, held, vxlan, network.overlay_mtu)
+            self._overlay_entry(o, self._overlay_infos[o.name], held, vxlan, network.overlay_mtu)
             for o in network.overlays
             if (held := agent.overlays.get(o.name)) is not None
         )
         return AgentInfo(ip=_v4(ip), overlays=overlays)
 
     @staticmethod
-    def _overlay_entry(o: Overlay, held: _Held, vxlan: VxLAN, mtu: int) -> AgentOverlay:
-        info = _overlay_record(o)
+    def _overlay_entry(
+        o: Overlay, info: OverlayInfo, held: _Held, vxlan: VxLAN, mtu: int
+    ) -> AgentOverlay:
         if held.error is not None:
             return AgentOverlay(info=info, state=State(Status.FAILED, held.error))
         subnet, ip, docker_ip = _halves(o.subnet, o.prefix, held.index4, _v4)
