@@ -1,0 +1,22 @@
+"""The cluster's own certificate authority: who may take part in the masters' log and API.
+
+Only the holders of a certificate from the cluster's CA take part (the promise of etcd's
+``--client-cert-auth``, Consul's TLS and Docker swarm's mutual TLS). A certificate carries one
+role, read by whoever verifies it:
+
+* ``master``: a replica of the log (peers must hold one) and a server of the master API;
+* ``agent``: registers its host with the masters;
+* ``operator``: a person or tool that reads and changes the cluster (``vxnet`` commands).
+
+The role is a URI subject alternative name, ``vxnet://role/<role>``, with the organizational
+unit ``<role>`` beside it for people reading the certificate. Keys are EC P-256, written with mode
+0600 and never overwritten unless asked.
+
+* :mod:`._ca`: :func:`init_ca` (a CA and the cluster's gossip key), :func:`issue`,
+  :func:`describe` (what ``vxnet pki show`` prints) and :func:`role_of`.
+"""
+
+from vxnet.pki import _ca
+from vxnet.pki._ca import *  # noqa: F403 - the module's __all__ is its public part
+
+__all__ = [*_ca.__all__]
