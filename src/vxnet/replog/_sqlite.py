@@ -268,17 +268,16 @@ class SqliteLogStorage:
             )
             for e in entries
         ]
-        self._transaction(
-            "put_entries",
-            sync=sync,
-            statements=[
-                (
-                    "INSERT OR REPLACE INTO entries (position, ballot, value, chosen, crc) "
-                    "VALUES (?, ?, ?, ?, ?)",
-                    rows,
-                )
-            ],
-        )
+        # One statement per chunk of rows, all of its values bound at once: the worker thread
+        # that writes then gives up and takes back the GIL twice per batch (prepare, step),
+        # not at every row, so the event loop it runs beside is not held up at each handover.
+        statements = []
+        for start in range(0, len(rows), _ROWS_PER_STATEMENT):
+            chunk = rows[start : start + _ROWS_PER_STATEMENT]
+            placeholders = ", ".join(["(?, ?, ?, ?, ?)"] * len(chunk))  # only "?"s: no values
+            sql = _PUT_ENTRIES + placeholders
+            statements.append((sql, [tuple(v for row in chunk for v in row)]))
+        self._transaction("put_entries", sync=sync, statements=statements)
 
     def install_snapshot(self, snapshot: Snapshot) -> None:
         """Persist a snapshot and drop every entry below its position, in one transaction.
@@ -330,10 +329,14 @@ class SqliteLogStorage:
             if not sync:
                 self._conn.execute("PRAGMA synchronous=NORMAL")
             try:
-                self._conn.execute("BEGIN IMMEDIATE")
-                for sql, params in statements:
-                    self._conn.executemany(sql, params)
-                self._conn.execute("COMMIT")
+                if len(statements) == 1 and len(statements[0][1]) == 1:
+                    # One statement is its own transaction (autocommit), as atomic.
+                    self._conn.execute(statements[0][0], statements[0][1][0])
+                else:
+                    self._conn.execute("BEGIN IMMEDIATE")
+                    for sql, params in statements:
+                        self._conn.executemany(sql, params)
+                    self._conn.execute("COMMIT")
             finally:
                 if not sync:
                     self._conn.execute("PRAGMA synchronous=FULL")
@@ -341,6 +344,10 @@ class SqliteLogStorage:
             _rollback(self._conn)
             self._failed = StorageFailure(f"{self._path}: {operation} failed: {exc}")
             raise self._failed from exc
+
+
+_PUT_ENTRIES = "INSERT OR REPLACE INTO entries (position, ballot, value, chosen, crc) VALUES "
+_ROWS_PER_STATEMENT = 199  # 5 values a row, within SQLite's lowest limit of 999 variables
 
 
 def _ints(*values: object) -> bool:
