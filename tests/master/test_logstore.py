@@ -164,6 +164,20 @@ def test_put_entries_is_atomic_when_the_write_fails(disk: Disk) -> None:
     assert store.load().entries == dict(enumerate(entries(0, 1)))
 
 
+def test_a_batch_larger_than_one_statement_is_written_whole_or_not_at_all(disk: Disk) -> None:
+    store = disk.open()
+    batch = entries(*range(450), ballot=3)  # more rows than one INSERT statement carries
+    store.put_entries(batch)
+    store.close()
+    store = disk.open()
+    assert store.load().entries == {e.position: e for e in batch}
+    disk.break_long_values(store)
+    again = [Entry(p, 4, b"new") for p in range(449)] + [Entry(449, 4, b"x" * 100)]
+    with pytest.raises(StorageFailure):
+        store.put_entries(again)
+    assert store.load().entries == {e.position: e for e in batch}
+
+
 @pytest.mark.parametrize("bad_entry", [Entry(-1, 1, b""), Entry(0, -1, b""), Entry(0, 2**63, b"")])
 def test_out_of_range_numbers_are_refused_before_writing(disk: Disk, bad_entry: Entry) -> None:
     store = disk.open()
