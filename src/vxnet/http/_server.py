@@ -66,7 +66,7 @@ class _RequestTimeout(Exception):
 def _head_size(request: h11.Request) -> int:
     """The size of ``request``'s head as sent (its parsed form: no folding, no extra spaces)."""
     size = len(request.method) + len(request.target) + 12  # " ", " HTTP/1.1\r\n", "\r\n"
-    for name, value in request.headers:
+    for name, value in request.headers.raw_items():  # a list (iterating Headers is slow)
         size += len(name) + len(value) + 4  # ": ", "\r\n"
     return size
 
@@ -154,8 +154,8 @@ class _Connection:
             await trio.aclose_forcefully(self.stream)
 
     async def _body(self, request: h11.Request) -> bytes:
-        for name, value in request.headers:
-            if name == b"content-length" and int(value) > self.max_body:
+        for name, value in request.headers.raw_items():
+            if name.lower() == b"content-length" and int(value) > self.max_body:
                 raise _BodyTooLarge  # h11 checked that it is a number
         chunks: list[bytes] = []
         size = 0
@@ -184,7 +184,7 @@ class _Connection:
             "raw_path": path.encode("latin-1"),
             "query_string": query.encode("latin-1"),
             "root_path": "",
-            "headers": [(name.lower(), value) for name, value in request.headers],
+            "headers": [(name.lower(), value) for name, value in request.headers.raw_items()],
             "client": self.client,
             "server": self.server,
         }
