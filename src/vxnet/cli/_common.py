@@ -12,6 +12,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AGENT_API",
+    "add_address",
     "add_agent_api",
     "add_daemon_options",
     "api_url",
@@ -141,11 +142,13 @@ def api_url(api: str) -> str:
 
 def add_agent_api(parser: argparse.ArgumentParser) -> None:
     """The ``--api`` option of the commands that ask a running agent."""
+    add_address(parser, "--api", AGENT_API, "the agent's API address (its agent.listen")
+
+
+def add_address(parser: argparse.ArgumentParser, flag: str, default: str, what: str) -> None:
+    """A ``HOST:PORT`` option; ``what`` is its help up to where the default is named."""
     parser.add_argument(
-        "--api",
-        default=AGENT_API,
-        metavar="HOST:PORT",
-        help=f"the agent's API address (its agent.listen; default {AGENT_API})",
+        flag, default=default, metavar="HOST:PORT", help=f"{what}; default {default})"
     )
 
 

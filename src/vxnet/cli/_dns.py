@@ -6,6 +6,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from vxnet._console import Exit, add_group
+from vxnet.cli._common import add_address
 
 if TYPE_CHECKING:
     import argparse
@@ -75,12 +76,7 @@ def _dns_lookup(args: argparse.Namespace) -> int:
 
 def add_parser(commands: Any) -> None:
     """Add this group's commands to the ``vxnet`` parser's subcommands."""
-    dns_cmds = add_group(
-        commands,
-        "dns",
-        "query the DNS an agent serves",
-        description="Query the DNS server of a running agent.",
-    )
+    dns_cmds = add_group(commands, "dns", "query the DNS an agent serves")
     lookup = dns_cmds.add_parser(
         "lookup",
         help="resolve a name through a running agent",
@@ -89,12 +85,7 @@ def add_parser(commands: Any) -> None:
     )
     lookup.add_argument("name", metavar="NAME")
     lookup.add_argument("--type", default="A", help="record type (default A)")
-    lookup.add_argument(
-        "--server",
-        default="127.0.0.1:53",
-        metavar="HOST:PORT",
-        help="the agent's DNS address (one of dns.listen; default 127.0.0.1:53)",
-    )
+    add_address(lookup, "--server", "127.0.0.1:53", "the agent's DNS address (one of dns.listen")
     lookup.add_argument("--tcp", action="store_true", help="ask over TCP")
     lookup.add_argument("--timeout", type=float, default=5.0, help="seconds to wait (default 5)")
     lookup.set_defaults(func=_dns_lookup)

@@ -6,7 +6,14 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from vxnet._console import Exit, print_table
-from vxnet.cli._common import add_daemon_options, api_url, fetch, printed_as_json, run_daemon
+from vxnet.cli._common import (
+    add_address,
+    add_daemon_options,
+    api_url,
+    fetch,
+    printed_as_json,
+    run_daemon,
+)
 
 if TYPE_CHECKING:
     import argparse
@@ -90,11 +97,7 @@ def add_parser(commands: Any) -> None:
         help="print the agents and their allocations (a table, or --json)",
         description="Print every agent's VTEP and subnets per network, and free counts.",
     )
-    mstate.add_argument(
-        "--api",
-        default="127.0.0.1:61080",
-        metavar="HOST:PORT",
-        help="any master's API (a follower sends on to the leader; default 127.0.0.1:61080)",
-    )
+    what = "any master's API (a follower sends on to the leader"
+    add_address(mstate, "--api", "127.0.0.1:61080", what)
     mstate.add_argument("--json", action="store_true", help="print the JSON state")
     master.set_defaults(func=_master)

@@ -135,12 +135,7 @@ def _overlay_usage(args: argparse.Namespace) -> int:
 
 def add_parser(commands: Any) -> None:
     """Add this group's commands to the ``vxnet`` parser's subcommands."""
-    overlay_cmds = add_group(
-        commands,
-        "overlay",
-        "inspect a running agent's overlay",
-        description="Inspect a running agent's overlay through its API.",
-    )
+    overlay_cmds = add_group(commands, "overlay", "inspect a running agent's overlay")
     ostatus = add_command(
         overlay_cmds,
         "status",

@@ -284,16 +284,15 @@ def _load_ca(directory: Path) -> tuple[x509.Certificate, ec.EllipticCurvePrivate
 
 
 def _key_usage(*, ca: bool) -> x509.KeyUsage:
+    """A CA signs certificates (and revocation lists); the others sign their handshakes."""
+    unused = ("content_commitment", "key_encipherment", "data_encipherment", "key_agreement")
     return x509.KeyUsage(
         digital_signature=not ca,
-        content_commitment=False,
-        key_encipherment=False,
-        data_encipherment=False,
-        key_agreement=False,
         key_cert_sign=ca,
         crl_sign=ca,
         encipher_only=False,
         decipher_only=False,
+        **dict.fromkeys(unused, False),
     )
 
 
