@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from vxnet.config import NetworkConfig, Overlay
-from vxnet.master._allocator import Allocator, Outcome, network_json
+from vxnet.master._allocator import Allocator, Outcome, agent_address_problem, network_json
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -1183,3 +1183,38 @@ def test_the_encoded_state_reencodes_only_the_agents_that_changed() -> None:
     twelve = int(IPv4Address("198.18.0.12"))
     assert again[twelve] is not kept[twelve]
     assert allocator.agent_count == 2
+
+
+@pytest.mark.parametrize(
+    ("ip", "what"),
+    [
+        ("0.0.0.0", "an unspecified address"),
+        ("0.255.255.255", "an unspecified address"),
+        ("127.0.0.1", "a loopback address"),
+        ("127.255.255.254", "a loopback address"),
+        ("169.254.0.1", "a link-local address"),
+        ("224.0.0.1", "a multicast address"),
+        ("239.255.255.255", "a multicast address"),
+        ("240.0.0.1", "a reserved address"),
+        ("255.255.255.255", "the broadcast address"),
+    ],
+)
+def test_addresses_no_host_can_be_reached_at_are_not_agents(ip: str, what: str) -> None:
+    assert agent_address_problem(ip) == f"{ip!r} cannot be an agent's address: it is {what}"
+
+
+@pytest.mark.parametrize(
+    "ip",
+    [
+        "1.0.0.0",
+        "10.0.0.1",
+        "126.255.255.255",
+        "128.0.0.0",
+        "169.253.255.255",
+        "223.255.255.255",
+        "198.18.0.11",
+    ],
+)
+def test_host_addresses_can_be_agents(ip: str) -> None:
+    assert agent_address_problem(ip) is None
+    assert agent_address_problem("not an address") is None  # refused as such when applied

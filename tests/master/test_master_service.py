@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from typing import TYPE_CHECKING, Any
@@ -13,7 +14,7 @@ from vxnet.config import MasterConfig, parse_config
 from vxnet.http import serve_api
 from vxnet.master._api import build_master_app
 from vxnet.master._client import MasterRefused, MasterUnreachable, open_master_client
-from vxnet.master._service import MasterConfigError, MasterService
+from vxnet.master._service import AllocationFailed, MasterConfigError, MasterService
 from vxnet.replog._server import raise_plain
 from vxnet.testing.procs import free_ports
 
@@ -214,3 +215,25 @@ async def test_master_state_prints_a_table(tmp_path: Path) -> None:
     assert lines[2].split()[-2:] == ["9.0.1.0/24", "-"]
     assert "dcos: 2 of 4 in use, 2 free" in result.stdout
     assert lines[-1] == f"leader: http://{url} (the master asked)"
+
+
+async def test_addresses_no_agent_can_have_are_refused_before_the_log(tmp_path: Path) -> None:
+    bad = ["0.0.0.0", "0.1.2.3", "127.0.0.1", "169.254.1.1", "224.0.0.1", "239.255.255.250"]
+    bad += ["255.255.255.255", "240.0.0.1"]
+    async with (
+        open_master(config(tmp_path)) as (master, url),
+        open_master_client([url], patience=10) as api,
+    ):
+        for ip in bad:
+            answer = await raw(
+                url, "POST", "/overlay-master/register", f'{{"ip": "{ip}"}}'.encode()
+            )
+            assert answer["status"] == 400, (ip, answer)
+            assert f"'{ip}' cannot be an agent's address" in answer["text"], answer["text"]
+        with pytest.raises(AllocationFailed, match="a loopback address"):
+            await master.register("127.0.0.2", None)
+        await api.register("198.18.0.1")  # waits for the log; refused ones never reached it
+        state = await raw(url, "GET", "/overlay-master/state")
+        assert [a["ip"] for a in json.loads(state["text"])["agents"]] == ["198.18.0.1"]
+        assert master.allocator.registrations == 1
+        assert master.allocator.failures["bad_command"] == 0

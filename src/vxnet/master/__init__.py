@@ -12,7 +12,7 @@ or duplicates an allocation. Its modules:
 * :mod:`._client`: the client agents use, which finds the leader and rides out failovers.
 """
 
-from vxnet.master._allocator import Allocator, Outcome, network_json
+from vxnet.master._allocator import Allocator, Outcome, agent_address_problem, network_json
 from vxnet.master._client import MasterClient, MasterRefused, MasterUnreachable, open_master_client
 from vxnet.master._run import run_master
 from vxnet.master._service import (
@@ -32,6 +32,7 @@ __all__ = [
     "MasterUnavailable",
     "MasterUnreachable",
     "Outcome",
+    "agent_address_problem",
     "network_json",
     "open_master_client",
     "run_master",

@@ -66,7 +66,7 @@ import functools
 import heapq
 import json
 from dataclasses import dataclass, replace
-from ipaddress import AddressValueError, IPv4Address, IPv6Address
+from ipaddress import AddressValueError, IPv4Address, IPv4Network, IPv6Address
 from typing import TYPE_CHECKING, Any
 
 import msgpack
@@ -77,11 +77,11 @@ from vxnet.records import AgentInfo, AgentOverlay, Bridge, OverlayInfo, State, S
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping, Sequence
-    from ipaddress import IPv4Network, IPv6Network
+    from ipaddress import IPv6Network
 
     from vxnet.config import NetworkConfig, Overlay
 
-__all__ = ["Allocator", "Outcome", "network_json"]
+__all__ = ["Allocator", "Outcome", "agent_address_problem", "network_json"]
 
 _FAILURE_KINDS = ("subnet_exhausted", "vtep_exhausted", "bad_command", "unknown_network")
 _SNAPSHOT_FORMAT = "vxnet-allocator"
@@ -322,6 +322,34 @@ def _check_keys(body: dict[str, Any], op: str) -> None:
     missing = [k for k in expected if k not in body]
     if missing:
         raise _Refused("bad_command", f"{op}: missing key {missing[0]!r}")
+
+
+_NOT_AGENTS = (
+    (IPv4Network("0.0.0.0/8"), "an unspecified address"),
+    (IPv4Network("127.0.0.0/8"), "a loopback address"),
+    (IPv4Network("169.254.0.0/16"), "a link-local address"),
+    (IPv4Network("224.0.0.0/4"), "a multicast address"),
+    (IPv4Network("255.255.255.255/32"), "the broadcast address"),
+    (IPv4Network("240.0.0.0/4"), "a reserved address"),
+)
+
+
+def agent_address_problem(ip: str) -> str | None:
+    """Why ``ip`` cannot be an agent's address: no host can be reached there from
+    other hosts (unspecified, loopback, link-local, multicast, broadcast, reserved); else None.
+
+    Checked where a registration is asked for (the API, the service), before anything is written
+    to the log: applying the log stays the same for every version, entries written before this
+    check included.
+    """
+    key = _parse_v4(ip)
+    if key is None:
+        return None  # not an address at all: refused as such where the entry is applied
+    address = IPv4Address(key)
+    for network, what in _NOT_AGENTS:
+        if address in network:
+            return f"{ip!r} cannot be an agent's address: it is {what}"
+    return None
 
 
 def _agent_ip(value: object, op: str) -> int:

@@ -31,6 +31,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from vxnet._metrics import by_label
+from vxnet.master._allocator import agent_address_problem
 from vxnet.master._service import AllocationFailed, MasterUnavailable
 
 if TYPE_CHECKING:
@@ -104,8 +105,12 @@ def parse_register(body: dict[str, Any], known_networks: list[str]) -> dict[str,
                 )
         if len(set(networks)) != len(networks):
             raise BadRequest("networks: a network is listed twice")
+    ip = _check_ip(body["ip"], "ip")
+    problem = agent_address_problem(ip)
+    if problem is not None:
+        raise BadRequest(f"ip: {problem}")
     return {
-        "ip": _check_ip(body["ip"], "ip"),
+        "ip": ip,
         "networks": networks,
         "mesos_bridge": body.get("mesos_bridge", True),
         "docker_bridge": body.get("docker_bridge", True),

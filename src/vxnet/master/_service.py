@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from vxnet.master._allocator import Allocator, Outcome, network_json
+from vxnet.master._allocator import Allocator, Outcome, agent_address_problem, network_json
 from vxnet.replog import (
     LOG_FILE,
     AppendUncertain,
@@ -243,6 +243,9 @@ class MasterService:
             MasterUnavailable: Not the leader, catching up, or the write's fate is unknown.
             AllocationFailed: The allocation was refused (the message says why).
         """
+        problem = agent_address_problem(ip)
+        if problem is not None:
+            raise AllocationFailed(problem)
         self.ensure_leading()
         if self.allocator.satisfied(ip, networks, mesos_bridge, docker_bridge):
             info = self.allocator.agent_info(ip)
