@@ -237,3 +237,11 @@ async def test_addresses_no_agent_can_have_are_refused_before_the_log(tmp_path: 
         assert [a["ip"] for a in json.loads(state["text"])["agents"]] == ["198.18.0.1"]
         assert master.allocator.registrations == 1
         assert master.allocator.failures["bad_command"] == 0
+
+
+async def test_deeply_nested_json_is_a_400_with_the_reason(tmp_path: Path) -> None:
+    async with open_master(config(tmp_path)) as (_, url):
+        for body in ("[" * 100_000 + "]" * 100_000, '{"ip": ' + "[" * 40 + "]" * 40 + "}"):
+            answer = await raw(url, "POST", "/overlay-master/register", body.encode())
+            assert answer["status"] == 400, answer
+            assert "nested deeper than 32 levels" in answer["text"]

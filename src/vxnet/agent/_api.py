@@ -27,6 +27,7 @@ from starlette.applications import Starlette
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from vxnet._json import JsonError, loads_bounded
 from vxnet.records import TASK_PREFIX
 
 if TYPE_CHECKING:
@@ -75,9 +76,9 @@ def build_app(
         from vxnet.overlay._containers import TaskError, task_from_api
 
         try:
-            body = await request.json()
-        except ValueError:
-            return JSONResponse({"error": "the body is not JSON"}, status_code=400)
+            body = loads_bounded(await request.body())
+        except JsonError as exc:
+            return JSONResponse({"error": f"the body is not JSON: {exc}"}, status_code=400)
         try:
             task_id, record = task_from_api(body, overlay.agent_ip)
             overlay.containers.put_api_task(task_id, record)
@@ -135,9 +136,9 @@ def build_app(
                 return JSONResponse({"error": f"no record {key!r}"}, status_code=404)
             return JSONResponse({"deleted": key})
         try:
-            value = await request.json()
-        except ValueError:
-            return JSONResponse({"error": "the body is not JSON"}, status_code=400)
+            value = loads_bounded(await request.body())
+        except JsonError as exc:
+            return JSONResponse({"error": f"the body is not JSON: {exc}"}, status_code=400)
         if not isinstance(value, dict):
             return JSONResponse({"error": "the body must be a JSON object"}, status_code=400)
         try:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
-import json
 import math
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +29,7 @@ from starlette.applications import Starlette
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from vxnet._json import JsonError, loads_bounded
 from vxnet._metrics import by_label
 from vxnet.master._allocator import agent_address_problem
 from vxnet.master._service import AllocationFailed, MasterUnavailable
@@ -62,8 +62,8 @@ async def _body(request: Request) -> dict[str, Any]:
     if len(raw) > MAX_BODY:
         raise BadRequest(f"body of {len(raw)} bytes exceeds {MAX_BODY}")
     try:
-        body = json.loads(raw)
-    except ValueError as exc:
+        body = loads_bounded(raw)
+    except JsonError as exc:
         raise BadRequest(f"body is not JSON: {exc}") from None
     if not isinstance(body, dict):
         raise BadRequest("body must be a JSON object")

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from vxnet._json import loads_bounded
 from vxnet.overlay._ipam import (
     CODE_INTERNAL,
     CODE_INVALID,
@@ -278,11 +279,11 @@ class Containers:
         version = "1.0.0"
         try:
             try:
-                command, container_id, ifname, cni_args, conf_text = json.loads(data)
+                command, container_id, ifname, cni_args, conf_text = loads_bounded(data)
             except (ValueError, TypeError) as exc:
                 raise IpamError(CODE_INVALID, "malformed request", str(exc)) from exc
             try:
-                conf = json.loads(conf_text)
+                conf = loads_bounded(conf_text)
             except (ValueError, TypeError) as exc:
                 raise IpamError(
                     CODE_DECODE, "the network configuration is not JSON", str(exc)
