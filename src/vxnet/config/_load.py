@@ -51,6 +51,7 @@ from vxnet.config._model import (
     MasterSettings,
     NetworkConfig,
     Overlay,
+    TlsSettings,
 )
 
 __all__ = [
@@ -142,6 +143,7 @@ def parse_config(text: str, *, source: str, role: Role | None = None) -> MasterC
         _check_network(master.network, "network", loader)
         _check_log(master.log, "log", loader)
         _check_gossip(master.gossip, "gossip", loader)
+        _check_tls(master.tls, "tls", loader)
         config = master
     else:
         agent: AgentConfig = loader.build(AgentConfig, data, "")
@@ -487,6 +489,23 @@ def _check_token(token: str | None, key: str, loader: _Loader) -> None:
 
 
 MAX_LOG_REPLICAS = 255
+
+
+def _check_tls(tls: TlsSettings, path: str, loader: _Loader) -> None:
+    """All three files or none; each one readable."""
+    files = {"ca": tls.ca, "cert": tls.cert, "key": tls.key}
+    given = [name for name, value in files.items() if value is not None]
+    if given and len(given) < len(files):
+        missing = [f"{path}.{name}" for name in files if name not in given]
+        loader.fail(f"{path}.{given[0]}", f"needs {' and '.join(missing)} too (all three, or none)")
+        return
+    for name, value in files.items():
+        if value is not None and loader.ok(f"{path}.{name}"):
+            try:
+                with open(value, "rb"):
+                    pass
+            except OSError as exc:
+                loader.fail(f"{path}.{name}", f"cannot read {value}: {exc.strerror or exc}")
 
 
 def _check_log(log: LogSettings, path: str, loader: _Loader) -> None:

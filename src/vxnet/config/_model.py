@@ -26,6 +26,7 @@ __all__ = [
     "MasterSettings",
     "NetworkConfig",
     "Overlay",
+    "TlsSettings",
     "setting",
 ]
 
@@ -172,6 +173,28 @@ class LogSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class TlsSettings:
+    """Mutual TLS with the cluster's CA (`vxnet pki`): all three files, or none for plain TCP."""
+
+    ca: str | None = setting(
+        None,
+        doc="The cluster CA's certificate (ca.pem). With it, the log port speaks TLS 1.3 only and "
+        "requires a certificate from this CA: a master's from peers, a master's or an "
+        "operator's from clients.",
+        example="/etc/vxnet/pki/ca.pem",
+    )
+    cert: str | None = setting(
+        None,
+        doc="This master's certificate (`vxnet pki issue --role master`), naming the address in "
+        "log.replicas that others dial.",
+        example="/etc/vxnet/pki/m1.pem",
+    )
+    key: str | None = setting(
+        None, doc="The key of cert (mode 0600).", example="/etc/vxnet/pki/m1-key.pem"
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class MasterSettings:
     """Settings of one master process."""
 
@@ -279,12 +302,14 @@ class DnsSettings:
 
 @dataclass(frozen=True, slots=True)
 class MasterConfig:
-    """A master's configuration file: ``[master]``, ``[network]``, ``[log]``, ``[gossip]``."""
+    """A master's configuration file: ``[master]``, ``[network]``, ``[log]``, ``[gossip]``,
+    ``[tls]``."""
 
     master: MasterSettings = field(default_factory=MasterSettings)
     network: NetworkConfig = field(default_factory=NetworkConfig)
     log: LogSettings = field(default_factory=LogSettings)
     gossip: GossipSettings = field(default_factory=GossipSettings)
+    tls: TlsSettings = field(default_factory=TlsSettings)
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,12 +24,14 @@ from typing import TYPE_CHECKING
 import trio
 
 from vxnet.master._allocator import Allocator, Outcome, agent_address_problem, network_json
+from vxnet.pki import PkiError
 from vxnet.replog import (
     LOG_FILE,
     AppendUncertain,
     NotLeader,
     ReplicatedLog,
     log_addresses,
+    log_tls,
 )
 
 if TYPE_CHECKING:
@@ -69,7 +71,8 @@ class AllocationFailed(Exception):
 
 
 class MasterConfigError(Exception):
-    """The master's configuration conflicts with the allocations in the log."""
+    """The master's configuration conflicts with the allocations in the log, or names TLS files
+    it cannot use."""
 
 
 class MasterService:
@@ -97,6 +100,10 @@ class MasterService:
         self.allocator = Allocator(config.network)
         self.network_in_log = False
         replica_id, addresses, listen = log_addresses(config.log)
+        try:
+            tls = log_tls(config.tls)
+        except PkiError as exc:
+            raise MasterConfigError(f"[tls]: {exc}") from None
         if storage is None:
             storage = SqliteLogStorage(Path(config.master.data_dir) / LOG_FILE)
         self.log = ReplicatedLog(
@@ -107,6 +114,7 @@ class MasterService:
             timing=timing,
             on_apply=self._apply,
             on_snapshot=self._install,
+            tls=tls,
         )
         self.api_port = parse_hostport(config.master.listen, any_port=True)[1]
         self.config_conflict: list[str] = []

@@ -14,9 +14,12 @@ unit ``<role>`` beside it for people reading the certificate. Keys are EC P-256,
 
 * :mod:`._ca`: :func:`init_ca` (a CA and the cluster's gossip key), :func:`issue`,
   :func:`describe` (what ``vxnet pki show`` prints) and :func:`role_of`.
+* :mod:`._tls`: :class:`Tls`, the TLS 1.3 server and client contexts (client certificates
+  required, verified against the CA) of a process holding a certificate, and :func:`peer_role`.
 """
 
-from vxnet.pki import _ca
-from vxnet.pki._ca import *  # noqa: F403 - the module's __all__ is its public part
+from vxnet.pki import _ca, _tls
+from vxnet.pki._ca import *  # noqa: F403 - each module's __all__ is its public part
+from vxnet.pki._tls import *  # noqa: F403
 
-__all__ = [*_ca.__all__]
+__all__ = [*_ca.__all__, *_tls.__all__]

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from vxnet.replog._server import AppendUncertain, NotLeader, format_address
+from vxnet.replog._server import AppendUncertain, NotLeader, format_address, open_log_stream
 from vxnet.replog._wire import (
     FrameReader,
     WireError,
@@ -35,6 +35,8 @@ from vxnet.replog._wire import (
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Sequence
+
+    from vxnet.pki import Tls
 
 __all__ = [
     "AppendUncertain",
@@ -60,7 +62,7 @@ class _Lost(Exception):
 class _Connection:
     """One pipelined connection to a replica; answers are matched to requests by id."""
 
-    def __init__(self, address: tuple[str, int], stream: trio.SocketStream) -> None:
+    def __init__(self, address: tuple[str, int], stream: trio.abc.Stream) -> None:
         self.address = address
         self.stream = stream
         self.reader = FrameReader()
@@ -112,9 +114,9 @@ class _Connection:
         self.waiting.clear()
 
 
-async def _connect(address: tuple[str, int]) -> trio.SocketStream:
+async def _connect(address: tuple[str, int], tls: Tls | None) -> trio.abc.Stream:
     with trio.fail_after(CONNECT_TIMEOUT):
-        stream = await trio.open_tcp_stream(*address)
+        stream = await open_log_stream(address, tls)
     try:
         await stream.send_all(encode_frame(client_hello()))
     except BaseException:
@@ -127,10 +129,15 @@ class LogClient:
     """Appends to the replicated log; use :func:`open_log_client`."""
 
     def __init__(
-        self, nursery: trio.Nursery, replicas: Sequence[tuple[str, int]], timeout: float
+        self,
+        nursery: trio.Nursery,
+        replicas: Sequence[tuple[str, int]],
+        timeout: float,
+        tls: Tls | None = None,
     ) -> None:
         if not replicas:
             raise ValueError("no replica addresses")
+        self.tls = tls
         self._nursery = nursery
         self.replicas = list(replicas)
         self.timeout = timeout
@@ -229,7 +236,7 @@ class LogClient:
                     self._rotation += 1
                 self._target = None
                 try:
-                    stream = await _connect(address)
+                    stream = await _connect(address, self.tls)
                 except (OSError, trio.TooSlowError):
                     continue
                 conn = _Connection(address, stream)
@@ -244,14 +251,14 @@ class LogClient:
 
 @asynccontextmanager
 async def open_log_client(
-    replicas: Sequence[tuple[str, int]], *, answer_within: float = 5.0
+    replicas: Sequence[tuple[str, int]], *, answer_within: float = 5.0, tls: Tls | None = None
 ) -> AsyncIterator[LogClient]:
     """A :class:`LogClient` for the log of ``replicas``, closed on the way out.
 
     ``answer_within`` bounds each call (seconds), retries and redirects included.
     """
     async with trio.open_nursery() as nursery:
-        client = LogClient(nursery, replicas, answer_within)
+        client = LogClient(nursery, replicas, answer_within, tls)
         try:
             yield client
         finally:
@@ -260,7 +267,11 @@ async def open_log_client(
 
 
 async def request_once(
-    address: tuple[str, int], body: dict[str, Any], *, answer_within: float = 5.0
+    address: tuple[str, int],
+    body: dict[str, Any],
+    *,
+    answer_within: float = 5.0,
+    tls: Tls | None = None,
 ) -> dict[str, Any]:
     """Send one request to one replica and return its answer.
 
@@ -270,7 +281,7 @@ async def request_once(
     where = format_address(*address)
     try:
         with trio.fail_after(answer_within):
-            stream = await _connect(address)
+            stream = await _connect(address, tls)
             async with stream:
                 await stream.send_all(encode_frame({**body, "id": 1}))
                 reader = FrameReader()

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from vxnet._sansio import DeadlineTimer
+from vxnet.pki import peer_role
 from vxnet.replog._core import (
     AppendDone,
     AppendFailed,
@@ -57,7 +58,8 @@ from vxnet.replog._wire import (
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
 
-    from vxnet.config import LogSettings, MasterConfig
+    from vxnet.config import LogSettings, MasterConfig, TlsSettings
+    from vxnet.pki import Tls
     from vxnet.replog._storage import LogStorage, Snapshot, Write
 
 __all__ = [
@@ -68,11 +70,16 @@ __all__ = [
     "ReplicatedLog",
     "format_address",
     "log_addresses",
+    "log_tls",
+    "open_log_stream",
     "raise_plain",
     "run_log_replica",
 ]
 
 log = logging.getLogger("vxnet.replog")
+
+# How a connection ends when the other end leaves (reset, closed, a broken TLS stream).
+_GONE = (OSError, trio.BrokenResourceError, trio.ClosedResourceError)
 
 MAX_VALUE = 1024 * 1024  # bytes per appended value
 MAX_PENDING = 65536  # appends waiting for a round, across all clients
@@ -164,6 +171,7 @@ class ReplicatedLog:
         rng: random.Random | None = None,
         on_apply: Callable[[int, bytes], None] | None = None,
         on_snapshot: Callable[[Snapshot], None] | None = None,
+        tls: Tls | None = None,
     ) -> None:
         if not 0 <= replica_id < len(addresses):
             raise ValueError(f"replica {replica_id} is not one of the {len(addresses)} addresses")
@@ -176,6 +184,7 @@ class ReplicatedLog:
         self.rng = rng or random.Random()
         self.on_apply = on_apply
         self.on_snapshot = on_snapshot
+        self.tls = tls  # None: plain TCP
         self.replica: Replica | None = None
         self.appends = 0
         self.failed_appends = 0
@@ -437,10 +446,10 @@ class ReplicatedLog:
         where = format_address(*link.address)
         failing = False
         while True:
-            stream: trio.SocketStream | None = None
+            stream: trio.abc.Stream | None = None
             try:
                 with trio.fail_after(CONNECT_TIMEOUT):
-                    stream = await trio.open_tcp_stream(*link.address)
+                    stream = await open_log_stream(link.address, self.tls)
                 await stream.send_all(hello)
                 link.connected = True
                 backoff = BACKOFF_MIN
@@ -469,12 +478,23 @@ class ReplicatedLog:
             await trio.sleep(backoff * (1 + self.rng.random()))
             backoff = min(backoff * 2, BACKOFF_MAX)
 
-    async def _handle_conn(self, stream: trio.SocketStream) -> None:
+    async def _handle_conn(self, tcp: trio.SocketStream) -> None:
         reader = FrameReader()
         peer = "?"
+        stream: trio.abc.Stream = tcp
         try:
             with contextlib.suppress(OSError):
-                peer = format_address(*stream.socket.getpeername()[:2])
+                peer = format_address(*tcp.socket.getpeername()[:2])
+            role: str | None = None
+            if self.tls is not None:  # nothing is read from the connection before this
+                # https_compatible: a peer that closes without close_notify has just left
+                # (every message is framed, so a cut-off one is seen as such).
+                stream = trio.SSLStream(
+                    tcp, self.tls.server, server_side=True, https_compatible=True
+                )
+                role = await self._handshake(stream, peer)
+                if role is None:
+                    return
             bodies: list[object] = []
             with trio.move_on_after(HELLO_TIMEOUT):
                 while not bodies:
@@ -486,6 +506,15 @@ class ReplicatedLog:
                 log.warning("log connection from %s: no hello in %.0f s", peer, HELLO_TIMEOUT)
                 return
             hello = decode_hello(bodies[0])
+            allowed = ("master",) if hello.kind == "peer" else ("master", "operator")
+            if self.tls is not None and role not in allowed:
+                log.warning(
+                    "log connection from %s refused: a %s certificate may not act as a %s",
+                    peer,
+                    role,
+                    "replica" if hello.kind == "peer" else "client",
+                )
+                return
             if hello.kind == "peer":
                 if hello.n != self.n or hello.replica == self.id:
                     raise WireError(
@@ -502,8 +531,25 @@ class ReplicatedLog:
         finally:
             await trio.aclose_forcefully(stream)
 
+    async def _handshake(self, stream: trio.SSLStream[trio.SocketStream], peer: str) -> str | None:
+        """Complete the TLS handshake within ``HELLO_TIMEOUT``; the peer's role, or ``None``
+        (logged) when it fails or carries no role."""
+        try:
+            with trio.fail_after(HELLO_TIMEOUT):
+                await stream.do_handshake()
+        except trio.TooSlowError:
+            log.warning("log connection from %s: no TLS handshake in %.0f s", peer, HELLO_TIMEOUT)
+            return None
+        except trio.BrokenResourceError as exc:
+            log.warning("log connection from %s: TLS handshake failed: %s", peer, exc.__cause__)
+            return None
+        role = peer_role(stream.getpeercert(binary_form=True))
+        if role is None:
+            log.warning("log connection from %s refused: its certificate has no role", peer)
+        return role
+
     async def _serve_peer(
-        self, src: int, stream: trio.SocketStream, reader: FrameReader, bodies: list[object]
+        self, src: int, stream: trio.abc.Stream, reader: FrameReader, bodies: list[object]
     ) -> None:
         core = self.core
         while True:
@@ -520,7 +566,7 @@ class ReplicatedLog:
     # --- clients ----------------------------------------------------------------------------------
 
     async def _serve_client(
-        self, stream: trio.SocketStream, reader: FrameReader, bodies: list[object], peer: str
+        self, stream: trio.abc.Stream, reader: FrameReader, bodies: list[object], peer: str
     ) -> None:
         send, receive = trio.open_memory_channel[dict[str, Any]](CLIENT_QUEUE)
 
@@ -538,7 +584,10 @@ class ReplicatedLog:
                     with contextlib.suppress(trio.WouldBlock):
                         while len(batch) < 1024:
                             batch.append(receive.receive_nowait())
-                    await stream.send_all(b"".join(encode_frame(a) for a in batch))
+                    try:
+                        await stream.send_all(b"".join(encode_frame(a) for a in batch))
+                    except _GONE:
+                        return  # the client left; the reader sees it too
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(write)
@@ -552,6 +601,8 @@ class ReplicatedLog:
                     bodies = list(reader.feed(data))
             except WireError as exc:
                 log.warning("log client %s dropped: %s", peer, exc)
+            except _GONE:
+                pass  # however a client leaves, it is no failure of this replica
             finally:
                 send.close()
                 nursery.cancel_scope.cancel()
@@ -600,6 +651,25 @@ def _error(rid: int, message: str, definite: bool, leader: str | None = None) ->
     return {"id": rid, "ok": False, "error": message, "definite": definite, "leader": leader}
 
 
+def log_tls(settings: TlsSettings) -> Tls | None:
+    """The TLS contexts of ``[tls]``, or ``None`` when it names no files (plain TCP).
+
+    Raises:
+        PkiError: A file cannot be used (the message names it), or the certificate is not a
+            master's.
+    """
+    from pathlib import Path
+
+    from vxnet.pki import PkiError, Tls, TlsFiles
+
+    if settings.ca is None or settings.cert is None or settings.key is None:
+        return None
+    tls = Tls(TlsFiles(Path(settings.ca), Path(settings.cert), Path(settings.key)))
+    if tls.role != "master":
+        raise PkiError(f"{settings.cert}: a {tls.role} certificate; a master needs a master's")
+    return tls
+
+
 def log_addresses(
     settings: LogSettings,
 ) -> tuple[int, list[tuple[str, int]], tuple[str, int]]:
@@ -618,6 +688,29 @@ def log_addresses(
         raise ValueError(f"log: {me!r} is not one of log.replicas {list(settings.replicas)}")
     addresses = [parse_hostport(r) for r in settings.replicas]
     return settings.replicas.index(me), addresses, listen
+
+
+async def open_log_stream(address: tuple[str, int], tls: Tls | None) -> trio.abc.Stream:
+    """A connection to the replica at ``address``: TCP, or with ``tls`` a TLS 1.3 stream whose
+    handshake verified a master's certificate naming ``address``'s host.
+
+    Raises:
+        OSError: The replica cannot be reached, or its certificate is not a master's.
+        trio.BrokenResourceError: The TLS handshake failed (the reason is its ``__cause__``).
+    """
+    tcp = await trio.open_tcp_stream(*address)
+    if tls is None:
+        return tcp
+    stream = trio.SSLStream(tcp, tls.client, server_hostname=address[0], https_compatible=True)
+    try:
+        await stream.do_handshake()
+        role = peer_role(stream.getpeercert(binary_form=True))
+        if role != "master":
+            raise OSError(f"{format_address(*address)}: its certificate is not a master's ({role})")
+    except BaseException:
+        await trio.aclose_forcefully(stream)
+        raise
+    return stream
 
 
 async def run_log_replica(
@@ -641,7 +734,7 @@ async def run_log_replica(
     storage = await trio.to_thread.run_sync(
         SqliteLogStorage, Path(config.master.data_dir) / LOG_FILE
     )
-    replica = ReplicatedLog(replica_id, addresses, storage, listen=listen)
+    replica = ReplicatedLog(replica_id, addresses, storage, listen=listen, tls=log_tls(config.tls))
     with (
         trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals,
         raise_plain(StorageFailure),

@@ -82,7 +82,7 @@ class FrameReader:
     def __init__(self) -> None:
         self._buf = bytearray()
 
-    def feed(self, data: bytes) -> Iterator[object]:
+    def feed(self, data: bytes | bytearray) -> Iterator[object]:
         """Add received bytes; yield every whole frame's decoded body.
 
         Raises:

@@ -16,6 +16,7 @@ from typing import IO, TYPE_CHECKING, Any
 import trio
 
 from vxnet._closing import ClosesOnExit
+from vxnet.pki import CA_CERT, Tls, TlsFiles, init_ca, issue
 from vxnet.replog import LogUnavailable, request_once
 
 if TYPE_CHECKING:
@@ -44,19 +45,44 @@ class LogProcesses(ClosesOnExit):
     Args:
         root: A directory of this cluster's own (configs, data, logs).
         n: The number of replicas (odd).
+        tls: Give every replica a master certificate from a CA in ``root/pki`` (and the
+            helpers an operator's, :attr:`client_tls`), and turn TLS on.
     """
 
     command: tuple[str, ...] = ("log", "serve")
 
-    def __init__(self, root: Path, n: int = 3, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self, root: Path, n: int = 3, host: str = "127.0.0.1", *, tls: bool = False
+    ) -> None:
         self.root = root
         self.n = n
         root.mkdir(parents=True, exist_ok=True)
         self.addresses = [(host, p) for p in free_ports(n, host)]
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
         self._logs: dict[int, IO[bytes]] = {}
+        self.pki = root / "pki"
+        self.client_tls: Tls | None = None
+        if tls:
+            init_ca(self.pki)
+            for i in range(n):
+                issue(self.pki, "master", f"replica{i}", ips=[self.host(i)])
+            operator = issue(self.pki, "operator", "operator")
+            self.client_tls = Tls(TlsFiles(self.pki / CA_CERT, operator.cert, operator.key))
         for i in range(n):
             self.config(i).write_text(self.config_text(i))
+
+    def host(self, i: int) -> str:
+        """The address replica ``i`` is dialled at."""
+        return self.addresses[i][0]
+
+    def tls_text(self, i: int) -> str:
+        """The ``[tls]`` table of replica ``i``'s config ("" without TLS)."""
+        if self.client_tls is None:
+            return ""
+        return (
+            f'\n[tls]\nca = "{self.pki / CA_CERT}"\ncert = "{self.pki / f"replica{i}.pem"}"\n'
+            f'key = "{self.pki / f"replica{i}-key.pem"}"\n'
+        )
 
     def config_text(self, i: int) -> str:
         """Replica ``i``'s master config (TOML)."""
@@ -65,6 +91,7 @@ class LogProcesses(ClosesOnExit):
         return (
             f'[master]\ndata_dir = "{self.root / f"data{i}"}"\n\n'
             f'[log]\nlisten = "{h}:{p}"\nreplicas = [{replicas}]\nquorum = {self.n // 2 + 1}\n'
+            + self.tls_text(i)
         )
 
     def config(self, i: int) -> Path:
@@ -117,7 +144,9 @@ class LogProcesses(ClosesOnExit):
     async def status(self, i: int) -> dict[str, Any] | None:
         """Replica ``i``'s view, or None when it does not answer."""
         try:
-            answer = await request_once(self.addresses[i], {"op": "status"}, answer_within=1.0)
+            answer = await request_once(
+                self.addresses[i], {"op": "status"}, answer_within=1.0, tls=self.client_tls
+            )
         except LogUnavailable:
             return None
         return answer if answer.get("ok") else None
@@ -176,16 +205,21 @@ class MasterProcesses(LogProcesses):
 
     command = ("master",)
 
-    def __init__(self, root: Path, n: int = 3, network: str = "", extra: str = "") -> None:
+    def __init__(
+        self, root: Path, n: int = 3, network: str = "", extra: str = "", *, tls: bool = False
+    ) -> None:
         self.network = network
         self.extra = extra
         api_port, log_port = free_ports(2)
         self.api_port = api_port
         self._log_port = log_port
-        super().__init__(root, n)
+        super().__init__(root, n, tls=tls)
 
     def _hosts(self) -> list[str]:
         return [f"127.0.0.{i + 1}" for i in range(self.n)]
+
+    def host(self, i: int) -> str:
+        return self._hosts()[i]
 
     def config_text(self, i: int) -> str:
         hosts = self._hosts()
@@ -195,7 +229,7 @@ class MasterProcesses(LogProcesses):
             f'[master]\nlisten = "{hosts[i]}:{self.api_port}"\n'
             f'data_dir = "{self.root / f"data{i}"}"\n{self.extra}\n'
             f'[log]\nlisten = "{hosts[i]}:{self._log_port}"\nreplicas = [{replicas}]\n'
-            f"quorum = {self.n // 2 + 1}\n\n{self.network}\n"
+            f"quorum = {self.n // 2 + 1}\n\n{self.network}\n{self.tls_text(i)}"
         )
 
     def url(self, i: int) -> str:
