@@ -369,7 +369,9 @@ async def test_a_blocked_write_holds_its_answer_and_the_event_loop_goes_on(tmp_p
         # The write is blocked: the loop still serves clients and timers...
         with trio.fail_after(2):
             status = await request_once(addresses[0], {"op": "status"}, answer_within=2)
-            await trio.sleep(0.05)  # a timer fires while the write is still blocked
+            # Not a wait for readiness: this sleep is a trio timer, the thing under test, and it
+            # must fire (within fail_after) while the write is still blocked.
+            await trio.sleep(0.05)
         assert not disk.stuck, "the write blocked the event loop"
         assert status["writes_pending"] >= 1
         # ...and the accepted, which depends on the write, has not left. The gate stays shut
