@@ -32,6 +32,12 @@ def loads_bounded(text: str | bytes, *, max_depth: int = MAX_DEPTH) -> Any:
         raise JsonError(f"nested deeper than {max_depth} levels") from None
     except ValueError as exc:
         raise JsonError(str(exc)) from None
+    if isinstance(text, bytes):
+        openers = text.count(b"[") + text.count(b"{")
+    else:
+        openers = text.count("[") + text.count("{")
+    if openers <= max_depth:
+        return value  # cannot nest deeper than it has brackets: no walk needed
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         item, depth = stack.pop()

@@ -332,6 +332,10 @@ _NOT_AGENTS = (
     (IPv4Network("255.255.255.255/32"), "the broadcast address"),
     (IPv4Network("240.0.0.0/4"), "a reserved address"),
 )
+_STATE_OK = State(Status.OK)
+_NOT_AGENT_MASKS = tuple(
+    (int(net.network_address), int(net.netmask), what) for net, what in _NOT_AGENTS
+)
 
 
 def agent_address_problem(ip: str) -> str | None:
@@ -345,9 +349,8 @@ def agent_address_problem(ip: str) -> str | None:
     key = _parse_v4(ip)
     if key is None:
         return None  # not an address at all: refused as such where the entry is applied
-    address = IPv4Address(key)
-    for network, what in _NOT_AGENTS:
-        if address in network:
+    for base, mask, what in _NOT_AGENT_MASKS:
+        if key & mask == base:
             return f"{ip!r} cannot be an agent's address: it is {what}"
     return None
 
@@ -522,12 +525,13 @@ class Allocator:
         Raises:
             TypeError: ``networks`` is a string rather than a sequence of names.
         """
+        key = _parse_v4(ip)
+        if key is None or key not in self._agents:
+            return False  # a new agent (the common case) costs no planning
         body = _register_body(ip, networks, mesos_bridge, docker_bridge)
         try:
             request = self._request(body)
-            old = self._agents.get(request.ip)
-            if old is None:
-                return False
+            old = self._agents[request.ip]
             new, _ = self._plan(request, old)
         except _Refused:
             return False
@@ -595,17 +599,24 @@ class Allocator:
     def snapshot(self) -> bytes:
         """The whole state as bytes that depend only on the state."""
         order = [o.name for o in self.network.overlays]
+        rows = self._rows
         agents = []
         for ip in sorted(self._agents):
             agent = self._agents[ip]
+            cached = rows.get(ip)
+            if cached is not None and cached[0] is agent:  # agents are replaced, never changed
+                agents.append(cached[1])
+                continue
             held = [
                 [name, h.index4, h.index6, h.mesos_bridge, h.docker_bridge, h.error]
                 for name in order
                 if (h := agent.overlays.get(name)) is not None
             ]
-            agents.append(
-                {"ip": _v4(ip), "vtep": agent.vtep, "vtep6": agent.vtep6, "overlays": held}
-            )
+            row = {"ip": _v4(ip), "vtep": agent.vtep, "vtep6": agent.vtep6, "overlays": held}
+            rows[ip] = (agent, row)
+            agents.append(row)
+        if len(rows) > len(agents):  # deleted agents' rows
+            self._rows = {ip: rows[ip] for ip in self._agents}
         return _pack(
             {
                 "format": _SNAPSHOT_FORMAT,
@@ -876,6 +887,7 @@ class Allocator:
         """Pools for the network in force, with everything the agents hold taken."""
         network = self.network
         self._encoded = {}
+        self._rows: dict[int, tuple[_Agent, dict[str, Any]]] = {}  # snapshot rows, per agent
         self._order = None
         agents = [self._agents[ip] for ip in sorted(self._agents)]
         self._vtep = _Pool(network.vtep_subnet.num_addresses - 2, (a.vtep for a in agents))
@@ -936,7 +948,7 @@ class Allocator:
         docker = Bridge(f"d-{o.name}", docker_ip, docker_ip6, mtu) if held.docker_bridge else None
         return AgentOverlay(
             info=info,
-            state=State(Status.OK),
+            state=_STATE_OK,
             subnet=subnet,
             subnet6=subnet6,
             mesos_bridge=mesos,

@@ -18,6 +18,7 @@ with ``master.token`` set, register and delete need ``Authorization: Bearer <tok
 
 from __future__ import annotations
 
+import functools
 import hmac
 import ipaddress
 import math
@@ -73,10 +74,19 @@ async def _body(request: Request) -> dict[str, Any]:
 def _check_ip(value: object, where: str) -> str:
     if not isinstance(value, str):
         raise BadRequest(f"{where}: {value!r} is not a string")
+    canonical = _canonical_v4(value)
+    if canonical is None:
+        raise BadRequest(f"{where}: {value!r} is not an IPv4 address")
+    return canonical
+
+
+@functools.lru_cache(maxsize=4096)
+def _canonical_v4(text: str) -> str | None:
+    """``text`` as an IPv4 address in canonical form, or ``None``; cached (agents re-register)."""
     try:
-        return str(ipaddress.IPv4Address(value))
+        return str(ipaddress.IPv4Address(text))
     except ValueError:
-        raise BadRequest(f"{where}: {value!r} is not an IPv4 address") from None
+        return None
 
 
 def parse_register(body: dict[str, Any], known_networks: list[str]) -> dict[str, Any]:
