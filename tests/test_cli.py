@@ -189,6 +189,6 @@ def test_master_state_refuses_a_bad_state(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     state = {"network": {"overlays": [{"name": "dcos"}]}, "agents": [{"overlays": []}]}
-    monkeypatch.setattr("vxnet.cli._master.fetch", lambda command, url: state)
+    monkeypatch.setattr("vxnet.cli._master.fetch", lambda command, url, *tls: state)
     assert main(["master", "state"]) == 1
     assert "agents[0].ip: missing" in capsys.readouterr().err

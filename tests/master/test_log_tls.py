@@ -7,19 +7,15 @@ agent's posing as a replica never gets a word to the log, and the log does not c
 
 from __future__ import annotations
 
-import datetime
 import socket
 import struct
 from typing import TYPE_CHECKING, Any
 
 import pytest
 import trio
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
-from vxnet.pki import CA_CERT, CA_KEY, Tls, TlsFiles, init_ca, issue
+from certs import expired_certificate, tls_of
+from vxnet.pki import Tls, init_ca, issue
 from vxnet.replog import LogUnavailable, Prepare, open_log_client, request_once
 from vxnet.replog._wire import client_hello, encode_frame, encode_message, peer_hello
 from vxnet.testing.procs import LogProcesses
@@ -34,42 +30,6 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LogProcesses]:
     with LogProcesses(tmp_path_factory.mktemp("tls-log"), 3, tls=True) as log:
         log.start_all()
         yield log
-
-
-def tls_of(pki: Path, name: str) -> Tls:
-    return Tls(TlsFiles(pki / CA_CERT, pki / f"{name}.pem", pki / f"{name}-key.pem"))
-
-
-def expired_operator(pki: Path) -> Tls:
-    """An operator certificate from the cluster's own CA whose validity ended yesterday."""
-    ca = x509.load_pem_x509_certificate((pki / CA_CERT).read_bytes())
-    ca_key = serialization.load_pem_private_key((pki / CA_KEY).read_bytes(), None)
-    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "old")]))
-        .issuer_name(ca.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=30))
-        .not_valid_after(now - datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.UniformResourceIdentifier("vxnet://role/operator")]),
-            critical=False,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    (pki / "old.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (pki / "old-key.pem").write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return tls_of(pki, "old")
 
 
 async def view(log: LogProcesses, i: int) -> dict[str, Any]:
@@ -103,7 +63,7 @@ async def test_strangers_cannot_reach_the_log_and_change_nothing(
     strangers = {
         "no certificate (plain TCP)": None,
         "another CA's operator": tls_of(other, "mallory"),
-        "an expired operator certificate": expired_operator(cluster.pki),
+        "an expired operator certificate": expired_certificate(cluster.pki),
         "an agent certificate as a client": tls_of(cluster.pki, "a1"),
     }
     for who, tls in strangers.items():

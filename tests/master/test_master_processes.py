@@ -47,6 +47,23 @@ def masters(tmp_path: Path) -> Iterator[MasterProcesses]:
         yield m
 
 
+@pytest.fixture(params=["plain", "tls"])
+def any_masters(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MasterProcesses]:
+    """Three masters, with TLS off and on (log port and API)."""
+    tls = request.param == "tls"
+    with MasterProcesses(tmp_path, 3, NETWORK, extra=f'token = "{TOKEN}"', tls=tls) as m:
+        m.start_all()
+        yield m
+
+
+def tls_flags(m: MasterProcesses) -> list[str]:
+    """The ``vxnet`` command's flags for the operator certificate, with TLS on."""
+    if m.client_tls is None:
+        return []
+    files = m.client_tls.files
+    return ["--ca", str(files.ca), "--cert", str(files.cert), "--key", str(files.key)]
+
+
 def holdings(state: dict[str, Any]) -> dict[str, list[str]]:
     held: dict[str, list[str]] = {"subnet": [], "subnet6": [], "vtep_ip": [], "vtep_mac": []}
     for agent in state["agents"]:
@@ -63,8 +80,8 @@ def holdings(state: dict[str, Any]) -> dict[str, list[str]]:
     return held
 
 
-async def test_registrations_survive_a_leader_sigkill(masters: MasterProcesses) -> None:
-    m = masters
+async def test_registrations_survive_a_leader_sigkill(any_masters: MasterProcesses) -> None:
+    m = any_masters
     await m.formed()
     first = await m.leader()
     urls = [m.url(i) for i in range(m.n)]
@@ -73,7 +90,7 @@ async def test_registrations_survive_a_leader_sigkill(masters: MasterProcesses) 
     killed = trio.Event()
 
     async def client() -> None:
-        async with open_master_client(urls, token=TOKEN, max_wait=0.2) as api:
+        async with open_master_client(urls, token=TOKEN, max_wait=0.2, tls=m.client_tls) as api:
             while queue:
                 ip = queue.pop()
                 acked[ip] = await api.register(ip)
@@ -89,7 +106,7 @@ async def test_registrations_survive_a_leader_sigkill(masters: MasterProcesses) 
     second = await m.leader()
     assert second != first
 
-    async with open_master_client(urls, token=TOKEN) as api:
+    async with open_master_client(urls, token=TOKEN, tls=m.client_tls) as api:
         state = await api.state()
         by_ip = {a["ip"]: a for a in state["agents"]}
         assert set(by_ip) == set(AGENTS)
@@ -116,7 +133,10 @@ async def test_registrations_survive_a_leader_sigkill(masters: MasterProcesses) 
             await trio.sleep(0.1)
     result = await trio.to_thread.run_sync(
         lambda: subprocess.run(
-            [sys.executable, "-m", "vxnet", "master", "state", "--api", m.url(first), "--json"],
+            [
+                *(sys.executable, "-m", "vxnet", "master", "state", "--api", m.url(first)),
+                *("--json", *tls_flags(m)),
+            ],
             capture_output=True,
             text=True,
             timeout=30,

@@ -10,12 +10,16 @@ from vxnet._console import Exit
 if TYPE_CHECKING:
     import argparse
 
+    from vxnet.pki import Tls
+
 __all__ = [
     "AGENT_API",
     "add_address",
     "add_agent_api",
     "add_daemon_options",
+    "add_tls_options",
     "api_url",
+    "client_tls",
     "daemon_config",
     "fetch",
     "ip_order",
@@ -111,12 +115,13 @@ def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
     return found
 
 
-def fetch(command: str, url: str) -> Any:
-    """``fetch_json(url)``, or ``None`` with the reason printed for ``vxnet <command>``."""
+def fetch(command: str, url: str, tls: Tls | None = None, server_role: str | None = None) -> Any:
+    """``fetch_json(url)`` (over HTTPS with ``tls``), or ``None`` with the reason printed for
+    ``vxnet <command>``."""
     from vxnet.http import ApiError, fetch_json
 
     try:
-        return fetch_json(url)
+        return fetch_json(url, tls=None if tls is None else tls.client, server_role=server_role)
     except ApiError as exc:
         print(f"vxnet {command}: {exc}", file=sys.stderr)
         return None
@@ -135,9 +140,48 @@ def printed_as_json(answer: Any, as_json: bool) -> Exit | None:
     return None
 
 
-def api_url(api: str) -> str:
+def api_url(api: str, tls: Tls | None = None) -> str:
     url = api.rstrip("/")
-    return url if "://" in url else f"http://{url}"
+    return url if "://" in url else f"{'http' if tls is None else 'https'}://{url}"
+
+
+def add_tls_options(parser: argparse.ArgumentParser) -> None:
+    """``--ca``, ``--cert`` and ``--key``: the certificate a client command presents."""
+    tls = parser.add_argument_group("TLS (all three, or none; default: the config's [tls])")
+    tls.add_argument("--ca", metavar="FILE", help="the cluster CA's certificate (ca.pem)")
+    tls.add_argument("--cert", metavar="FILE", help="this client's certificate (an operator's)")
+    tls.add_argument("--key", metavar="FILE", help="its key")
+
+
+def client_tls(args: argparse.Namespace, command: str, settings: Any = None) -> Tls | None:
+    """The TLS of a client command: from ``--ca/--cert/--key``, else from ``settings`` (a
+    config's ``[tls]``), else ``None`` (plain).
+
+    Raises:
+        SystemExit: Only some of the three flags, or files that are not a CA, a certificate
+            and its key (the reason printed first).
+    """
+    from pathlib import Path
+
+    from vxnet.pki import PkiError, Tls, TlsFiles
+
+    flags = {"--ca": args.ca, "--cert": args.cert, "--key": args.key}
+    given = [flag for flag, value in flags.items() if value]
+    if given and len(given) < len(flags):
+        missing = " and ".join(flag for flag in flags if flag not in given)
+        print(f"vxnet {command}: {given[0]} needs {missing} too", file=sys.stderr)
+        raise SystemExit(Exit.BAD_INPUT)
+    if given:
+        files = TlsFiles(Path(args.ca), Path(args.cert), Path(args.key))
+    elif settings is not None and settings.ca is not None:
+        files = TlsFiles(Path(settings.ca), Path(settings.cert), Path(settings.key))
+    else:
+        return None
+    try:
+        return Tls(files)
+    except PkiError as exc:
+        print(f"vxnet {command}: {exc}", file=sys.stderr)
+        raise SystemExit(Exit.BAD_INPUT) from None
 
 
 def add_agent_api(parser: argparse.ArgumentParser) -> None:

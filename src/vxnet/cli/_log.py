@@ -6,7 +6,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from vxnet._console import Exit, add_group, print_table
-from vxnet.cli._common import add_daemon_options, run_daemon
+from vxnet.cli._common import add_daemon_options, add_tls_options, client_tls, run_daemon
 
 if TYPE_CHECKING:
     import argparse
@@ -20,14 +20,16 @@ def _log_serve(args: argparse.Namespace) -> int:
     return run_daemon("vxnet log serve", args, "master", run_log_replica)
 
 
-def _log_replicas(args: argparse.Namespace) -> list[tuple[str, int]] | None:
-    """The replica addresses of a ``vxnet log`` client command, or None (error printed)."""
+def _log_replicas(args: argparse.Namespace) -> tuple[list[tuple[str, int]], Any] | None:
+    """The replica addresses of a ``vxnet log`` client command and the ``[tls]`` of its config
+    (``None`` without one), or None (error printed)."""
     from vxnet.config import ConfigError, MasterConfig, load_config, parse_hostport
     from vxnet.replog import log_addresses
 
     if args.replicas:
         try:
-            return [parse_hostport(r.strip()) for r in args.replicas.split(",") if r.strip()]
+            found = [parse_hostport(r.strip()) for r in args.replicas.split(",") if r.strip()]
+            return found, None
         except ValueError as exc:
             print(f"vxnet log: --replicas: {exc}", file=sys.stderr)
             return None
@@ -41,7 +43,7 @@ def _log_replicas(args: argparse.Namespace) -> list[tuple[str, int]] | None:
             print(line, file=sys.stderr)
         return None
     assert isinstance(config, MasterConfig)
-    return log_addresses(config.log)[1]
+    return log_addresses(config.log)[1], config.tls
 
 
 def _log_client(args: argparse.Namespace) -> int:
@@ -57,13 +59,15 @@ def _log_client(args: argparse.Namespace) -> int:
         request_once,
     )
 
-    replicas = _log_replicas(args)
-    if replicas is None:
+    found = _log_replicas(args)
+    if found is None:
         return Exit.BAD_INPUT
+    replicas, settings = found
+    tls = client_tls(args, f"log {args.action}", settings)
 
     async def append() -> int:
         values = [v.encode() for v in args.values] or [sys.stdin.buffer.read()]
-        async with open_log_client(replicas, answer_within=args.wait) as client:
+        async with open_log_client(replicas, answer_within=args.wait, tls=tls) as client:
             for value in values:
                 print(await client.append(value))
         return Exit.OK
@@ -72,7 +76,9 @@ def _log_client(args: argparse.Namespace) -> int:
         views = []
         for address in replicas:
             try:
-                views.append(await request_once(address, {"op": "status"}, answer_within=2.0))
+                views.append(
+                    await request_once(address, {"op": "status"}, answer_within=2.0, tls=tls)
+                )
             except LogUnavailable as exc:
                 views.append({"address": format_address(*address), "error": str(exc)})
         if args.json:
@@ -98,7 +104,7 @@ def _log_client(args: argparse.Namespace) -> int:
 
     async def read() -> int:
         answer = await request_once(
-            replicas[0], {"op": "read", "from": args.start, "limit": args.limit}
+            replicas[0], {"op": "read", "from": args.start, "limit": args.limit}, tls=tls
         )
         if not answer.get("ok"):
             print(f"vxnet log read: {answer.get('error')}", file=sys.stderr)
@@ -149,7 +155,10 @@ def add_parser(commands: Any) -> None:
         cmd = log_cmds.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
         where = cmd.add_mutually_exclusive_group()
         where.add_argument("--replicas", metavar="HOST:PORT,...", help="the log replicas")
-        where.add_argument("--config", "-c", metavar="FILE", help="take log.replicas from it")
+        where.add_argument(
+            "--config", "-c", metavar="FILE", help="take log.replicas (and [tls]) from it"
+        )
+        add_tls_options(cmd)
         cmd.set_defaults(func=_log_client)
     append_cmd, status_cmd, read_cmd = (log_cmds.choices[n] for n in ("append", "status", "read"))
     append_cmd.add_argument("values", metavar="VALUE", nargs="*")

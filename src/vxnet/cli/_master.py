@@ -9,7 +9,10 @@ from vxnet._console import Exit, print_table
 from vxnet.cli._common import (
     add_address,
     add_daemon_options,
+    add_tls_options,
     api_url,
+    client_tls,
+    daemon_config,
     fetch,
     printed_as_json,
     run_daemon,
@@ -34,7 +37,15 @@ def _master(args: argparse.Namespace) -> int:
 
 
 def _master_state(args: argparse.Namespace) -> int:
-    state = fetch("master state", f"{api_url(args.api)}/overlay-master/state")
+    settings = None
+    if args.config is not None:  # `vxnet master --config FILE state`: its [tls]
+        config = daemon_config(args.config, "master", False)
+        if config is None:
+            return Exit.BAD_INPUT
+        settings = config.tls
+    tls = client_tls(args, "master state", settings)
+    api = api_url(args.api, tls)
+    state = fetch("master state", f"{api}/overlay-master/state", tls, "master")
     done = printed_as_json(state, args.json)
     if done is not None:
         return done
@@ -74,7 +85,7 @@ def _master_state(args: argparse.Namespace) -> int:
             f"{name}: {counts.get('used', 0)} of {counts.get('total', 0)} in use, "
             f"{counts.get('free', 0)} free"
         )
-    leader = fetch("master state", f"{api_url(args.api)}/overlay-master/leader")
+    leader = fetch("master state", f"{api}/overlay-master/leader", tls, "master")
     if isinstance(leader, dict) and leader.get("leader"):
         asked = " (the master asked)" if leader.get("is_leader") else ""
         print(f"leader: {leader['leader']}{asked}")
@@ -100,4 +111,5 @@ def add_parser(commands: Any) -> None:
     what = "any master's API (a follower sends on to the leader"
     add_address(mstate, "--api", "127.0.0.1:61080", what)
     mstate.add_argument("--json", action="store_true", help="print the JSON state")
+    add_tls_options(mstate)
     master.set_defaults(func=_master)

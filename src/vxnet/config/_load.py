@@ -150,6 +150,7 @@ def parse_config(text: str, *, source: str, role: Role | None = None) -> MasterC
         _check_agent(agent.agent, "agent", loader)
         _check_gossip(agent.gossip, "gossip", loader)
         _check_dns(agent.dns, "dns", loader)
+        _check_tls(agent.tls, "tls", loader)
         config = agent
     if loader.problems:
         raise ConfigError(source, loader.problems)

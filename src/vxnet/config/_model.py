@@ -178,19 +178,28 @@ class TlsSettings:
 
     ca: str | None = setting(
         None,
-        doc="The cluster CA's certificate (ca.pem). With it, the log port speaks TLS 1.3 only and "
-        "requires a certificate from this CA: a master's from peers, a master's or an "
-        "operator's from clients.",
+        doc="The cluster CA's certificate (ca.pem). With it, the log port and the API speak TLS "
+        "1.3 only and require a certificate from this CA: on the log, a master's from peers, a "
+        "master's or an operator's from clients; on the API, an agent's or an operator's to "
+        "register or delete, any to read (see open_reads).",
         example="/etc/vxnet/pki/ca.pem",
     )
     cert: str | None = setting(
         None,
-        doc="This master's certificate (`vxnet pki issue --role master`), naming the address in "
-        "log.replicas that others dial.",
+        doc="This process's certificate: a master's (`vxnet pki issue --role master`, naming the "
+        "addresses others dial: its entry in log.replicas and master.listen), or an agent's "
+        "(`--role agent`), with which it registers with the masters over HTTPS.",
         example="/etc/vxnet/pki/m1.pem",
     )
     key: str | None = setting(
         None, doc="The key of cert (mode 0600).", example="/etc/vxnet/pki/m1-key.pem"
+    )
+    open_reads: bool = setting(
+        False,
+        doc="Masters only: with TLS, let clients without a certificate read the API (GET "
+        "/overlay-master/state, "
+        "/overlay-master/leader, /metrics: a monitoring system, say). Writes always need an "
+        "agent's or an operator's certificate.",
     )
 
 
@@ -314,8 +323,9 @@ class MasterConfig:
 
 @dataclass(frozen=True, slots=True)
 class AgentConfig:
-    """An agent's configuration file: ``[agent]``, ``[gossip]`` and ``[dns]``."""
+    """An agent's configuration file: ``[agent]``, ``[gossip]``, ``[dns]`` and ``[tls]``."""
 
     agent: AgentSettings = field(default_factory=AgentSettings)
     gossip: GossipSettings = field(default_factory=GossipSettings)
     dns: DnsSettings = field(default_factory=DnsSettings)
+    tls: TlsSettings = field(default_factory=TlsSettings)

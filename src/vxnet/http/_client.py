@@ -3,6 +3,9 @@
 ``async with HttpClient() as http: response = await http.request("GET", "http://host:port/x")``.
 ``HttpClient(unix_socket="/var/run/docker.sock")`` sends every request to that socket instead
 (the URL's host is only the ``Host`` header, as Docker's ``http://docker/...``).
+``HttpClient(tls=context, server_role="master")`` also speaks ``https://``: the server's
+certificate must come from the context's CA, name the host dialled (an IP address or DNS name in
+its subject alternative names) and, with ``server_role``, carry that vxnet role.
 
 Rules:
 
@@ -41,7 +44,10 @@ from urllib.parse import urljoin, urlsplit
 import h11
 import trio
 
+from vxnet.pki import peer_role
+
 if TYPE_CHECKING:
+    import ssl
     from collections.abc import AsyncIterator, Sequence
 
 __all__ = [
@@ -67,7 +73,7 @@ REDIRECTS = (301, 302, 303, 307, 308)
 MAX_REDIRECTS = 5
 
 Headers: TypeAlias = tuple[tuple[str, str], ...]
-_Destination: TypeAlias = tuple[str, int] | str  # (host, port) or a unix socket path
+_Destination: TypeAlias = tuple[str, int, bool] | str  # (host, port, TLS) or a unix socket
 
 
 class HttpError(Exception):
@@ -256,6 +262,8 @@ class HttpClient:
         max_body_bytes: int = MAX_BODY_BYTES,
         max_idle: int = MAX_IDLE,
         keep_alive: bool = True,
+        tls: ssl.SSLContext | None = None,
+        server_role: str | None = None,
     ) -> None:
         if timeout <= 0 or connect_timeout <= 0:
             raise ValueError("timeout and connect_timeout must be positive")
@@ -268,6 +276,8 @@ class HttpClient:
         self.max_body_bytes = max_body_bytes
         self.max_idle = max_idle if keep_alive else 0
         self.keep_alive = keep_alive
+        self.tls = tls
+        self.server_role = server_role
         self._idle: dict[_Destination, list[_Connection]] = {}
         self._closed = False
 
@@ -290,8 +300,9 @@ class HttpClient:
 
     async def close_idle(self, host: str, port: int) -> None:
         """Close the pooled connections to ``host:port`` (a peer believed gone)."""
-        for conn in self._idle.pop((host, port), []):
-            await conn.aclose()
+        for secure in (False, True):
+            for conn in self._idle.pop((host, port, secure), []):
+                await conn.aclose()
 
     # --- requests --------------------------------------------------------------------------------
 
@@ -357,13 +368,20 @@ class HttpClient:
 
     def _target(self, method: str, url: str) -> _Target:
         parts = urlsplit(url)
-        if parts.scheme != "http" or not parts.hostname:
-            raise ValueError(f"{url!r}: only http://host[:port]/path URLs are supported")
+        secure = parts.scheme == "https" and self.tls is not None and self.unix_socket is None
+        if parts.scheme == "https" and self.tls is None:
+            raise ValueError(
+                f"{url!r}: only http:// URLs without TLS settings "
+                "(https:// needs a CA and a certificate)"
+            )
+        if not (parts.scheme == "http" or secure) or not parts.hostname:
+            supported = "http:// or https://" if self.tls is not None else "http://"
+            raise ValueError(f"{url!r}: only {supported}host[:port]/path URLs are supported")
         path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         if self.unix_socket is not None:
             destination: _Destination = self.unix_socket
         else:
-            destination = (parts.hostname, parts.port or 80)
+            destination = (parts.hostname, parts.port or (443 if secure else 80), secure)
         return _Target(method, url, destination, self.unix_socket, parts.netloc, path)
 
     async def _open(
@@ -413,7 +431,10 @@ class HttpClient:
                 if isinstance(destination, str):
                     stream: trio.abc.Stream = await trio.open_unix_socket(destination)
                 else:
-                    stream = await trio.open_tcp_stream(*destination)
+                    host, port, secure = destination
+                    stream = await trio.open_tcp_stream(host, port)
+                    if secure:
+                        stream = await self._handshake(stream, host, target)
         except trio.TooSlowError:
             raise HttpConnectError(
                 target.method,
@@ -429,6 +450,35 @@ class HttpClient:
                 f"cannot connect ({exc.strerror or exc})",
             ) from exc
         return _Connection(destination, stream, self.max_header_bytes)
+
+    async def _handshake(self, tcp: trio.abc.Stream, host: str, target: _Target) -> trio.abc.Stream:
+        """TLS on ``tcp`` to ``host``, the server's certificate checked (and its role).
+
+        Raises:
+            HttpConnectError: The handshake failed, or the certificate has another role.
+        """
+        assert self.tls is not None
+        stream = trio.SSLStream(tcp, self.tls, server_hostname=host, https_compatible=True)
+        try:
+            await stream.do_handshake()
+        except (trio.BrokenResourceError, OSError) as exc:
+            await trio.aclose_forcefully(tcp)
+            reason = str(exc.__cause__ or exc) or type(exc).__name__
+            raise HttpConnectError(
+                target.method, target.url, target.where, f"TLS handshake failed ({reason})"
+            ) from exc
+        if self.server_role is not None:
+            role = peer_role(stream.getpeercert(binary_form=True))
+            if role != self.server_role:
+                await trio.aclose_forcefully(stream)
+                raise HttpConnectError(
+                    target.method,
+                    target.url,
+                    target.where,
+                    f"the server's certificate is a {role or 'role-less'} certificate, "
+                    f"not a {self.server_role}'s",
+                )
+        return stream
 
     async def _exchange(
         self, conn: _Connection, target: _Target, request: h11.Request, body: bytes | None
@@ -501,25 +551,41 @@ class HttpClient:
 # --- the vxnet command's client ------------------------------------------------------------------
 
 
-def fetch_json(url: str, *, method: str = "GET", body: Any = None, timeout: float = 5.0) -> Any:
-    """Send a request to ``url`` (redirects followed) and decode the JSON answer.
+def fetch_json(
+    url: str,
+    *,
+    method: str = "GET",
+    body: Any = None,
+    timeout: float = 5.0,
+    tls: ssl.SSLContext | None = None,
+    server_role: str | None = None,
+) -> Any:
+    """Send a request to ``url`` (redirects followed) and decode the JSON answer; ``https://``
+    with ``tls`` (the server's certificate of role ``server_role``, when given).
 
     Blocking: for the ``vxnet`` command and tests, not for a trio task.
 
     Raises:
         ApiError: No answer, an HTTP error, or not JSON (the message says which, and where).
     """
-    return trio.run(_fetch_json, url, method, body, timeout)
+    client = HttpClient(
+        timeout=timeout,
+        connect_timeout=timeout,
+        keep_alive=False,
+        tls=tls,
+        server_role=server_role,
+    )
+    return trio.run(_fetch_json, client, url, method, body, timeout)
 
 
-async def _fetch_json(url: str, method: str, body: Any, seconds: float) -> Any:
+async def _fetch_json(http: HttpClient, url: str, method: str, body: Any, seconds: float) -> Any:
     data = None if body is None else json.dumps(body).encode()
     headers = [("Accept", "application/json")]
     if data is not None:
         headers.append(("Content-Type", "application/json"))
     start = url
     try:
-        async with HttpClient(timeout=seconds, connect_timeout=seconds, keep_alive=False) as http:
+        async with http:
             with trio.fail_after(seconds):
                 for _ in range(MAX_REDIRECTS + 1):
                     response = await http.request(method, url, body=data, headers=headers)
@@ -533,7 +599,7 @@ async def _fetch_json(url: str, method: str, body: Any, seconds: float) -> Any:
         raise ApiError(f"{start}: {exc.reason} (is the agent running?)") from exc
     except trio.TooSlowError:
         raise ApiError(f"{start}: no answer within {seconds:g} s (is the agent running?)") from None
-    except ValueError as exc:  # a redirect to somewhere that is not http://
+    except ValueError as exc:  # a redirect to somewhere that is not http:// (or https://)
         raise ApiError(f"{start}: {exc}") from exc
     if response.status >= 400:
         try:

@@ -11,7 +11,12 @@ with one ``send_all``, next request. The same endpoint answers about 3,300 reque
 What it does: keep-alive and pipelined requests in order; request bodies with Content-Length or
 chunked; responses buffered and sent in one piece, or streamed when the application sends
 ``more_body`` (chunked when it gave no length); 500 (and a logged traceback) when the application
-raises before it answered. No TLS, no HTTP/2, no WebSocket, no lifespan events: the APIs need none.
+raises before it answered. HTTPS when given an ``ssl.SSLContext`` (:func:`serve_asgi` ``tls``):
+the handshake comes first, within ``HANDSHAKE_TIMEOUT``, before a byte of HTTP is read; a
+connection that fails it is closed. The application finds the client's verified certificate in
+the scope (ASGI's TLS extension, ``client_cert_chain``, and its vxnet role under
+``vxnet.peer_role``: :func:`vxnet.pki.peer_role`, read once per connection). No HTTP/2, no
+WebSocket, no lifespan events: the APIs need none.
 
 Bounds, each answered and followed by a clean close (the answer, then our end shut, then what the
 client still sends read and dropped for at most ``LINGER`` seconds and ``LINGER_BYTES``, so that
@@ -29,12 +34,16 @@ from __future__ import annotations
 
 import logging
 import socket
+import ssl
 from collections.abc import Awaitable, Callable, MutableMapping
+from functools import partial
 from typing import Any, TypeAlias
 from urllib.parse import unquote
 
 import h11
 import trio
+
+from vxnet.pki import peer_role
 
 __all__ = ["MAX_BODY", "serve_api", "serve_asgi", "serve_asgi_unix"]
 
@@ -47,6 +56,7 @@ REQUEST_TIMEOUT = 10.0
 LINGER = 1.0
 LINGER_BYTES = 4 * 1024 * 1024
 READ_SIZE = 65536
+HANDSHAKE_TIMEOUT = 5.0
 
 Scope: TypeAlias = MutableMapping[str, Any]
 Message: TypeAlias = MutableMapping[str, Any]
@@ -75,15 +85,21 @@ class _Connection:
     def __init__(
         self,
         app: App,
-        stream: trio.SocketStream,
+        stream: trio.abc.Stream,
         server: tuple[str, int | None],
         max_body: int,
         max_header: int,
         idle_timeout: float,
         request_timeout: float,
+        client: tuple[str, int] | None,
+        tls: dict[str, Any] | None = None,
     ) -> None:
         self.app = app
         self.stream = stream
+        self.client = client
+        self.scheme = "http" if tls is None else "https"
+        self.extensions: dict[str, Any] = {} if tls is None else {"tls": tls}
+        self.peer_role = None if tls is None else tls.get("vxnet.peer_role")
         self.server = server
         self.max_body = max_body
         self.idle_timeout = idle_timeout
@@ -91,11 +107,6 @@ class _Connection:
         self.max_header = max_header
         self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=max_header)
         self.deadline: float | None = None  # for the request being read, from its first byte
-        try:
-            peer = stream.socket.getpeername()
-            self.client: tuple[str, int] | None = (str(peer[0]), int(peer[1]))
-        except (OSError, IndexError, TypeError, ValueError):  # a unix socket's peer has no port
-            self.client = None
 
     async def _next_event(self) -> Any:
         while True:
@@ -115,7 +126,7 @@ class _Connection:
                     data = await self.stream.receive_some(READ_SIZE)
                 if scope.cancelled_caught:
                     raise _RequestTimeout
-            self.h11.receive_data(data)
+            self.h11.receive_data(bytes(data))  # a no-op on bytes (a socket's)
 
     async def run(self) -> None:
         try:
@@ -179,7 +190,7 @@ class _Connection:
             "asgi": {"version": "3.0", "spec_version": "2.3"},
             "http_version": request.http_version.decode(),
             "method": request.method.decode(),
-            "scheme": "http",
+            "scheme": self.scheme,
             "path": unquote(path),
             "raw_path": path.encode("latin-1"),
             "query_string": query.encode("latin-1"),
@@ -187,6 +198,8 @@ class _Connection:
             "headers": [(name.lower(), value) for name, value in request.headers.raw_items()],
             "client": self.client,
             "server": self.server,
+            "extensions": self.extensions,
+            "vxnet.peer_role": self.peer_role,
         }
         delivered = False
         started: Message | None = None
@@ -252,8 +265,11 @@ class _Connection:
         return data
 
     async def _refuse(self, status: int, text: str) -> None:
-        """Answer ``status``, then close cleanly: shut our end, drain theirs for ``LINGER`` s."""
+        """Answer ``status``, then close cleanly: shut our end, drain theirs for ``LINGER`` s
+        (over TLS the close that follows says the end: TLS has no half-close)."""
         await self._simple(status, text)
+        if not isinstance(self.stream, trio.abc.HalfCloseableStream):
+            return
         with trio.move_on_after(LINGER):
             try:
                 await self.stream.send_eof()
@@ -285,6 +301,41 @@ class _Connection:
             pass
 
 
+def _peer(stream: trio.SocketStream) -> tuple[str, int] | None:
+    try:
+        peer = stream.socket.getpeername()
+        return (str(peer[0]), int(peer[1]))
+    except (OSError, IndexError, TypeError, ValueError):
+        return None
+
+
+async def _handshake(
+    stream: trio.SocketStream, context: ssl.SSLContext, client: tuple[str, int] | None
+) -> tuple[trio.SSLStream[trio.SocketStream], dict[str, Any]] | None:
+    """The TLS server handshake on ``stream`` within ``HANDSHAKE_TIMEOUT``: the TLS stream and
+    what the scope says of it, or ``None`` (the connection closed) when it failed."""
+    tls = trio.SSLStream(stream, context, server_side=True, https_compatible=True)
+    problem: str | None = None
+    with trio.move_on_after(HANDSHAKE_TIMEOUT) as scope:
+        try:
+            await tls.do_handshake()
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            problem = str(exc.__cause__ or exc) or type(exc).__name__
+    if scope.cancelled_caught:
+        problem = f"no TLS handshake within {HANDSHAKE_TIMEOUT:g} s"
+    if problem is not None:
+        log.info("HTTPS client %s refused: %s", client, problem)
+        await trio.aclose_forcefully(stream)
+        return None
+    der = tls.getpeercert(binary_form=True)
+    about: dict[str, Any] = {
+        "tls_version": 0x0304,  # TLS 1.3: the only version the contexts allow
+        "client_cert_chain": [] if der is None else [ssl.DER_cert_to_PEM_cert(der)],
+        "vxnet.peer_role": peer_role(der),
+    }
+    return tls, about
+
+
 async def serve_asgi(
     app: App,
     host: str,
@@ -294,9 +345,13 @@ async def serve_asgi(
     max_header: int = MAX_HEADER,
     idle_timeout: float = IDLE_TIMEOUT,
     request_timeout: float = REQUEST_TIMEOUT,
+    tls: ssl.SSLContext | None = None,
     task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve ``app`` on ``host:port`` until cancelled; report the bound (host, port).
+
+    With ``tls``, every connection is HTTPS (the context decides whether a client certificate
+    is required or optional, and which CA it must come from).
 
     The bounds (``max_body``, ``max_header``, ``request_timeout``, ``idle_timeout``) are the
     module's.
@@ -309,7 +364,17 @@ async def serve_asgi(
     server = (str(bound[0]), int(bound[1]))
 
     async def handle(stream: trio.SocketStream) -> None:
-        conn = _Connection(app, stream, server, max_body, max_header, idle_timeout, request_timeout)
+        client = _peer(stream)
+        served: trio.abc.Stream = stream
+        about = None
+        if tls is not None:
+            accepted = await _handshake(stream, tls, client)
+            if accepted is None:
+                return
+            served, about = accepted
+        conn = _Connection(
+            app, served, server, max_body, max_header, idle_timeout, request_timeout, client, about
+        )
         await conn.run()
 
     async with trio.open_nursery() as nursery:
@@ -342,7 +407,9 @@ async def serve_asgi_unix(
     server: tuple[str, int | None] = (path, None)
 
     async def handle(stream: trio.SocketStream) -> None:
-        conn = _Connection(app, stream, server, max_body, max_header, idle_timeout, request_timeout)
+        conn = _Connection(
+            app, stream, server, max_body, max_header, idle_timeout, request_timeout, None
+        )
         await conn.run()
 
     async with trio.open_nursery() as nursery:
@@ -354,9 +421,11 @@ async def serve_api(
     app: App,
     listen: str,
     *,
+    tls: ssl.SSLContext | None = None,
     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve ``app`` on ``listen`` (host:port) until cancelled; report the bound URL.
+    """Serve ``app`` on ``listen`` (host:port) until cancelled, HTTPS with ``tls``; report the
+    bound URL.
 
     Raises:
         OSError: The address cannot be bound.
@@ -365,11 +434,8 @@ async def serve_api(
     from vxnet.config import parse_hostport
 
     host, port = parse_hostport(listen, any_port=True)
-
-    async def started(bound: tuple[str, int]) -> None:
-        shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
-        task_status.started(f"http://{shown}:{bound[1]}")
-
+    scheme = "http" if tls is None else "https"
     async with trio.open_nursery() as nursery:
-        bound = await nursery.start(serve_asgi, app, host, port)
-        await started(bound)
+        bound = await nursery.start(partial(serve_asgi, app, host, port, tls=tls))
+        shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
+        task_status.started(f"{scheme}://{shown}:{bound[1]}")

@@ -435,6 +435,7 @@ class Allocator:
         self.failures: dict[str, int] = dict.fromkeys(_FAILURE_KINDS, 0)
         self._agents: dict[int, _Agent] = {}
         self._encoded: dict[int, bytes] = {}  # agent -> its AgentInfo JSON, while unchanged
+        self._rows: dict[int, tuple[_Agent, dict[str, Any]]] = {}  # snapshot rows, per agent
         self._order: list[int] | None = []  # the agents in numeric order; None when stale
         self._install(network)
 
@@ -887,7 +888,7 @@ class Allocator:
         """Pools for the network in force, with everything the agents hold taken."""
         network = self.network
         self._encoded = {}
-        self._rows: dict[int, tuple[_Agent, dict[str, Any]]] = {}  # snapshot rows, per agent
+        self._rows = {}
         self._order = None
         agents = [self._agents[ip] for ip in sorted(self._agents)]
         self._vtep = _Pool(network.vtep_subnet.num_addresses - 2, (a.vtep for a in agents))

@@ -199,9 +199,15 @@ def _latency_histogram(samples: list[float]) -> HistogramMetricFamily:
     return hist
 
 
+_WRITERS = ("agent", "operator")  # certificate roles that may register and delete agents
+_READERS = ("master", "agent", "operator")
+
+
 def build_master_app(master: MasterService) -> Starlette:
     """The Starlette application of ``master``'s API."""
     token = master.config.master.token
+    tls_on = master.tls is not None
+    open_reads = master.config.tls.open_reads
     requests: dict[str, int] = {}
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Metrics(master, requests))
@@ -209,8 +215,19 @@ def build_master_app(master: MasterService) -> Starlette:
     def count(result: str) -> None:
         requests[result] = requests.get(result, 0) + 1
 
-    def unauthorized(request: Request) -> JSONResponse | None:
-        if token is None:
+    def unauthorized(request: Request, *, write: bool = True) -> JSONResponse | None:
+        """Why ``request`` may not go on (401 or 403), or None: with TLS, writes need an agent's
+        or an operator's certificate and reads any cluster certificate (unless open_reads);
+        writes also need the bearer token when one is set."""
+        if tls_on and (write or not open_reads):
+            role = request.scope.get("vxnet.peer_role")
+            allowed = _WRITERS if write else _READERS
+            if role not in allowed:
+                count("forbidden")
+                held = f"a certificate of role {role}" if role else "no certificate"
+                needed = " or ".join(allowed)
+                return _error(403, f"this client presented {held}; this needs role {needed}")
+        if token is None or not write:
             return None
         given = request.headers.get("authorization", "")
         scheme, _, value = given.partition(" ")
@@ -282,6 +299,9 @@ def build_master_app(master: MasterService) -> Starlette:
         )
 
     async def state(request: Request) -> Response:
+        denied = unauthorized(request, write=False)
+        if denied is not None:
+            return denied
         try:
             master.ensure_leading()
         except MasterUnavailable as exc:
@@ -290,6 +310,9 @@ def build_master_app(master: MasterService) -> Starlette:
         return Response(master.allocator.state_json(free=True), media_type="application/json")
 
     async def leader(request: Request) -> Response:
+        denied = unauthorized(request, write=False)
+        if denied is not None:
+            return denied
         core = master.log.replica
         return JSONResponse(
             {
@@ -302,6 +325,9 @@ def build_master_app(master: MasterService) -> Starlette:
         )
 
     async def metrics(request: Request) -> Response:
+        denied = unauthorized(request, write=False)
+        if denied is not None:
+            return denied
         return Response(
             generate_latest(registry), media_type="text/plain; version=0.0.4; charset=utf-8"
         )

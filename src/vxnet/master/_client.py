@@ -8,7 +8,10 @@ no environment, bounded answers) to the master it believes leads. It follows a 3
 leader, sending the bearer token again (general HTTP clients drop it on a redirect to another
 host); on 503 it waits as ``Retry-After`` says (at most ``max_wait``) and asks again; when a
 master does not answer it moves on to the next one. All of that within ``patience`` seconds per
-call. A refusal (400, 401, 409) raises :class:`MasterRefused` at once, with the master's reason.
+call. A refusal (400, 401, 403, 409) raises :class:`MasterRefused` at once, with the master's
+reason. With ``tls`` (the process's :class:`vxnet.pki.Tls`) it speaks HTTPS, presenting its own
+certificate and accepting only a master's certificate from the cluster CA that names the address
+dialled.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from vxnet.http import HttpClient, HttpConnectError, HttpError
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Sequence
+
+    from vxnet.pki import Tls
 
 __all__ = ["MasterClient", "MasterRefused", "MasterUnreachable", "open_master_client"]
 
@@ -47,7 +52,7 @@ class MasterUnreachable(Exception):
 def _parse_address(text: str) -> tuple[str, int]:
     from vxnet.config import parse_hostport
 
-    text = text.removeprefix("http://").split("/", 1)[0]
+    text = text.removeprefix("http://").removeprefix("https://").split("/", 1)[0]
     return parse_hostport(text)
 
 
@@ -61,6 +66,7 @@ class MasterClient:
         token: str | None = None,
         patience: float = 30.0,
         max_wait: float = 1.0,
+        tls: Tls | None = None,
     ) -> None:
         if not masters:
             raise ValueError("no master addresses")
@@ -68,6 +74,7 @@ class MasterClient:
         self.token = token
         self.patience = patience
         self.max_wait = max_wait
+        self.scheme = "http" if tls is None else "https"
         self._next = random.randrange(len(self.masters))  # spread clients over the masters
         self._target: tuple[str, int] | None = None  # where a redirect points
         self._current: tuple[str, int] | None = None  # the master it talks to
@@ -76,6 +83,8 @@ class MasterClient:
             connect_timeout=CONNECT_TIMEOUT,
             max_body_bytes=MAX_ANSWER,
             max_idle=1,
+            tls=None if tls is None else tls.client,
+            server_role=None if tls is None else "master",
         )
         self._lock = trio.Lock()
 
@@ -122,13 +131,13 @@ class MasterClient:
                     address = self._address()
                     try:
                         response = await self._http.request(
-                            method, _url(address, path), body=data, headers=headers
+                            method, self._url(address, path), body=data, headers=headers
                         )
-                    except HttpConnectError:
+                    except HttpConnectError as exc:
                         await self._drop()
                         refused += 1
+                        last = f"{address[0]}:{address[1]}: {exc.reason}"
                         if refused >= len(self.masters):
-                            last = "no master accepts connections"
                             refused = 0
                             await trio.sleep(wait)
                             wait = min(wait * 2, self.max_wait)
@@ -185,10 +194,9 @@ class MasterClient:
         self._current = None
         await self._http.aclose()
 
-
-def _url(address: tuple[str, int], path: str) -> str:
-    host = f"[{address[0]}]" if ":" in address[0] else address[0]
-    return f"http://{host}:{address[1]}{path}"
+    def _url(self, address: tuple[str, int], path: str) -> str:
+        host = f"[{address[0]}]" if ":" in address[0] else address[0]
+        return f"{self.scheme}://{host}:{address[1]}{path}"
 
 
 def _retry_after(value: str | None) -> float:
@@ -215,9 +223,10 @@ async def open_master_client(
     token: str | None = None,
     patience: float = 30.0,
     max_wait: float = 1.0,
+    tls: Tls | None = None,
 ) -> AsyncIterator[MasterClient]:
     """A :class:`MasterClient`, its connection closed on the way out."""
-    client = MasterClient(masters, token=token, patience=patience, max_wait=max_wait)
+    client = MasterClient(masters, token=token, patience=patience, max_wait=max_wait, tls=tls)
     try:
         yield client
     finally:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import signal
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -46,7 +47,12 @@ async def run_master(
     ):
         async with trio.open_nursery() as nursery:
             await nursery.start(master.serve)
-            url = await nursery.start(serve_api, build_master_app(master), config.master.listen)
+            tls = None
+            if master.tls is not None:
+                tls = master.tls.server_optional if config.tls.open_reads else master.tls.server
+            url = await nursery.start(
+                partial(serve_api, build_master_app(master), config.master.listen, tls=tls)
+            )
             log.info("master API on %s", url)
             task_status.started(master)
             async for signum in signals:

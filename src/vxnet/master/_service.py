@@ -104,6 +104,7 @@ class MasterService:
             tls = log_tls(config.tls)
         except PkiError as exc:
             raise MasterConfigError(f"[tls]: {exc}") from None
+        self.tls = tls  # the log's and the API's (None: plain TCP and HTTP)
         if storage is None:
             storage = SqliteLogStorage(Path(config.master.data_dir) / LOG_FILE)
         self.log = ReplicatedLog(
@@ -219,7 +220,8 @@ class MasterService:
         if address is None:
             return None
         host = address.rpartition(":")[0]
-        return f"http://{host}:{self.api_port}"
+        scheme = "http" if self.tls is None else "https"
+        return f"{scheme}://{host}:{self.api_port}"
 
     def ensure_leading(self) -> None:
         """Return if this master may answer now; raise :class:`MasterUnavailable` otherwise."""

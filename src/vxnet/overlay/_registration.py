@@ -28,6 +28,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
     from pathlib import Path
 
+    from vxnet.pki import Tls
+
 __all__ = ["ALLOCATION_FILE", "Registration", "describe", "load_allocation", "save_allocation"]
 
 log = logging.getLogger("vxnet.overlay")
@@ -96,6 +98,7 @@ class Registration:
         agent_ip: This agent's underlay address (its key at the masters).
         state_dir: Where the last allocation is kept.
         token: The masters' bearer token, if they require one.
+        tls: This agent's certificate (role agent), to register over HTTPS; None: plain HTTP.
         networks: The networks wanted (None: every network the masters have).
         mesos_bridge: Whether this agent wants the CNI bridges.
         docker_bridge: Whether this agent wants the Docker bridges.
@@ -112,6 +115,7 @@ class Registration:
         state_dir: Path,
         *,
         token: str | None = None,
+        tls: Tls | None = None,
         networks: Sequence[str] | None = None,
         mesos_bridge: bool = True,
         docker_bridge: bool = True,
@@ -124,6 +128,7 @@ class Registration:
         self.agent_ip = agent_ip
         self.state_dir = state_dir
         self.token = token
+        self.tls = tls
         self.networks = None if networks is None else list(networks)
         self.mesos_bridge = mesos_bridge
         self.docker_bridge = docker_bridge
@@ -190,7 +195,7 @@ class Registration:
             RecordError: The answer is not an AgentInfo (the masters' fault).
         """
         async with open_master_client(
-            self.masters, token=self.token, patience=self.patience
+            self.masters, token=self.token, patience=self.patience, tls=self.tls
         ) as api:
             answer = await api.register(
                 self.agent_ip,

@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from vxnet.gossip import GossipService
     from vxnet.overlay._machine import LinuxMachine
     from vxnet.overlay._model import KernelState, RemoteAgent
+    from vxnet.pki import Tls
     from vxnet.records import AgentInfo
 
 __all__ = ["FULL_EVERY", "OverlayService"]
@@ -75,6 +76,7 @@ class OverlayService:
             agent_ip,
             Path(config.agent.state_dir),
             token=config.agent.master_token,
+            tls=_agent_tls(config),
         )
         self.containers = Containers(gossip, agent_ip, Path(config.agent.state_dir).absolute())
         self.docker: DockerNetworks | None = None
@@ -300,3 +302,17 @@ class OverlayService:
             self._ipr.close()
             self._ipr = None
             self._machine = None
+
+
+def _agent_tls(config: AgentConfig) -> Tls | None:
+    """The agent's TLS from its ``[tls]`` (None: plain HTTP to the masters).
+
+    Raises:
+        ValueError: A file cannot be used, or the certificate is not an agent's.
+    """
+    from vxnet.pki import PkiError, tls_of
+
+    try:
+        return tls_of(config.tls.ca, config.tls.cert, config.tls.key, "agent")
+    except PkiError as exc:
+        raise ValueError(f"[tls]: {exc}") from None

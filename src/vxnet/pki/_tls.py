@@ -19,7 +19,7 @@ from vxnet.pki._ca import PkiError, role_of
 if TYPE_CHECKING:
     from pathlib import Path
 
-__all__ = ["Tls", "TlsFiles", "peer_role"]
+__all__ = ["Tls", "TlsFiles", "peer_role", "tls_of"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +51,10 @@ class Tls:
         self.role: str = role
         self.server = self._context(ssl.PROTOCOL_TLS_SERVER)
         self.client = self._context(ssl.PROTOCOL_TLS_CLIENT)
+        # A server that lets clients without a certificate in (one from another CA, or expired,
+        # still fails the handshake); what they may do is then up to the server.
+        self.server_optional = self._context(ssl.PROTOCOL_TLS_SERVER)
+        self.server_optional.verify_mode = ssl.CERT_OPTIONAL
 
     def _context(self, protocol: int) -> ssl.SSLContext:
         context = ssl.SSLContext(protocol)
@@ -67,6 +71,24 @@ class Tls:
                 f"{self.files.cert}, {self.files.key}: not a certificate and its key ({exc})"
             ) from None
         return context
+
+
+def tls_of(ca: str | None, cert: str | None, key: str | None, role: str) -> Tls | None:
+    """The :class:`Tls` of a process whose certificate must have ``role``, from a config's
+    ``[tls]`` file names; ``None`` when they are not given (plain TCP).
+
+    Raises:
+        PkiError: A file cannot be used (the message names it), or the certificate is not of
+            ``role``.
+    """
+    from pathlib import Path
+
+    if ca is None or cert is None or key is None:
+        return None
+    tls = Tls(TlsFiles(Path(ca), Path(cert), Path(key)))
+    if tls.role != role:
+        raise PkiError(f"{cert}: a certificate of role {tls.role}; this process needs a {role}'s")
+    return tls
 
 
 def peer_role(der: bytes | None) -> str | None:

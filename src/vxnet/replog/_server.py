@@ -658,16 +658,9 @@ def log_tls(settings: TlsSettings) -> Tls | None:
         PkiError: A file cannot be used (the message names it), or the certificate is not a
             master's.
     """
-    from pathlib import Path
+    from vxnet.pki import tls_of
 
-    from vxnet.pki import PkiError, Tls, TlsFiles
-
-    if settings.ca is None or settings.cert is None or settings.key is None:
-        return None
-    tls = Tls(TlsFiles(Path(settings.ca), Path(settings.cert), Path(settings.key)))
-    if tls.role != "master":
-        raise PkiError(f"{settings.cert}: a {tls.role} certificate; a master needs a master's")
-    return tls
+    return tls_of(settings.ca, settings.cert, settings.key, "master")
 
 
 def log_addresses(

@@ -22,6 +22,8 @@ from vxnet.replog import LogUnavailable, request_once
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from vxnet.http import HttpClient
+
 __all__ = ["LogProcesses", "MasterProcesses", "free_ports"]
 
 
@@ -233,15 +235,25 @@ class MasterProcesses(LogProcesses):
         )
 
     def url(self, i: int) -> str:
-        """Master ``i``'s API."""
-        return f"http://{self._hosts()[i]}:{self.api_port}"
+        """Master ``i``'s API (``https://`` with TLS on)."""
+        scheme = "http" if self.client_tls is None else "https"
+        return f"{scheme}://{self._hosts()[i]}:{self.api_port}"
+
+    def http_client(self, **options: Any) -> HttpClient:
+        """An HTTP client of the masters' API; with TLS on, it holds the operator's certificate
+        and accepts only masters' certificates."""
+        from vxnet.http import HttpClient
+
+        if self.client_tls is not None:
+            options.update(tls=self.client_tls.client, server_role="master")
+        return HttpClient(**options)
 
     async def status(self, i: int) -> dict[str, Any] | None:
         """Master ``i``'s ``/overlay-master/leader`` answer, or None."""
-        from vxnet.http import HttpClient, HttpError
+        from vxnet.http import HttpError
 
         try:
-            async with HttpClient(timeout=1.0, connect_timeout=1.0, keep_alive=False) as http:
+            async with self.http_client(timeout=1.0, connect_timeout=1.0, keep_alive=False) as http:
                 r = await http.request("GET", f"{self.url(i)}/overlay-master/leader")
             return dict(r.json()) if r.status == 200 else None
         except (HttpError, ValueError):
