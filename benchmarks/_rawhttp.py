@@ -3,21 +3,32 @@ server under test, not measure it)."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import trio
+
+if TYPE_CHECKING:
+    import ssl
 
 
 class RawHttp:
     """One keep-alive connection; requests one at a time."""
 
-    def __init__(self, stream: trio.SocketStream, host: str) -> None:
+    def __init__(self, stream: trio.abc.Stream, host: str) -> None:
         self.stream = stream
         self.host = host
         self.buf = bytearray()
 
     @classmethod
-    async def connect(cls, host: str, port: int) -> RawHttp:
+    async def connect(cls, host: str, port: int, tls: ssl.SSLContext | None = None) -> RawHttp:
+        """A connection to ``host:port``; HTTPS with ``tls`` (the handshake done here)."""
         with trio.fail_after(1.0):
-            return cls(await trio.open_tcp_stream(host, port), f"{host}:{port}")
+            stream: trio.abc.Stream = await trio.open_tcp_stream(host, port)
+            if tls is not None:
+                secure = trio.SSLStream(stream, tls, server_hostname=host, https_compatible=True)
+                await secure.do_handshake()
+                stream = secure
+            return cls(stream, f"{host}:{port}")
 
     async def post(
         self, path: str, body: bytes, headers: dict[str, str] | None = None

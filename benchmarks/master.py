@@ -11,7 +11,12 @@ one after another on a connection of its own, idle and during a burst of 64 regi
 (p50/p99; the state grows from the warm-up's agents to the burst's). Targets: at least 1,000
 registrations per second at 64 clients; failover under 3 s.
 
+Everything runs twice in the same run, with TLS (the log port and the API: TLS 1.3, certificates
+from a cluster CA, the clients holding an operator's) and plain (``--tls on|off`` runs one);
+the last line gives the ratios TLS / plain, with the target of at least 0.8 for throughput.
+
     .venv/bin/python benchmarks/master.py [--seconds 5] [--clients 1 64] [--burst-clients 64]
+        [--tls both|on|off]
 """
 
 from __future__ import annotations
@@ -70,7 +75,7 @@ class Registrar:
             with trio.fail_after(self.patience):
                 if self.conn is None:
                     host = f"127.0.0.{self.target + 1}"
-                    self.conn = await RawHttp.connect(host, self.masters.api_port)
+                    self.conn = await connect(self.masters, host)
                 status, answer = await self.conn.post("/overlay-master/register", body)
         except (OSError, trio.BrokenResourceError, trio.TooSlowError, EOFError):
             await self.close()
@@ -80,7 +85,7 @@ class Registrar:
             return True
         if status == 307:
             leader = json.loads(answer).get("leader") or ""
-            host = leader.removeprefix("http://").rpartition(":")[0]
+            host = leader.partition("://")[2].rpartition(":")[0]
             await self.close()
             if host.startswith("127.0.0."):
                 self.target = int(host.rpartition(".")[2]) - 1
@@ -94,6 +99,12 @@ class Registrar:
         if self.conn is not None:
             await self.conn.aclose()
             self.conn = None
+
+
+async def connect(m: MasterProcesses, host: str) -> RawHttp:
+    """A connection to a master's API (HTTPS with the operator's certificate when TLS is on)."""
+    tls = None if m.client_tls is None else m.client_tls.client
+    return await RawHttp.connect(host, m.api_port, tls)
 
 
 async def load(
@@ -146,7 +157,7 @@ def percentile_ms(sorted_seconds: list[float], q: float) -> float:
 async def read_state(m: MasterProcesses, leader: int, stop: trio.Event) -> list[float]:
     """``GET /overlay-master/state`` from the leader one after another until ``stop``."""
     latencies: list[float] = []
-    conn = await RawHttp.connect(f"127.0.0.{leader + 1}", m.api_port)
+    conn = await connect(m, f"127.0.0.{leader + 1}")
     try:
         while not stop.is_set():
             t0 = time.perf_counter()
@@ -161,7 +172,7 @@ async def read_state(m: MasterProcesses, leader: int, stop: trio.Event) -> list[
 
 
 async def agent_count(m: MasterProcesses, leader: int) -> int:
-    conn = await RawHttp.connect(f"127.0.0.{leader + 1}", m.api_port)
+    conn = await connect(m, f"127.0.0.{leader + 1}")
     try:
         _, answer = await conn.request("GET", "/overlay-master/state")
     finally:
@@ -238,6 +249,7 @@ async def failover(m: MasterProcesses, ips: Any) -> dict[str, Any]:
 
 
 async def bench(args: argparse.Namespace) -> None:
+    modes = {"both": (True, False), "on": (True,), "off": (False,)}[args.tls]
     with tempfile.TemporaryDirectory(prefix="vxnet-master-bench-", dir=args.dir) as tmp:
         emit(
             metric="setup",
@@ -250,33 +262,56 @@ async def bench(args: argparse.Namespace) -> None:
             data_dir=tmp,
             fsync="SQLite WAL synchronous=FULL",
             client="one keep-alive HTTP/1.1 connection per client",
+            tls=[("TLS 1.3, client certificates" if tls else "plain") for tls in modes],
         )
-        ips = itertools.count(1)
-        results: dict[Any, Any] = {}
-        with MasterProcesses(Path(tmp), 3, NETWORK) as m:
-            m.start_all()
-            leader = await m.leader()
-            await load(m, leader, 4, 1.0, ips)  # warm up
-            for clients in args.clients:
-                r = await load(m, leader, clients, args.seconds, ips)
-                results[clients] = r
-                emit(metric="registrations", **r)
-            f = await failover(m, ips)
-            emit(metric="failover", load_clients=FAILOVER_CLIENTS, **f)
-        with MasterProcesses(Path(tmp) / "reads", 3, NETWORK) as m:
-            m.start_all()
-            leader = await m.leader()
-            await load(m, leader, 4, 1.0, ips)  # warm up
-            s = await state_reads(m, leader, args.burst_clients, args.seconds, ips)
-            emit(metric="state_reads", **s)
-        per_s = results.get(64, {}).get("per_s")
-        emit(
-            metric="targets",
-            per_s_64=per_s,
-            throughput_target_met=None if per_s is None else per_s >= 1000,
-            failover_s=f["seconds"],
-            failover_target_met=f["seconds"] is not None and f["seconds"] < 3.0,
-        )
+        figures = {
+            tls: await run_mode(args, Path(tmp) / ("tls" if tls else "plain"), tls) for tls in modes
+        }
+        targets: dict[str, Any] = {"metric": "targets"}
+        for tls, f in figures.items():
+            name = "tls" if tls else "plain"
+            targets[f"per_s_64_{name}"] = f["per_s_64"]
+            targets[f"failover_s_{name}"] = f["failover_s"]
+        per_s = [f["per_s_64"] for f in figures.values() if f["per_s_64"] is not None]
+        failovers = [f["failover_s"] for f in figures.values()]
+        targets["throughput_target_met"] = bool(per_s) and min(per_s) >= 1000
+        targets["failover_target_met"] = all(s is not None and s < 3.0 for s in failovers)
+        if len(figures) == 2:
+            on, off = figures[True], figures[False]
+            for key in ("per_s_1", "per_s_64", "burst_per_s"):
+                if on[key] and off[key]:
+                    targets[f"tls_over_plain_{key}"] = round(on[key] / off[key], 3)
+            ratio = targets.get("tls_over_plain_per_s_64")
+            targets["tls_target_met"] = ratio is not None and ratio >= 0.8
+        emit(**targets)
+
+
+async def run_mode(args: argparse.Namespace, root: Path, tls: bool) -> dict[str, Any]:
+    """Every measure with TLS on or off; the figures the targets are read from."""
+    ips = itertools.count(1)
+    results: dict[int, Any] = {}
+    with MasterProcesses(root, 3, NETWORK, tls=tls) as m:
+        m.start_all()
+        leader = await m.leader()
+        await load(m, leader, 4, 1.0, ips)  # warm up
+        for clients in args.clients:
+            r = await load(m, leader, clients, args.seconds, ips)
+            results[clients] = r
+            emit(metric="registrations", tls=tls, **r)
+        f = await failover(m, ips)
+        emit(metric="failover", tls=tls, load_clients=FAILOVER_CLIENTS, **f)
+    with MasterProcesses(root / "reads", 3, NETWORK, tls=tls) as m:
+        m.start_all()
+        leader = await m.leader()
+        await load(m, leader, 4, 1.0, ips)  # warm up
+        s = await state_reads(m, leader, args.burst_clients, args.seconds, ips)
+        emit(metric="state_reads", tls=tls, **s)
+    return {
+        "per_s_1": results.get(1, {}).get("per_s"),
+        "per_s_64": results.get(64, {}).get("per_s"),
+        "burst_per_s": s["burst_registrations_per_s"],
+        "failover_s": f["seconds"],
+    }
 
 
 def main() -> None:
@@ -287,6 +322,9 @@ def main() -> None:
         "--burst-clients", type=int, default=64, help="registering during the state reads"
     )
     parser.add_argument("--dir", default=None, help="where the data directories go (a disk)")
+    parser.add_argument(
+        "--tls", choices=["both", "on", "off"], default="both", help="TLS and plain (default both)"
+    )
     trio.run(bench, parser.parse_args())
 
 
