@@ -10,9 +10,13 @@ with 8 clients appending, SIGKILL the coordinator (etcd: the leader) and time fr
 first append sent after it that is accepted (clients give up on a request after 0.25 s and
 send another, so a request parked at a leaderless member does not hide the recovery).
 
+vxnet runs twice: with TLS on the log port (``vxnet-tls``: TLS 1.3, certificates from a cluster
+CA for peers and the client) and plain (``vxnet``, the one compared with etcd, which runs plain).
+
 Prints JSON lines: ``setup``, one ``appends`` line per system and client count, one ``failover``
-line per system, and ``targets`` (throughput at 64 clients at least half of etcd's, p50 at 1
-client under 2 ms, failover under 3 s).
+line per system, and ``targets`` (plain: throughput at 64 clients at least half of etcd's, p50 at
+1 client under 2 ms, failover under 3 s; TLS: at least 0.8 of plain at 64 clients, p50 at 1
+client under 2.5 ms, failover under 3 s).
 
     .venv/bin/python benchmarks/replog.py [--seconds 5] [--no-etcd]
 """
@@ -150,17 +154,21 @@ async def failover(system: System) -> dict[str, Any]:
 
 
 class Vxnet:
-    name = "vxnet"
+    """Three vxnet log replicas; with ``tls``, TLS 1.3 with client certificates (peers and
+    clients), the client holding an operator's certificate."""
 
-    def __init__(self, root: Path) -> None:
-        self.cluster = LogProcesses(root, 3)
+    def __init__(self, root: Path, *, tls: bool = False) -> None:
+        self.name = "vxnet-tls" if tls else "vxnet"
+        self.cluster = LogProcesses(root, 3, tls=tls)
 
     def start(self) -> None:
         self.cluster.start_all()
 
     @contextlib.asynccontextmanager
     async def client(self, index: int, patience: float) -> Any:
-        async with open_log_client(self.cluster.addresses, answer_within=patience) as client:
+        async with open_log_client(
+            self.cluster.addresses, answer_within=patience, tls=self.cluster.client_tls
+        ) as client:
 
             async def append(value: bytes) -> None:
                 await client.append(value)
@@ -298,7 +306,7 @@ def etcd_version() -> str:
 async def bench(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="vxnet-replog-", dir=args.dir) as tmp:
         root = Path(tmp)
-        systems: list[Any] = [Vxnet(root / "vxnet")]
+        systems: list[Any] = [Vxnet(root / "vxnet-tls", tls=True), Vxnet(root / "vxnet")]
         if args.etcd:
             (root / "etcd").mkdir()
             systems.append(Etcd(root / "etcd"))
@@ -337,6 +345,10 @@ async def bench(args: argparse.Namespace) -> None:
         p50 = results.get(("vxnet", 1), {}).get("p50_ms")
         fo = results.get(("vxnet", "failover"), {}).get("seconds")
         ratio = round(ours64 / etcd64, 2) if ours64 and etcd64 else None
+        tls64 = results.get(("vxnet-tls", 64), {}).get("appends_per_s")
+        tls_ratio = round(tls64 / ours64, 3) if tls64 and ours64 else None
+        tls_p50 = results.get(("vxnet-tls", 1), {}).get("p50_ms")
+        tls_fo = results.get(("vxnet-tls", "failover"), {}).get("seconds")
         emit(
             metric="targets",
             throughput_64_vs_etcd=ratio,
@@ -345,6 +357,12 @@ async def bench(args: argparse.Namespace) -> None:
             p50_target_met=None if p50 is None else p50 < 2.0,
             failover_s=fo,
             failover_target_met=None if fo is None else fo < 3.0,
+            tls_over_plain_64=tls_ratio,
+            tls_throughput_target_met=None if tls_ratio is None else tls_ratio >= 0.8,
+            tls_p50_1_client_ms=tls_p50,
+            tls_p50_target_met=None if tls_p50 is None else tls_p50 < 2.5,
+            tls_failover_s=tls_fo,
+            tls_failover_target_met=None if tls_fo is None else tls_fo < 3.0,
         )
 
 
