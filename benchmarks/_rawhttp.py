@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from vxnet.pki import tls_over
+
 if TYPE_CHECKING:
     import ssl
 
@@ -23,12 +25,11 @@ class RawHttp:
     async def connect(cls, host: str, port: int, tls: ssl.SSLContext | None = None) -> RawHttp:
         """A connection to ``host:port``; HTTPS with ``tls`` (the handshake done here)."""
         with trio.fail_after(1.0):
-            stream: trio.abc.Stream = await trio.open_tcp_stream(host, port)
-            if tls is not None:
-                secure = trio.SSLStream(stream, tls, server_hostname=host, https_compatible=True)
-                await secure.do_handshake()
-                stream = secure
-            return cls(stream, f"{host}:{port}")
+            tcp = await trio.open_tcp_stream(host, port)
+            if tls is None:
+                return cls(tcp, f"{host}:{port}")
+            secure = await tls_over(tcp, tls, server_side=False, server_hostname=host)
+            return cls(secure, f"{host}:{port}")
 
     async def post(
         self, path: str, body: bytes, headers: dict[str, str] | None = None

@@ -44,7 +44,7 @@ from urllib.parse import urljoin, urlsplit
 import h11
 import trio
 
-from vxnet.pki import peer_role
+from vxnet.pki import peer_role, tls_over
 
 if TYPE_CHECKING:
     import ssl
@@ -432,9 +432,8 @@ class HttpClient:
                     stream: trio.abc.Stream = await trio.open_unix_socket(destination)
                 else:
                     host, port, secure = destination
-                    stream = await trio.open_tcp_stream(host, port)
-                    if secure:
-                        stream = await self._handshake(stream, host, target)
+                    tcp = await trio.open_tcp_stream(host, port)
+                    stream = await self._handshake(tcp, host, target) if secure else tcp
         except trio.TooSlowError:
             raise HttpConnectError(
                 target.method,
@@ -451,16 +450,17 @@ class HttpClient:
             ) from exc
         return _Connection(destination, stream, self.max_header_bytes)
 
-    async def _handshake(self, tcp: trio.abc.Stream, host: str, target: _Target) -> trio.abc.Stream:
+    async def _handshake(
+        self, tcp: trio.SocketStream, host: str, target: _Target
+    ) -> trio.abc.Stream:
         """TLS on ``tcp`` to ``host``, the server's certificate checked (and its role).
 
         Raises:
             HttpConnectError: The handshake failed, or the certificate has another role.
         """
         assert self.tls is not None
-        stream = trio.SSLStream(tcp, self.tls, server_hostname=host, https_compatible=True)
         try:
-            await stream.do_handshake()
+            stream = await tls_over(tcp, self.tls, server_side=False, server_hostname=host)
         except (trio.BrokenResourceError, OSError) as exc:
             await trio.aclose_forcefully(tcp)
             reason = str(exc.__cause__ or exc) or type(exc).__name__

@@ -43,7 +43,7 @@ from urllib.parse import unquote
 import h11
 import trio
 
-from vxnet.pki import peer_role
+from vxnet.pki import TlsStream, peer_role, tls_over
 
 __all__ = ["MAX_BODY", "serve_api", "serve_asgi", "serve_asgi_unix"]
 
@@ -311,19 +311,19 @@ def _peer(stream: trio.SocketStream) -> tuple[str, int] | None:
 
 async def _handshake(
     stream: trio.SocketStream, context: ssl.SSLContext, client: tuple[str, int] | None
-) -> tuple[trio.SSLStream[trio.SocketStream], dict[str, Any]] | None:
+) -> tuple[TlsStream, dict[str, Any]] | None:
     """The TLS server handshake on ``stream`` within ``HANDSHAKE_TIMEOUT``: the TLS stream and
     what the scope says of it, or ``None`` (the connection closed) when it failed."""
-    tls = trio.SSLStream(stream, context, server_side=True, https_compatible=True)
+    tls: TlsStream | None = None
     problem: str | None = None
     with trio.move_on_after(HANDSHAKE_TIMEOUT) as scope:
         try:
-            await tls.do_handshake()
+            tls = await tls_over(stream, context, server_side=True)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             problem = str(exc.__cause__ or exc) or type(exc).__name__
     if scope.cancelled_caught:
         problem = f"no TLS handshake within {HANDSHAKE_TIMEOUT:g} s"
-    if problem is not None:
+    if tls is None or problem is not None:
         log.info("HTTPS client %s refused: %s", client, problem)
         await trio.aclose_forcefully(stream)
         return None

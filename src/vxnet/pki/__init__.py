@@ -16,10 +16,13 @@ unit ``<role>`` beside it for people reading the certificate. Keys are EC P-256,
   :func:`describe` (what ``vxnet pki show`` prints) and :func:`role_of`.
 * :mod:`._tls`: :class:`Tls`, the TLS 1.3 server and client contexts (client certificates
   required, verified against the CA) of a process holding a certificate, and :func:`peer_role`.
+* :mod:`._stream`: :func:`tls_over`, TLS done by OpenSSL on a trio TCP stream's socket (the
+  log's and the APIs' connections).
 """
 
-from vxnet.pki import _ca, _tls
+from vxnet.pki import _ca, _stream, _tls
 from vxnet.pki._ca import *  # noqa: F403 - each module's __all__ is its public part
+from vxnet.pki._stream import *  # noqa: F403
 from vxnet.pki._tls import *  # noqa: F403
 
-__all__ = [*_ca.__all__, *_tls.__all__]
+__all__ = [*_ca.__all__, *_stream.__all__, *_tls.__all__]

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from vxnet._sansio import DeadlineTimer
-from vxnet.pki import peer_role
+from vxnet.pki import TlsStream, peer_role, tls_over
 from vxnet.replog._core import (
     AppendDone,
     AppendFailed,
@@ -487,14 +487,12 @@ class ReplicatedLog:
                 peer = format_address(*tcp.socket.getpeername()[:2])
             role: str | None = None
             if self.tls is not None:  # nothing is read from the connection before this
-                # https_compatible: a peer that closes without close_notify has just left
-                # (every message is framed, so a cut-off one is seen as such).
-                stream = trio.SSLStream(
-                    tcp, self.tls.server, server_side=True, https_compatible=True
-                )
-                role = await self._handshake(stream, peer)
-                if role is None:
+                # A peer that closes without close_notify has just left (every message is
+                # framed, so a cut-off one is seen as such).
+                accepted = await self._handshake(tcp, self.tls, peer)
+                if accepted is None:
                     return
+                stream, role = accepted
             bodies: list[object] = []
             with trio.move_on_after(HELLO_TIMEOUT):
                 while not bodies:
@@ -531,12 +529,14 @@ class ReplicatedLog:
         finally:
             await trio.aclose_forcefully(stream)
 
-    async def _handshake(self, stream: trio.SSLStream[trio.SocketStream], peer: str) -> str | None:
-        """Complete the TLS handshake within ``HELLO_TIMEOUT``; the peer's role, or ``None``
-        (logged) when it fails or carries no role."""
+    async def _handshake(
+        self, tcp: trio.SocketStream, tls: Tls, peer: str
+    ) -> tuple[TlsStream, str] | None:
+        """The TLS handshake on ``tcp`` within ``HELLO_TIMEOUT``: the stream and the peer's role,
+        or ``None`` (logged, the connection closed) when it fails or carries no role."""
         try:
             with trio.fail_after(HELLO_TIMEOUT):
-                await stream.do_handshake()
+                stream = await tls_over(tcp, tls.server, server_side=True)
         except trio.TooSlowError:
             log.warning("log connection from %s: no TLS handshake in %.0f s", peer, HELLO_TIMEOUT)
             return None
@@ -546,7 +546,9 @@ class ReplicatedLog:
         role = peer_role(stream.getpeercert(binary_form=True))
         if role is None:
             log.warning("log connection from %s refused: its certificate has no role", peer)
-        return role
+            await trio.aclose_forcefully(stream)
+            return None
+        return stream, role
 
     async def _serve_peer(
         self, src: int, stream: trio.abc.Stream, reader: FrameReader, bodies: list[object]
@@ -694,9 +696,8 @@ async def open_log_stream(address: tuple[str, int], tls: Tls | None) -> trio.abc
     tcp = await trio.open_tcp_stream(*address)
     if tls is None:
         return tcp
-    stream = trio.SSLStream(tcp, tls.client, server_hostname=address[0], https_compatible=True)
+    stream = await tls_over(tcp, tls.client, server_side=False, server_hostname=address[0])
     try:
-        await stream.do_handshake()
         role = peer_role(stream.getpeercert(binary_form=True))
         if role != "master":
             raise OSError(f"{format_address(*address)}: its certificate is not a master's ({role})")
