@@ -158,6 +158,17 @@ def test_overlay_status_shows_each_network_by_the_one_status_rule(
     assert rows["next"] == ["CONFIGURING:", "-", "-", "-"]
 
 
+def test_overlay_status_prints_the_security_warnings(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    warned = {**AGENT_STATUS, "security_warnings": ["gossip is not encrypted (no gossip.keys)"]}
+    monkeypatch.setattr("vxnet.cli._overlay.fetch", lambda command, url: warned)
+    assert main(["overlay", "status"]) == 0
+    assert (
+        "WARNING: gossip is not encrypted (no gossip.keys)" in capsys.readouterr().out.splitlines()
+    )
+
+
 def test_overlay_status_refuses_a_bad_agent_info(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

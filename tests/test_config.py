@@ -21,6 +21,7 @@ from vxnet.config import (
     NetworkConfig,
     Overlay,
     Role,
+    TlsSettings,
     example_toml,
     load_config,
     overlapping_pairs,
@@ -714,3 +715,17 @@ def test_every_setting_is_documented() -> None:
         for f in dataclasses.fields(cls):
             assert len(f.metadata["doc"]) > 20, f"{cls.__name__}.{f.name} has no real doc"
             assert f"| `{f.name}` |" in text
+
+
+def test_an_agent_without_a_gossip_key_or_tls_is_warned_about() -> None:
+    plain = AgentConfig()
+    assert [w.split(" (")[0] for w in plain.security_warnings()] == [
+        "gossip is not encrypted",
+        "the agent registers with the masters over plain HTTP",
+    ]
+    keyed = dataclasses.replace(
+        plain,
+        gossip=dataclasses.replace(plain.gossip, keys=("A" * 43 + "=",)),
+        tls=TlsSettings(ca="ca.pem", cert="a1.pem", key="a1-key.pem"),
+    )
+    assert keyed.security_warnings() == []

@@ -33,6 +33,8 @@ async def run_agent(
     config: AgentConfig, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED
 ) -> None:
     """Run the agent until SIGINT/SIGTERM; ``task_status`` gets the API's URL once serving."""
+    for warning in config.security_warnings():
+        log.warning("%s", warning)
     gossip = GossipService(config.gossip, role="agent", agent_ip=config.agent.ip)
     overlay: OverlayService | None = None
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:

@@ -39,6 +39,8 @@ def _overlay_status(args: argparse.Namespace) -> int:
     )
     if registration.get("last_error"):
         print(f"last registration error: {registration['last_error']}")
+    for warning in status.get("security_warnings", []):
+        print(f"WARNING: {warning}")
     rows = []
     for o in info.overlays:
         ok = o.ok

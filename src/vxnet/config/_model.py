@@ -329,3 +329,18 @@ class AgentConfig:
     gossip: GossipSettings = field(default_factory=GossipSettings)
     dns: DnsSettings = field(default_factory=DnsSettings)
     tls: TlsSettings = field(default_factory=TlsSettings)
+
+    def security_warnings(self) -> list[str]:
+        """What this configuration leaves open to anyone on the underlay (empty: nothing)."""
+        warnings = []
+        if not self.gossip.keys:
+            warnings.append(
+                "gossip is not encrypted (no gossip.keys): anyone who can reach the gossip port "
+                "can join and write overlay and task records (`vxnet pki init` makes a key)"
+            )
+        if self.agent.overlay and self.tls.ca is None:
+            warnings.append(
+                "the agent registers with the masters over plain HTTP (no [tls]): the token, "
+                "if any, travels in clear text"
+            )
+        return warnings

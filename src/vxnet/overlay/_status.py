@@ -66,6 +66,7 @@ def overlay_status(
         "last_errors": reconciler.last_errors,
         "bad_records": bad_records,
         "remotes": [r.ip for r in sorted(remotes, key=lambda r: r.ip)],
+        "security_warnings": config.security_warnings(),
         "objects": [],
     }
     if isinstance(actual, str):
