@@ -11,6 +11,7 @@ from starlette.applications import Starlette
 from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
 
+from vxnet._limits import ConnectionCaps
 from vxnet.http._server import serve_asgi, serve_asgi_unix
 
 if TYPE_CHECKING:
@@ -247,3 +248,59 @@ async def test_a_unix_socket_server_answers(tmp_path: Path) -> None:
         assert out.startswith(b"HTTP/1.1 201")
         assert b'"query":"u=1"' in out
         nursery.cancel_scope.cancel()
+
+
+async def open_from(source: str, address: tuple[str, int]) -> trio.SocketStream:
+    """A TCP connection to ``address`` from the loopback address ``source``."""
+    sock = trio.socket.socket()
+    await sock.bind((source, 0))
+    await sock.connect(address)
+    return trio.SocketStream(sock)
+
+
+async def test_connections_beyond_the_caps_get_a_503_and_the_listener_keeps_accepting() -> None:
+    caps = ConnectionCaps(per_client=3, total=5)
+    get = b"GET /echo HTTP/1.1\r\nHost: x\r\n\r\n"
+    async with trio.open_nursery() as nursery:
+        address = await start(nursery, caps=caps)
+        hog = [await open_from("127.0.0.9", address) for _ in range(3)]  # idle, held
+        await trio.testing.wait_all_tasks_blocked()  # the server holds them, reading
+        assert caps.count == 3
+        refused = await open_from("127.0.0.9", address)
+        await refused.send_all(get)
+        answer = b""
+        with trio.fail_after(5):
+            while chunk := await refused.receive_some(65536):
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.1 503 ")
+        assert b"retry-after: 1" in answer
+        assert b"127.0.0.9 holds 3 connections" in answer
+        # Another address is served; the total cap counts every address.
+        assert (await exchange(address, get, until_close=False)).startswith(b"HTTP/1.1 201")
+        others = [await open_from("127.0.0.10", address) for _ in range(2)]
+        await trio.testing.wait_all_tasks_blocked()
+        assert caps.count == 5
+        assert b"5 connections are open" in await exchange(address, get)
+        # Closing what is held frees its places.
+        for stream in [*hog, *others, refused]:
+            await stream.aclose()
+        await trio.testing.wait_all_tasks_blocked()
+        assert caps.count == 0
+        assert (await exchange(address, get, until_close=False)).startswith(b"HTTP/1.1 201")
+        assert caps.refused == 2
+        nursery.cancel_scope.cancel()
+
+
+def test_caps_count_per_client_and_in_total() -> None:
+    caps = ConnectionCaps(per_client=2, total=3)
+    assert caps.admit("a") is None
+    assert caps.admit("a") is None
+    assert caps.admit("a") == "a holds 2 connections already (at most 2)"
+    assert caps.admit("b") is None
+    assert caps.admit("c") == "3 connections are open (at most 3)"
+    caps.release("a")
+    assert caps.admit("c") is None
+    assert caps.open == {"a": 1, "b": 1, "c": 1}
+    assert caps.refused == 2
+    with pytest.raises(ValueError, match="per_client"):
+        ConnectionCaps(per_client=0)

@@ -27,11 +27,15 @@ it reads the answer instead of a reset):
 - a request whose first byte came ``request_timeout`` seconds ago and that is not complete yet
   (a slow sender, head or body): 408;
 - a request h11 cannot parse: 400;
-- a connection idle (no byte of a next request) for ``idle_timeout``: closed without a word.
+- a connection idle (no byte of a next request) for ``idle_timeout``: closed without a word;
+- a connection beyond the caps (:class:`vxnet._limits.ConnectionCaps`: 128 per client address,
+  and a total below the process's descriptor limit): 503 with ``Retry-After`` at once, then
+  closed (over HTTPS closed before the handshake), so the listener keeps accepting.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import ssl
@@ -43,6 +47,7 @@ from urllib.parse import unquote
 import h11
 import trio
 
+from vxnet._limits import ConnectionCaps
 from vxnet.pki import TlsStream, peer_role, tls_over
 
 __all__ = ["MAX_BODY", "serve_api", "serve_asgi", "serve_asgi_unix"]
@@ -57,6 +62,7 @@ LINGER = 1.0
 LINGER_BYTES = 4 * 1024 * 1024
 READ_SIZE = 65536
 HANDSHAKE_TIMEOUT = 5.0
+BUSY_DRAIN = 64 * 1024  # what a refused connection may still send before it is closed
 
 Scope: TypeAlias = MutableMapping[str, Any]
 Message: TypeAlias = MutableMapping[str, Any]
@@ -301,6 +307,26 @@ class _Connection:
             pass
 
 
+async def _busy(stream: trio.SocketStream, reason: str, *, plain: bool) -> None:
+    """Answer a connection beyond the caps (503 over plain HTTP) and close it at once."""
+    if plain:
+        body = ('{"error": "busy: ' + reason.replace('"', "'") + '"}').encode()
+        head = (
+            "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
+            f"retry-after: 1\r\nconnection: close\r\ncontent-length: {len(body)}\r\n\r\n"
+        )
+        with (
+            trio.move_on_after(LINGER),
+            contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError),
+        ):
+            await stream.send_all(head.encode() + body)
+            await stream.send_eof()  # then read and drop what it sent, so it reads the answer
+            drained = 0
+            while drained < BUSY_DRAIN and (data := await stream.receive_some(READ_SIZE)):
+                drained += len(data)
+    await trio.aclose_forcefully(stream)
+
+
 def _peer(stream: trio.SocketStream) -> tuple[str, int] | None:
     try:
         peer = stream.socket.getpeername()
@@ -346,9 +372,13 @@ async def serve_asgi(
     idle_timeout: float = IDLE_TIMEOUT,
     request_timeout: float = REQUEST_TIMEOUT,
     tls: ssl.SSLContext | None = None,
+    caps: ConnectionCaps | None = None,
     task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve ``app`` on ``host:port`` until cancelled; report the bound (host, port).
+
+    ``caps`` (default: 128 per client address, and the total the descriptor limit allows) bounds
+    the connections held.
 
     With ``tls``, every connection is HTTPS (the context decides whether a client certificate
     is required or optional, and which CA it must come from).
@@ -363,19 +393,38 @@ async def serve_asgi(
     bound = listeners[0].socket.getsockname()
     server = (str(bound[0]), int(bound[1]))
 
+    limits = ConnectionCaps() if caps is None else caps
+
     async def handle(stream: trio.SocketStream) -> None:
         client = _peer(stream)
-        served: trio.abc.Stream = stream
-        about = None
-        if tls is not None:
-            accepted = await _handshake(stream, tls, client)
-            if accepted is None:
-                return
-            served, about = accepted
-        conn = _Connection(
-            app, served, server, max_body, max_header, idle_timeout, request_timeout, client, about
-        )
-        await conn.run()
+        key = "?" if client is None else client[0]
+        refusal = limits.admit(key)
+        if refusal is not None:
+            log.debug("HTTP connection from %s refused: %s", key, refusal)
+            await _busy(stream, refusal, plain=tls is None)
+            return
+        try:
+            served: trio.abc.Stream = stream
+            about = None
+            if tls is not None:
+                accepted = await _handshake(stream, tls, client)
+                if accepted is None:
+                    return
+                served, about = accepted
+            conn = _Connection(
+                app,
+                served,
+                server,
+                max_body,
+                max_header,
+                idle_timeout,
+                request_timeout,
+                client,
+                about,
+            )
+            await conn.run()
+        finally:
+            limits.release(key)
 
     async with trio.open_nursery() as nursery:
         await nursery.start(trio.serve_listeners, handle, listeners)

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from vxnet._limits import ConnectionCaps
 from vxnet._sansio import DeadlineTimer
 from vxnet.pki import TlsStream, peer_role, tls_over
 from vxnet.replog._core import (
@@ -87,6 +88,7 @@ MAX_READ = 4096  # entries per read answer
 LINK_QUEUE = 8192  # messages waiting for a peer connection
 CLIENT_QUEUE = 65536  # answers waiting for a client connection
 HELLO_TIMEOUT = 5.0
+LOG_PER_CLIENT = 256  # connections from one address (each replica's peers and clients included)
 CONNECT_TIMEOUT = 1.0
 BACKOFF_MIN, BACKOFF_MAX = 0.02, 0.5
 READ_SIZE = 256 * 1024
@@ -185,6 +187,8 @@ class ReplicatedLog:
         self.on_apply = on_apply
         self.on_snapshot = on_snapshot
         self.tls = tls  # None: plain TCP
+        # Peers, the master's own clients and tools: many per address on one host (loopback).
+        self.caps = ConnectionCaps(per_client=LOG_PER_CLIENT)
         self.replica: Replica | None = None
         self.appends = 0
         self.failed_appends = 0
@@ -479,6 +483,20 @@ class ReplicatedLog:
             backoff = min(backoff * 2, BACKOFF_MAX)
 
     async def _handle_conn(self, tcp: trio.SocketStream) -> None:
+        address = "?"
+        with contextlib.suppress(OSError, IndexError, TypeError):
+            address = str(tcp.socket.getpeername()[0])
+        refusal = self.caps.admit(address)
+        if refusal is not None:
+            log.debug("log connection from %s refused: %s", address, refusal)
+            await trio.aclose_forcefully(tcp)
+            return
+        try:
+            await self._handle_admitted(tcp)
+        finally:
+            self.caps.release(address)
+
+    async def _handle_admitted(self, tcp: trio.SocketStream) -> None:
         reader = FrameReader()
         peer = "?"
         stream: trio.abc.Stream = tcp
