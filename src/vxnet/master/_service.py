@@ -54,6 +54,7 @@ log = logging.getLogger("vxnet.master")
 COMPACT_EVERY = 1000  # applied entries between snapshots of the allocator
 OUTCOMES_KEPT = 65536
 CONFIG_CHECK_EVERY = 0.5
+LEADER_API_CHECK = 1.0  # a follower asks the leader's API this often whether it answers
 
 
 class MasterUnavailable(Exception):
@@ -123,6 +124,7 @@ class MasterService:
         self._outcomes: collections.OrderedDict[int, Outcome] = collections.OrderedDict()
         self._last_snapshot = 0
         self._appending = 0  # appends waiting for their position
+        self.leader_api_down: str | None = None  # the leader's API URL while it does not answer
 
     # --- applying the log ----------------------------------------------------------------------
 
@@ -177,6 +179,7 @@ class MasterService:
                         "replicated log: " + "; ".join(problems)
                     )
             nursery.start_soon(self._keep_network)
+            nursery.start_soon(self._watch_leader_api)
             task_status.started(bound)
 
     async def _keep_network(self) -> None:
@@ -212,6 +215,37 @@ class MasterService:
             self.config_conflict = problems
             await trio.sleep(CONFIG_CHECK_EVERY * 10)
 
+    async def _watch_leader_api(self) -> None:
+        """As a follower, check every ``LEADER_API_CHECK`` s that the leader's API answers; while
+        it does not, requests here get a 503 instead of a redirect to it."""
+        from vxnet.http import HttpClient, HttpError
+
+        http = HttpClient(
+            timeout=LEADER_API_CHECK,
+            connect_timeout=LEADER_API_CHECK,
+            keep_alive=False,
+            tls=None if self.tls is None else self.tls.client,
+            server_role=None if self.tls is None else "master",
+        )
+        while True:
+            await trio.sleep(LEADER_API_CHECK)
+            url = None if self.log.is_leader() else self.leader_url()
+            if url is None:
+                self.leader_api_down = None
+                continue
+            try:
+                answer = await http.request("GET", url + "/overlay-master/leader")
+                problem = None if answer.status < 500 else f"HTTP {answer.status}"
+            except HttpError as exc:
+                problem = exc.reason
+            if problem is not None and self.leader_api_down != url:
+                log.warning(
+                    "the leader's API at %s does not answer (%s): not redirecting", url, problem
+                )
+            elif problem is None and self.leader_api_down == url:
+                log.info("the leader's API at %s answers again", url)
+            self.leader_api_down = None if problem is None else url
+
     # --- operations -----------------------------------------------------------------------------
 
     def leader_url(self) -> str | None:
@@ -233,6 +267,11 @@ class MasterService:
             if leader is None:
                 raise MasterUnavailable(
                     f"no master leads yet (this replica is {core.status.name.lower()})",
+                    retry_after=1.0,
+                )
+            if leader == self.leader_api_down:
+                raise MasterUnavailable(
+                    f"this master does not lead, and the leader's API at {leader} does not answer",
                     retry_after=1.0,
                 )
             raise MasterUnavailable(f"this master does not lead; the leader is {leader}", leader)
