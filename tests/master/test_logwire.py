@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from vxnet.replog._core import (
+    MAX_POSITION,
     Accept,
     Accepted,
     Fetch,
@@ -36,7 +37,7 @@ from vxnet.replog._wire import (
     peer_hello,
 )
 
-pos = st.integers(0, 2**63 - 1)
+pos = st.integers(0, MAX_POSITION)  # MAX_POSITION == MAX_BALLOT; beyond, test_hostile_peer
 value = st.binary(max_size=64)
 pairs = st.lists(st.tuples(pos, value), max_size=5).map(tuple)
 entries = st.lists(st.builds(Entry, pos, pos, value, st.booleans()), max_size=5).map(tuple)

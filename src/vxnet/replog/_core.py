@@ -126,15 +126,54 @@ __all__ = [
     "SnapshotInstalled",
     "ballot_round",
     "make_ballot",
+    "message_problem",
 ]
 
 MAX_REPLICAS = 256
 MAX_BATCH = 1024  # appends per accept round
 MAX_FETCH = 512  # entries per catch-up answer
+MAX_BALLOT = 2**48  # a ballot above is refused: 2**40 rounds, far beyond any count of elections
+MAX_POSITION = 2**48  # a position (or commit index, log end) above is refused
+MAX_AHEAD = 8 * MAX_BATCH  # how far past its log end a replica takes accepts and promised ends
+# (a new coordinator fills every position up to the highest promised end: bounded, so is that)
 
 
 def make_ballot(round_: int, replica: int) -> int:
     return round_ * MAX_REPLICAS + replica
+
+
+def message_problem(msg: Message) -> str | None:
+    """Why ``msg`` is out of range (a ballot above ``MAX_BALLOT``, a position, commit index or
+    log end above ``MAX_POSITION``), or ``None``. The wire refuses such a frame; the core drops
+    such a message, so no value from a peer reaches an assertion or the disk's bounds."""
+    ballots: list[int] = []
+    positions: list[int] = []
+    if isinstance(msg, Prepare):
+        ballots, positions = [msg.ballot], [msg.from_pos]
+    elif isinstance(msg, Promise):
+        ballots = [msg.ballot, *(e.ballot for e in msg.accepted)]
+        positions = [msg.end, *(e.position for e in msg.accepted)]
+    elif isinstance(msg, Accept):
+        ballots, positions = [msg.ballot], [msg.commit, *(p for p, _ in msg.entries)]
+    elif isinstance(msg, Accepted):
+        ballots, positions = [msg.ballot], list(msg.positions)
+    elif isinstance(msg, Heartbeat):
+        ballots, positions = [msg.ballot], [msg.commit, msg.end]
+    elif isinstance(msg, Reject):
+        ballots = [msg.ballot, msg.promised]
+    elif isinstance(msg, Fetch):
+        positions = [msg.from_pos, msg.to_pos]
+    elif isinstance(msg, Learned):
+        positions = [msg.commit, *(p for p, _ in msg.entries)]
+        if msg.snapshot is not None:
+            positions.append(msg.snapshot.position)
+    elif isinstance(msg, RecoverResponse):
+        ballots, positions = [msg.promised], [msg.end, msg.commit]
+    if any(not 0 <= b <= MAX_BALLOT for b in ballots):
+        return f"a ballot is not in 0..{MAX_BALLOT}"
+    if any(not 0 <= p <= MAX_POSITION for p in positions):
+        return f"a position is not in 0..{MAX_POSITION}"
+    return None
 
 
 def ballot_round(ballot: int) -> int:
@@ -362,6 +401,7 @@ class Replica:
         self.leader: int | None = None
         self.max_seen = self.promised
         self.lease_until = -math.inf
+        self.refused = 0  # messages dropped as out of range
         self._events: list[Event] = []
         self._pending: list[_Pending] = []
         self._round: _Round | None = None
@@ -517,8 +557,13 @@ class Replica:
     # --- messages --------------------------------------------------------------------------------
 
     def receive(self, src: int, msg: Message, now: float) -> None:
-        """A message from replica ``src``."""
+        """A message from replica ``src``; one out of range (:func:`message_problem`, or naming
+        positions more than ``MAX_AHEAD`` beyond this replica's log) is dropped and counted in
+        :attr:`refused`."""
         if not 0 <= src < self.n or src == self.id:
+            return
+        if message_problem(msg) is not None or self._too_far(msg):
+            self.refused += 1
             return
         if isinstance(msg, Prepare):
             self._on_prepare(src, msg, now)
@@ -540,6 +585,18 @@ class Replica:
             self._send(src, RecoverResponse(self.status, self.promised, self._end(), self.commit))
         elif isinstance(msg, RecoverResponse):
             self._on_recover_response(src, msg, now)
+
+    def _too_far(self, msg: Message) -> bool:
+        """Whether ``msg`` would make this replica hold, or a new coordinator fill, positions
+        far beyond its commit index (a refill of every position up to the highest promised end
+        is materialized). Entries are held at most ``MAX_AHEAD`` past the commit index, so a
+        coordinator's own end, and so the refill, stays within ``2 * MAX_AHEAD`` of it."""
+        if isinstance(msg, Accept | Learned):
+            return any(pos >= self.commit + MAX_AHEAD for pos, _ in msg.entries)
+        if isinstance(msg, Promise):
+            limit = max(self._end(), self.commit) + MAX_AHEAD
+            return msg.end > limit or any(e.position > limit for e in msg.accepted)
+        return False
 
     # --- acceptor --------------------------------------------------------------------------------
 

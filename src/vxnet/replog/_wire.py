@@ -34,6 +34,7 @@ from vxnet.replog._core import (
     RecoverRequest,
     RecoverResponse,
     Reject,
+    message_problem,
 )
 from vxnet.replog._storage import Entry, ReplicaStatus, Snapshot
 
@@ -203,11 +204,19 @@ _NAMES = {
 
 
 def decode_message(body: object) -> Message:
-    """A Paxos message from a frame body.
+    """A Paxos message from a frame body, its values in range (:func:`message_problem`).
 
     Raises:
         WireError: The body is not a well-formed message; the text names the field.
     """
+    msg = _decode_message(body)
+    problem = message_problem(msg)
+    if problem is not None:
+        raise WireError(f"{_NAMES[body[0]]}: {problem}")  # type: ignore[index]
+    return msg
+
+
+def _decode_message(body: object) -> Message:
     if not isinstance(body, list) or not body:
         raise WireError("message: not a non-empty array")
     code = body[0]

@@ -201,6 +201,16 @@ class LogSim:
 
     # --- faults ----------------------------------------------------------------------------------
 
+    def inject(self, src: int, dst: int, msg: Message, at: float) -> None:
+        """Deliver ``msg`` to replica ``dst`` at ``at`` as if replica ``src`` sent it (a forged
+        or hostile message: no loss, no delay)."""
+        target = self.replicas[dst]
+
+        def deliver(t: float) -> None:
+            self._step(target, lambda c: c.receive(src, msg, t), t)
+
+        self.events.push(at, deliver)
+
     def partition(self, *groups: list[int]) -> None:
         for i, a in enumerate(groups):
             for b in groups[i + 1 :]:
