@@ -76,6 +76,35 @@ class MasterConfigError(Exception):
     it cannot use."""
 
 
+def _load_snapshot(data: bytes) -> tuple[Allocator, bool]:
+    """The allocator and the ``network_in_log`` flag of a master's snapshot.
+
+    Raises:
+        ValueError: ``data`` is not a master's snapshot; the text says why.
+    """
+    import msgpack
+
+    try:
+        body = msgpack.unpackb(data, raw=False)
+    except (ValueError, TypeError, msgpack.UnpackException) as exc:
+        raise ValueError(f"not msgpack: {exc}") from None
+    if not isinstance(body, dict) or set(body) != {"allocator", "network_in_log"}:
+        raise ValueError("not a map of 'allocator' and 'network_in_log'")
+    allocator, flag = body["allocator"], body["network_in_log"]
+    if not isinstance(allocator, bytes) or not isinstance(flag, bool):
+        raise ValueError("'allocator' must be bytes and 'network_in_log' a boolean")
+    return Allocator.restore(allocator), flag
+
+
+def snapshot_problem(data: bytes) -> str | None:
+    """Why a master could not start from snapshot ``data`` (a peer's), or None."""
+    try:
+        _load_snapshot(data)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
 class MasterService:
     """The state of one master and the operations of its API.
 
@@ -116,6 +145,7 @@ class MasterService:
             timing=timing,
             on_apply=self._apply,
             on_snapshot=self._install,
+            check_snapshot=snapshot_problem,
             tls=tls,
         )
         self.api_port = parse_hostport(config.master.listen, any_port=True)[1]
@@ -142,11 +172,8 @@ class MasterService:
             self.log.compact(position + 1, self._snapshot_bytes())
 
     def _install(self, snapshot: Snapshot) -> None:
-        import msgpack
-
-        data = msgpack.unpackb(snapshot.data, raw=False)
-        self.allocator = Allocator.restore(data["allocator"])
-        self.network_in_log = bool(data["network_in_log"])
+        # The log stored only snapshots that snapshot_problem passed, so this cannot fail.
+        self.allocator, self.network_in_log = _load_snapshot(snapshot.data)
         self._last_snapshot = snapshot.position
 
     def _snapshot_bytes(self) -> bytes:

@@ -101,7 +101,7 @@ from vxnet.replog._storage import (
 
 if TYPE_CHECKING:
     import random
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
     from vxnet.replog._storage import Durable, Write
 
@@ -376,6 +376,7 @@ class Replica:
         rng: random.Random,
         now: float,
         timing: LogTiming | None = None,
+        check_snapshot: Callable[[bytes], str | None] | None = None,
     ) -> None:
         if not 0 <= replica_id < n <= MAX_REPLICAS or n % 2 == 0:
             raise ValueError(f"replica {replica_id} of {n}: need an odd n up to {MAX_REPLICAS}")
@@ -384,6 +385,9 @@ class Replica:
         self.quorum = n // 2 + 1
         self.rng = rng
         self.timing = timing or LogTiming()
+        # The state machine's verdict on a peer's snapshot (None: it can start from it), asked
+        # before the snapshot is stored: a replica never keeps what its master cannot load.
+        self.check_snapshot = check_snapshot
         self._writes: list[Write] = []  # queued for the driver, in order
         self._issued = 0  # seq of the last write queued
         self._durable = 0  # every write up to this seq is done (durable)
@@ -401,7 +405,7 @@ class Replica:
         self.leader: int | None = None
         self.max_seen = self.promised
         self.lease_until = -math.inf
-        self.refused = 0  # messages dropped as out of range
+        self.refused = 0  # messages dropped: out of range, or a snapshot the state refused
         self._events: list[Event] = []
         self._pending: list[_Pending] = []
         self._round: _Round | None = None
@@ -908,6 +912,14 @@ class Replica:
             self._send(src, Learned(tuple(chosen), snapshot, self.commit))
 
     def _on_learned(self, msg: Learned, now: float) -> None:
+        if (
+            msg.snapshot is not None
+            and msg.snapshot.position > self.commit
+            and self.check_snapshot is not None
+            and self.check_snapshot(msg.snapshot.data) is not None
+        ):
+            self.refused += 1  # the entries may be below the snapshot: all or nothing
+            return
         if msg.snapshot is not None and msg.snapshot.position > self.commit:
             self._issued += 1
             self._writes.append(InstallSnapshot(self._issued, msg.snapshot))

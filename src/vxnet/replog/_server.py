@@ -160,6 +160,8 @@ class ReplicatedLog:
         on_apply: Called with (position, value) for every chosen entry, in log order; ``b""`` is
             a no-op filling a hole.
         on_snapshot: Called with a snapshot the replica installed (replace the state with it).
+        check_snapshot: Why the state machine could not start from a peer's snapshot data, or
+            None; a snapshot it refuses is never stored (see :class:`~._core.Replica`).
     """
 
     def __init__(
@@ -173,6 +175,7 @@ class ReplicatedLog:
         rng: random.Random | None = None,
         on_apply: Callable[[int, bytes], None] | None = None,
         on_snapshot: Callable[[Snapshot], None] | None = None,
+        check_snapshot: Callable[[bytes], str | None] | None = None,
         tls: Tls | None = None,
     ) -> None:
         if not 0 <= replica_id < len(addresses):
@@ -186,6 +189,7 @@ class ReplicatedLog:
         self.rng = rng or random.Random()
         self.on_apply = on_apply
         self.on_snapshot = on_snapshot
+        self.check_snapshot = check_snapshot
         self.tls = tls  # None: plain TCP
         # Peers, the master's own clients and tools: many per address on one host (loopback).
         self.caps = ConnectionCaps(per_client=LOG_PER_CLIENT)
@@ -313,6 +317,7 @@ class ReplicatedLog:
                 rng=self.rng,
                 now=trio.current_time(),
                 timing=self.timing,
+                check_snapshot=self.check_snapshot,
             )
             with raise_plain(StorageFailure):
                 async with trio.open_nursery() as nursery:
