@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from vxnet.config import NetworkConfig
 from vxnet.master._allocator import Allocator
 from vxnet.master._service import _load_snapshot, snapshot_problem
-from vxnet.replog._core import Learned, Replica
+from vxnet.replog._core import Fetch, Heartbeat, Learned, Replica
 from vxnet.replog._storage import Durable, ReplicaStatus, Snapshot
 
 NETWORK = NetworkConfig()
@@ -113,27 +113,45 @@ def test_refusals_name_the_problem() -> None:
     assert "appears twice" in (snapshot_problem(twice) or "")
 
 
+def asking(ballot: int = 256) -> Replica:
+    """Replica 1 of 3, told by coordinator 0's heartbeat that the log is chosen up to 6, and
+    so fetching from it."""
+    replica = Replica(
+        1,
+        3,
+        Durable(status=ReplicaStatus.VOTING),
+        rng=random.Random(1),
+        now=0.0,
+        check_snapshot=snapshot_problem,
+    )
+    replica.receive(0, Heartbeat(ballot, 6, 6), 1.0)
+    replica.tick(1.0)
+    for write in replica.writes_to_perform():  # the promise, durable before anything leaves
+        replica.write_done(write.seq, 1.0)
+    assert (0, Fetch(0, 6)) in replica.messages_to_send()
+    return replica
+
+
 def test_the_core_never_stores_a_snapshot_the_state_machine_refuses() -> None:
     good, bad = master_snapshot(busy()), b"\x92\x01\x02"
-
-    def replica() -> Replica:
-        return Replica(
-            1,
-            3,
-            Durable(status=ReplicaStatus.VOTING),
-            rng=random.Random(1),
-            now=0.0,
-            check_snapshot=snapshot_problem,
-        )
-
-    refusing = replica()
+    refusing = asking()
     refusing.receive(0, Learned(((5, b"x"),), Snapshot(5, bad), 6), 1.0)
     assert refusing.refused == 1
     assert refusing.snapshot is None
     assert refusing.commit == 0
-    assert refusing.writes_to_perform() == []
-    taking = replica()
+    taking = asking()
     taking.receive(0, Learned(((5, b"x"),), Snapshot(5, good), 6), 1.0)
     assert taking.refused == 0
     assert taking.snapshot == Snapshot(5, good)
     assert taking.commit == 6
+
+
+def test_chosen_entries_and_snapshots_nobody_asked_for_are_refused() -> None:
+    good = master_snapshot(busy())
+    replica = asking()
+    replica.receive(2, Learned((), Snapshot(5, good), 6), 1.0)  # asked 0, not 2
+    replica.receive(0, Learned(((0, b"a"), (6, b"z")), None, 7), 1.0)  # 6 is past what it asked
+    assert replica.refused == 2
+    assert (replica.snapshot, replica.commit) == (None, 0)
+    replica.receive(0, Learned(((0, b"a"),), None, 6), 1.0)
+    assert (replica.refused, replica.commit) == (2, 1)

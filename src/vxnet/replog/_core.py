@@ -405,7 +405,7 @@ class Replica:
         self.leader: int | None = None
         self.max_seen = self.promised
         self.lease_until = -math.inf
-        self.refused = 0  # messages dropped: out of range, or a snapshot the state refused
+        self.refused = 0  # messages dropped: out of range, unasked-for, or a snapshot refused
         self._events: list[Event] = []
         self._pending: list[_Pending] = []
         self._round: _Round | None = None
@@ -417,6 +417,7 @@ class Replica:
         self._fetch_at = math.inf
         self._fetching_to = 0
         self._fetch_tries = 0  # fetches since the last answer
+        self._asked: dict[int, int] = {}  # peers asked to fetch since caught up: up to where
         self._recover: dict[int, RecoverResponse] | None = None
         self._recover_goal: int | None = None
         self._recover_at = math.inf
@@ -584,7 +585,7 @@ class Replica:
         elif isinstance(msg, Fetch):
             self._on_fetch(src, msg)
         elif isinstance(msg, Learned):
-            self._on_learned(msg, now)
+            self._on_learned(src, msg, now)
         elif isinstance(msg, RecoverRequest):
             self._send(src, RecoverResponse(self.status, self.promised, self._end(), self.commit))
         elif isinstance(msg, RecoverResponse):
@@ -896,6 +897,7 @@ class Replica:
             peers = [self.leader]
         peer = self.rng.choice(peers)
         self._fetch_tries += 1
+        self._asked[peer] = max(self._asked.get(peer, 0), self._fetching_to)
         self._send(peer, Fetch(self.commit, self._fetching_to))
         self._fetch_at = now + self._jitter(self.timing.retry)
 
@@ -911,7 +913,13 @@ class Replica:
         if chosen or snapshot is not None:
             self._send(src, Learned(tuple(chosen), snapshot, self.commit))
 
-    def _on_learned(self, msg: Learned, now: float) -> None:
+    def _on_learned(self, src: int, msg: Learned, now: float) -> None:
+        asked = self._asked.get(src)
+        if asked is None or any(pos >= asked for pos, _ in msg.entries):
+            # Only an answer to this replica's own fetch, within what it asked for, is taken:
+            # unasked chosen entries or snapshots are what a forger sends.
+            self.refused += 1
+            return
         if (
             msg.snapshot is not None
             and msg.snapshot.position > self.commit
@@ -944,6 +952,8 @@ class Replica:
         self._maybe_recovered(now)
         if self.commit < self._fetching_to:
             self._fetch_at = now
+        else:
+            self._asked = {}
 
     def _apply_ready(self) -> None:
         while self.applied < self.commit:

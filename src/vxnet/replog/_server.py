@@ -275,6 +275,7 @@ class ReplicatedLog:
             "appends": self.appends,
             "failed_appends": self.failed_appends,
             "leader_changes": self.leader_changes,
+            "refused": core.refused,  # peers' messages dropped (out of range, unasked, bad)
             "writes_pending": core.writes_pending(),
             "peers": {
                 format_address(*link.address): {
