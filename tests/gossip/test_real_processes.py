@@ -79,7 +79,13 @@ class Cluster:
         self.key = base64.b64encode(os.urandom(32)).decode()
 
     def start_vxnet(
-        self, name: str, seeds: tuple[int, ...] = (), *, encrypt: bool = False
+        self,
+        name: str,
+        seeds: tuple[int, ...] = (),
+        *,
+        encrypt: bool = False,
+        key: str | None = None,
+        keyring_file: Path | None = None,
     ) -> tuple[Proc, int, str]:
         port, api = free_port(), free_port()
         conf = self.tmp / f"{name}.toml"
@@ -93,7 +99,9 @@ class Cluster:
             f"seeds = {json.dumps([f'127.0.0.1:{s}' for s in seeds])}",
         ]
         if encrypt:
-            lines.append(f'keys = ["{self.key}"]')
+            lines.append(f'keys = ["{key or self.key}"]')
+        if keyring_file is not None:
+            lines.append(f'keyring_file = "{keyring_file}"')
         lines += ["[dns]", "enabled = false"]  # several agents share this namespace
         conf.write_text("\n".join(lines) + "\n")
         log = self.tmp / f"{name}.log"
@@ -384,3 +392,99 @@ def test_overlay_status_of_an_agent_without_the_overlay_says_so(cluster: Cluster
     )
     assert done.returncode == 1
     assert "HTTP 404: this agent runs without the overlay (agent.overlay = false)" in done.stderr
+
+
+def serf_keys(rpc: str, *args: str) -> str:
+    """``serf keys`` against the serf agent at ``rpc``; its output (it must succeed)."""
+    assert SERF is not None
+    out = subprocess.run(
+        [SERF, "keys", f"-rpc-addr={rpc}", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert out.returncode == 0, f"serf keys {' '.join(args)}: {out.stdout}{out.stderr}"
+    return out.stdout
+
+
+def listed_keys(rpc: str) -> dict[str, str]:
+    """``serf keys -list``: each key with how many members hold it ("3/3")."""
+    lines = [line.split() for line in serf_keys(rpc, "-list").splitlines()]
+    return {w[0]: w[1].strip("[]") for w in lines if len(w) == 2 and w[1].startswith("[")}
+
+
+@pytest.mark.serf
+def test_serf_keys_rotates_the_gossip_key_on_every_vxnet_node(cluster: Cluster) -> None:
+    _, a_port, a_url = cluster.start_vxnet("vx-a", encrypt=True)
+    _, _, b_url = cluster.start_vxnet("vx-b", (a_port,), encrypt=True)
+    _, _, rpc = cluster.start_serf("serf-1", join=a_port, encrypt=True)
+    names = ("vx-a", "vx-b", "serf-1")
+    wait_for(
+        "serf to list both vxnet nodes alive",
+        lambda: all(serf_status(cluster, rpc, n) == "alive" for n in names),
+    )
+    old, new = cluster.key, base64.b64encode(os.urandom(32)).decode()
+    assert listed_keys(rpc) == {old: "3/3"}
+    serf_keys(rpc, "-install", new)
+    assert listed_keys(rpc) == {old: "3/3", new: "3/3"}
+    serf_keys(rpc, "-use", new)
+    serf_keys(rpc, "-remove", old)
+    assert listed_keys(rpc) == {new: "3/3"}
+
+    # Nobody was lost on the way, and the old key no longer gets anyone in.
+    for url in (a_url, b_url):
+        assert all(vxnet_status(cluster, url, n) == "alive" for n in names)
+    cluster.start_vxnet("vx-old", (a_port,), encrypt=True, key=old)
+    cluster.start_vxnet("vx-new", (a_port,), encrypt=True, key=new)
+    wait_for(
+        "vx-new to join with the new key", lambda: vxnet_status(cluster, a_url, "vx-new") == "alive"
+    )
+    assert "vx-old" not in cluster.vxnet_members(a_url), "a node with the removed key joined"
+    assert "vx-old" not in (cluster.serf_members(rpc) or {})
+
+
+def vxnet_keys(url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "vxnet", "keys", *args, "--api", url.removeprefix("http://")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+@pytest.mark.serf
+def test_vxnet_keys_rotates_serf_and_vxnet_members_and_a_restart_keeps_the_new_key(
+    cluster: Cluster,
+) -> None:
+    keyrings = {n: cluster.tmp / f"{n}-keyring.json" for n in ("vx-a", "vx-b")}
+    _, a_port, a_url = cluster.start_vxnet("vx-a", encrypt=True, keyring_file=keyrings["vx-a"])
+    b, _, _ = cluster.start_vxnet("vx-b", (a_port,), encrypt=True, keyring_file=keyrings["vx-b"])
+    _, _, rpc = cluster.start_serf("serf-1", join=a_port, encrypt=True)
+    names = ("vx-a", "vx-b", "serf-1")
+    wait_for(
+        "all three alive in serf",
+        lambda: all(serf_status(cluster, rpc, n) == "alive" for n in names),
+    )
+    old, new = cluster.key, base64.b64encode(os.urandom(16)).decode()
+    listed = vxnet_keys(a_url, "list")
+    assert listed.returncode == 0, listed.stderr
+    assert f"{old}  [3/3]  primary on 3" in listed.stdout, listed.stdout
+    for step in (("install", new), ("use", new), ("remove", old)):
+        done = vxnet_keys(a_url, *step)
+        assert done.returncode == 0, (step, done.stdout, done.stderr)
+        assert "Done on all 3 members" in done.stdout
+    assert listed_keys(rpc) == {new: "3/3"}, "serf does not hold the new key alone"
+    assert json.loads(keyrings["vx-b"].read_text()) == [new]
+
+    # vx-b's config still names the old key: after a restart its keyring file wins.
+    b.stop()
+    cluster.start_vxnet("vx-b", (a_port,), encrypt=True, keyring_file=keyrings["vx-b"])
+    wait_for(
+        "the restarted vx-b to be alive in serf again",
+        lambda: serf_status(cluster, rpc, "vx-b") == "alive" and listed_keys(rpc) == {new: "3/3"},
+    )
+    wrong = vxnet_keys(a_url, "remove", new)  # the primary key: every member refuses
+    assert wrong.returncode == 1
+    assert "3/3 members reported failure" in wrong.stderr

@@ -495,12 +495,15 @@ def test_two_states_converge_through_push_pull() -> None:
     assert b.clock.time() >= 9
 
 
-def test_user_events_and_queries_only_move_clocks() -> None:
+def test_user_events_move_clocks_and_queries_are_passed_on_and_acked() -> None:
     me = SerfState("me")
     assert me.receive(REAL["event_deploy"], now=0.0) == []
     assert me.event_clock.time() == 2
-    assert me.receive(REAL["query_ping"], now=0.0) == []
+    assert me.receive(REAL["query_ping"], now=0.0) == [REAL["query_ping"]]
+    assert me.receive(REAL["query_ping"], now=0.0) == []  # once
     assert me.query_clock.time() == 2
+    (ack,) = me.queries.take_replies()
+    assert decode_serf(ack.payload) == SerfQueryResponse(1, 1813820890, "me", QUERY_FLAG_ACK, b"")
     assert me.receive(REAL["query_ack_a"], now=0.0) == []
     assert me.receive(b"\x09anything", now=0.0) == []
     assert me.receive(b"", now=0.0) == []

@@ -13,6 +13,9 @@ Routes (JSON):
     of a runtime that has no CNI or Docker hook (``{"id", "name", "network", "ip"/"ip6",
     "framework"?, "ports_mapped"?}``); ``DELETE /v1/tasks/ID`` deregisters it.
   * ``GET /v1/records``: every DNS record this agent serves (name, type, value, TTL).
+  * ``GET /v1/keys``: every member's gossip keys (Serf's list-keys query); ``POST /v1/keys``
+    ``{"op": "install"|"use"|"remove", "key"}`` changes them on every member (``serf keys``).
+    Both only from a loopback address: the answer holds the keys.
   * ``GET /metrics``: Prometheus text (address usage, IPAM requests, reconciles, errors).
 
 The app is a Starlette application served by :func:`vxnet.http.serve_api` (h11 on trio), bound to
@@ -21,6 +24,7 @@ a loopback address by default (``agent.listen``).
 
 from __future__ import annotations
 
+import ipaddress
 from typing import TYPE_CHECKING
 
 from starlette.applications import Starlette
@@ -38,6 +42,13 @@ if TYPE_CHECKING:
     from vxnet.overlay._service import OverlayService
 
 __all__ = ["build_app"]
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def build_app(
@@ -116,6 +127,35 @@ def build_app(
         body, content_type = render(node, overlay, dns)
         return Response(body, media_type=content_type)
 
+    async def keys(request: Request) -> JSONResponse:
+        client = request.client.host if request.client is not None else ""
+        if not _loopback(client):
+            return JSONResponse(
+                {"error": f"gossip keys are served to loopback clients only, not {client}"},
+                status_code=403,
+            )
+        op, key = "list", None
+        if request.method == "POST":
+            try:
+                body = loads_bounded(await request.body())
+            except JsonError as exc:
+                return JSONResponse({"error": f"the body is not JSON: {exc}"}, status_code=400)
+            if not isinstance(body, dict) or set(body) != {"op", "key"}:
+                return JSONResponse(
+                    {"error": 'the body must be {"op": "install"|"use"|"remove", "key": KEY}'},
+                    status_code=400,
+                )
+            op, key = body["op"], body["key"]
+            if op not in ("install", "use", "remove") or not isinstance(key, str):
+                return JSONResponse(
+                    {"error": "op must be install, use or remove, and key a string"},
+                    status_code=400,
+                )
+        try:
+            return JSONResponse(await node.key_query(op, key))
+        except ValueError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+
     async def get_members(request: Request) -> JSONResponse:
         return JSONResponse({"members": node.members()})
 
@@ -157,6 +197,7 @@ def build_app(
             Route("/v1/tasks", tasks, methods=["GET", "POST"]),
             Route("/v1/tasks/{id}", one_task, methods=["DELETE"]),
             Route("/v1/records", records),
+            Route("/v1/keys", keys, methods=["GET", "POST"]),
             Route("/metrics", metrics),
         ]
     )

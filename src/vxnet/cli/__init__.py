@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from vxnet import __version__
 from vxnet._console import Exit
-from vxnet.cli import _agent, _config, _dns, _lab, _log, _master, _overlay, _pki
+from vxnet.cli import _agent, _config, _dns, _keys, _lab, _log, _master, _overlay, _pki
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -28,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"vxnet {__version__}")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
-    for group in (_config, _agent, _master, _overlay, _dns, _log, _lab, _pki):
+    for group in (_config, _agent, _master, _overlay, _dns, _keys, _log, _lab, _pki):
         group.add_parser(commands)
 
     from vxnet.sandbox import cli as sandbox_cli

@@ -133,6 +133,14 @@ class GossipSettings:
         doc="Encryption keys, base64 as `serf keygen` prints them (16, 24 or 32 bytes); the "
         "first one encrypts, all of them decrypt. Empty: no encryption.",
     )
+    keyring_file: str | None = setting(
+        None,
+        doc="File that keeps the keyring across restarts (Serf's -keyring-file format: a JSON "
+        "array of base64 keys, primary first). Once it exists it is used instead of keys; key "
+        "changes by `serf keys` or `vxnet keys` are written to it. Leave out: such changes "
+        "last until the agent restarts.",
+        example="/var/lib/vxnet/agent/keyring.json",
+    )
     profile: str = setting(
         "lan",
         doc="Timing preset: lan (memberlist's DefaultLANConfig, as Serf) or local (faster, for "
@@ -333,7 +341,7 @@ class AgentConfig:
     def security_warnings(self) -> list[str]:
         """What this configuration leaves open to anyone on the underlay (empty: nothing)."""
         warnings = []
-        if not self.gossip.keys:
+        if not self.gossip.keys and not self.gossip.keyring_file:
             warnings.append(
                 "gossip is not encrypted (no gossip.keys): anyone who can reach the gossip port "
                 "can join and write overlay and task records (`vxnet pki init` makes a key)"

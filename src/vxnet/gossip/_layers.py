@@ -30,6 +30,8 @@ from vxnet.gossip._store_messages import STORE_MAGIC
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
+    from vxnet.gossip._keyring import Keyring
+    from vxnet.gossip._serf_queries import QueryReply
     from vxnet.gossip._store import Store
 
 __all__ = ["NodeLayers", "SerfLayer", "StoreLayer", "is_vxnet_meta"]
@@ -59,8 +61,8 @@ def is_vxnet_meta(meta: bytes | None) -> bool:
 class SerfLayer:
     """Serf's intents, clocks and push-pull state, with a broadcast queue."""
 
-    def __init__(self, name: str, retransmit_mult: int) -> None:
-        self.state = SerfState(name)
+    def __init__(self, name: str, retransmit_mult: int, keyring: Keyring | None = None) -> None:
+        self.state = SerfState(name, keyring=keyring)
         self.queue = BroadcastQueue(retransmit_mult)
         self.errors = 0
 
@@ -271,6 +273,9 @@ class NodeLayers:
                 self.store.receive(payload, self._wall())
         elif self.serf is not None:
             self.serf.receive(payload, now)
+
+    def replies(self) -> list[QueryReply]:
+        return self.serf.state.queries.take_replies() if self.serf is not None else []
 
     def local_state(self, join: bool) -> bytes:
         return self.serf.state.local_state(join) if self.serf is not None else b""

@@ -384,6 +384,7 @@ class Membership:
             return self._encode_stream(Ack(msg.seq_no))
         if isinstance(msg, User):
             self.delegate.notify_user(msg.payload, now)
+            self._send_replies(now)
         return None
 
     def stream_reply(
@@ -467,8 +468,25 @@ class Membership:
             self._dead_node(msg, now)
         elif isinstance(msg, User):
             self.delegate.notify_user(msg.payload, now)
+            self._send_replies(now)
         else:
             self._count_error(f"unexpected {type(msg).__name__} in a packet")
+
+    def _send_replies(self, now: float) -> None:
+        """Send the delegate's answers to queriers, each to a member we know at the address the
+        query named (memberlist's ``SendToAddress``); one for anyone else is dropped, so that a
+        query cannot aim every member's answers at a stranger."""
+        for reply in self.delegate.replies():
+            peer = self._nodes.get(reply.source_node)
+            if (
+                peer is None
+                or peer.state is NodeStatus.DEAD
+                or (peer.addr, peer.port) != (reply.addr, reply.port)
+            ):
+                self._count_error("a query reply for no member at the query's address")
+                continue
+            part = bytes([MessageType.USER]) + reply.payload
+            self._send_parts(peer.address, [part], peer, now, piggyback=False)
 
     def _reply_address(self, addr: bytes, port: int, src: Address) -> Address:
         if addr and port:

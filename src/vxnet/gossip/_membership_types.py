@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from vxnet.gossip._messages import NodeStatus
+    from vxnet.gossip._serf_queries import QueryReply
 
 __all__ = ["Address", "Delegate", "Member", "MemberEvent", "NoDelegate", "Stats", "StreamRequest"]
 
@@ -67,6 +68,11 @@ class Delegate(Protocol):
         """A user message arrived."""
         ...
 
+    def replies(self) -> list[QueryReply]:
+        """Messages for a querier, to send as user messages straight to it (after each
+        :meth:`notify_user`)."""
+        ...
+
     def local_state(self, join: bool) -> bytes:
         """User state to send in a push-pull."""
         ...
@@ -92,6 +98,9 @@ class NoDelegate:
 
     def notify_user(self, payload: bytes, now: float) -> None:
         return None
+
+    def replies(self) -> list[QueryReply]:
+        return []
 
     def local_state(self, join: bool) -> bytes:
         return b""

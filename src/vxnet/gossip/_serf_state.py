@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from vxnet.gossip._lamport import LamportClock
 from vxnet.gossip._serf_codec import decode_serf, encode_serf
@@ -43,8 +44,13 @@ from vxnet.gossip._serf_messages import (
     SerfMessageType,
     SerfPushPull,
     SerfQuery,
+    SerfQueryResponse,
     SerfUserEvent,
 )
+from vxnet.gossip._serf_queries import QueryResponder
+
+if TYPE_CHECKING:
+    from vxnet.gossip._keyring import Keyring
 
 __all__ = ["MemberStatus", "SerfState"]
 
@@ -87,6 +93,7 @@ class SerfState:
             (Serf ``RecentIntentTimeout``).
         tombstone_timeout: Seconds to remember a member that left (Serf ``TombstoneTimeout``).
         reconnect_timeout: Seconds to remember a member that failed (Serf ``ReconnectTimeout``).
+        keyring: The keyring Serf's key queries change (see :mod:`._serf_queries`), or ``None``.
     """
 
     __slots__ = (
@@ -96,6 +103,7 @@ class SerfState:
         "clock",
         "event_clock",
         "node",
+        "queries",
         "query_clock",
         "recent_intent_timeout",
         "reconnect_timeout",
@@ -109,6 +117,7 @@ class SerfState:
         recent_intent_timeout: float = 300.0,
         tombstone_timeout: float = 86400.0,
         reconnect_timeout: float = 86400.0,
+        keyring: Keyring | None = None,
     ) -> None:
         self.node = node
         self.recent_intent_timeout = recent_intent_timeout
@@ -118,6 +127,7 @@ class SerfState:
         self.clock = LamportClock(1)
         self.event_clock = LamportClock(1)
         self.query_clock = LamportClock(1)
+        self.queries = QueryResponder(node, self.query_clock, keyring)
         self._leaving = False  # we have sent our own leave intent
         self._members: dict[str, _Member] = {node: _Member(MemberStatus.ALIVE)}
         self._intents: dict[str, _Intent] = {}
@@ -204,6 +214,9 @@ class SerfState:
                 self.event_clock.witness(msg.ltime)
             case SerfQuery():
                 self.query_clock.witness(msg.ltime)
+                return [bytes(payload)] if self.queries.handle(msg) else []
+            case SerfQueryResponse():
+                self.queries.collect(msg)
             case _:
                 pass  # responses and relays are for others; push-pull is not a user message
         return []

@@ -16,9 +16,11 @@ from __future__ import annotations
 import base64
 import ipaddress
 import logging
+import math
 import random
 import socket
 from collections.abc import Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -29,7 +31,8 @@ from vxnet.gossip._clock import SystemWallClock
 from vxnet.gossip._config import GossipTiming
 from vxnet.gossip._driver import GossipDriver
 from vxnet.gossip._errors import StoreError, WireError
-from vxnet.gossip._keyring import Keyring
+from vxnet.gossip._keyring import Keyring, parse_key
+from vxnet.gossip._keyring_file import read_keyring_file, write_keyring_file
 from vxnet.gossip._layers import (
     FAST_SYNC_INTERVAL,
     NodeLayers,
@@ -40,6 +43,7 @@ from vxnet.gossip._layers import (
 from vxnet.gossip._membership import Membership
 from vxnet.gossip._messages import NodeStatus
 from vxnet.gossip._serf_codec import decode_tags, encode_tags
+from vxnet.gossip._serf_queries import INTERNAL_PREFIX, decode_key_response, key_request
 from vxnet.gossip._serf_state import MemberStatus
 from vxnet.gossip._store import Store
 from vxnet.gossip._store_records import Change, Record
@@ -65,6 +69,8 @@ log = logging.getLogger("vxnet.gossip")
 Address = tuple[str, int]
 LEAVE_SPREAD_TIME = 1.0  # time for the Serf leave intent to spread before memberlist's leave
 STORE_SYNC_INTERVAL = 10.0  # anti-entropy with one random vxnet peer this often (jittered)
+QUERY_TIMEOUT_MULT = 16  # Serf's: a query lasts gossip interval x 16 x log10(n + 1)
+KEY_QUERY_MIN_TIMEOUT = 10.0  # seconds a key query waits at most for members still to answer
 
 
 def resolve_advertise(
@@ -157,6 +163,55 @@ def member_json(member: Member, serf_status: MemberStatus | None) -> dict[str, A
     }
 
 
+def _initial_keyring(keys: tuple[str, ...], keyring_file: Path | None) -> Keyring | None:
+    """The keyring to start with: the keyring file's once it exists, else ``keys``.
+
+    Raises:
+        ValueError: The keyring file cannot be read or is not one.
+    """
+    if keyring_file is not None:
+        try:
+            if keyring_file.exists():
+                keys = read_keyring_file(keyring_file)
+        except OSError as exc:
+            raise ValueError(f"gossip.keyring_file: {exc}") from None
+        except ValueError as exc:
+            raise ValueError(f"gossip.keyring_file: {exc}") from None
+    return Keyring.from_base64(*keys) if keys else None
+
+
+def _key_summary(op: str, live: int, answers: Mapping[str, bytes]) -> dict[str, Any]:
+    """Serf's ``KeyResponse`` from the members' answers (``streamKeyResp``)."""
+    messages: dict[str, str] = {}
+    keys: dict[str, int] = {}
+    primary: dict[str, int] = {}
+    failed = 0
+    for node, payload in sorted(answers.items()):
+        try:
+            answer = decode_key_response(payload)
+        except ValueError as exc:
+            messages[node] = f"a bad answer: {exc}"
+            failed += 1
+            continue
+        if not answer.result:
+            failed += 1
+        if answer.message:
+            messages[node] = answer.message
+        for k in answer.keys:
+            keys[k] = keys.get(k, 0) + 1
+        if answer.primary:
+            primary[answer.primary] = primary.get(answer.primary, 0) + 1
+    return {
+        "op": op,
+        "members": live,
+        "answered": len(answers),
+        "failed": failed,
+        "messages": messages,
+        "keys": keys,
+        "primary_keys": primary,
+    }
+
+
 class GossipService:
     """One node of the gossip cluster, run by :meth:`serve` in a trio nursery.
 
@@ -185,11 +240,14 @@ class GossipService:
         self.rng = rng or random.Random()
         self.name = settings.name or socket.gethostname()
         self.timing = GossipTiming.local() if settings.profile == "local" else GossipTiming.lan()
-        self.keyring = Keyring.from_base64(*settings.keys) if settings.keys else None
+        self.keyring_file = Path(settings.keyring_file) if settings.keyring_file else None
+        self.keyring = _initial_keyring(settings.keys, self.keyring_file)
+        self._keys_saved = 0  # key changes by queries written to the keyring file
+        self._keys_changed = trio.Event()
         self.tags = {"role": role, "vxnet": __version__, **(tags or {})}
         self.meta = encode_tags(self.tags)
         self._agent_ip = agent_ip
-        self.serf = SerfLayer(self.name, self.timing.retransmit_mult)
+        self.serf = SerfLayer(self.name, self.timing.retransmit_mult, self.keyring)
         self.store = StoreLayer(
             Store(self.name, owner_grace=settings.record_grace),
             self.timing.retransmit_mult,
@@ -275,6 +333,7 @@ class GossipService:
         async with trio.open_nursery() as nursery:
             await nursery.start(self.driver.serve)
             nursery.start_soon(self._sync_loop)
+            nursery.start_soon(self._save_keys_loop)
             if not self.settings.seeds:
                 self.synced.set()
             if self.settings.seeds:
@@ -283,6 +342,29 @@ class GossipService:
                 self.driver.step()
             assert self.advertise is not None
             task_status.started(self.advertise)
+
+    async def _save_keys_loop(self) -> None:
+        """Write the keyring to ``gossip.keyring_file`` after a key query changed it."""
+        while True:
+            await self._keys_changed.wait()
+            self._keys_changed = trio.Event()
+            self._keys_saved = self.serf.state.queries.key_changes
+            keyring = self.keyring
+            assert keyring is not None  # only a keyring changes
+            keys = keyring.keys
+            if self.keyring_file is None:
+                log.warning(
+                    "gossip keyring changed by a key query (%d keys); not saved: without "
+                    "gossip.keyring_file a restart goes back to gossip.keys",
+                    len(keys),
+                )
+                continue
+            try:
+                await trio.to_thread.run_sync(write_keyring_file, self.keyring_file, keys)
+            except OSError as exc:
+                log.error("gossip keyring changed but not saved to %s: %s", self.keyring_file, exc)
+                continue
+            log.info("gossip keyring changed (%d keys); saved to %s", len(keys), self.keyring_file)
 
     async def _resolve(self, seed: str) -> Address:
         host, port = parse_hostport(seed)
@@ -310,6 +392,8 @@ class GossipService:
             await self._stepped.wait()
 
     def _on_step(self) -> None:
+        if self.serf.state.queries.key_changes != self._keys_saved:
+            self._keys_changed.set()
         changes = self.store.store.changes()
         if changes and self._subscriptions:
             self._publish(changes)
@@ -421,6 +505,50 @@ class GossipService:
     def hidden_owners(self) -> frozenset[str]:
         """Owners whose records ``records(live=True)`` hides now (down beyond the grace)."""
         return self.store.store.hidden_owners(self.clock.wall())
+
+    async def key_query(self, op: str, key: str | None = None) -> dict[str, Any]:
+        """Run a Serf key query across the cluster, as ``serf keys`` does: ``op`` is ``list``,
+        ``install``, ``use`` or ``remove`` (the last three with ``key``, base64). Every member
+        (vxnet or Serf) answers with its own keyring; this waits for all the live members, or
+        Serf's query timeout.
+
+        Returns:
+            ``{"op", "members", "answered", "failed", "messages": {node: text}, "keys":
+            {key: count}, "primary_keys": {key: count}}``, as Serf's ``KeyResponse``.
+
+        Raises:
+            ValueError: An unknown ``op``, or a key that is not 16, 24 or 32 bytes of base64.
+        """
+        names = {"list": "list-keys", "install": "install-key", "use": "use-key"}
+        names["remove"] = "remove-key"
+        if op not in names:
+            raise ValueError(f"unknown key operation {op!r} (want list, install, use or remove)")
+        if (key is None) != (op == "list"):
+            raise ValueError("list takes no key; install, use and remove take one")
+        payload = key_request(parse_key(key)) if key is not None else b""
+        core = self.core
+        live = sum(1 for m in core.members() if m.status is not NodeStatus.DEAD)
+        # Serf's query timeout, at least KEY_QUERY_MIN_TIMEOUT: the wait ends as soon as every
+        # live member answered, and a loaded member still answers within the query's deadline.
+        serf_timeout = self.timing.gossip_interval * QUERY_TIMEOUT_MULT * math.log10(live + 1)
+        timeout = max(math.ceil(serf_timeout * 10) / 10, KEY_QUERY_MIN_TIMEOUT)
+        assert self.advertise is not None
+        host, port = self.advertise
+        queries = self.serf.state.queries
+        query, message = queries.start(
+            INTERNAL_PREFIX + names[op],
+            payload,
+            query_id=self.rng.getrandbits(32),
+            addr=ipaddress.ip_address(host).packed,
+            port=port,
+            timeout=timeout,
+        )
+        self.serf.queue.put(message)
+        self.driver.step()
+        with trio.move_on_after(timeout):
+            await self._wait_for(lambda: len(queries.answers(query)) >= live)
+        answers = queries.close(query)
+        return _key_summary(op, live, answers)
 
     def members(self) -> list[dict[str, Any]]:
         """Every known member, as JSON-able dicts."""
