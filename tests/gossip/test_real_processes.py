@@ -488,3 +488,44 @@ def test_vxnet_keys_rotates_serf_and_vxnet_members_and_a_restart_keeps_the_new_k
     wrong = vxnet_keys(a_url, "remove", new)  # the primary key: every member refuses
     assert wrong.returncode == 1
     assert "3/3 members reported failure" in wrong.stderr
+
+
+def put_record(url: str, key: str, value: dict[str, Any]) -> None:
+    r = subprocess.run(
+        [
+            *(sys.executable, "-m", "vxnet", "store", "--api", url.removeprefix("http://")),
+            *("put", key, json.dumps(value)),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=10,
+        check=False,
+    )
+    assert r.returncode == 0, r.stderr
+
+
+def test_a_node_without_the_key_can_neither_join_nor_get_a_record_accepted(
+    cluster: Cluster,
+) -> None:
+    _, a_port, a_url = cluster.start_vxnet("vx-a", encrypt=True)
+    _, _, b_url = cluster.start_vxnet("vx-b", (a_port,), encrypt=True)
+    # Strangers first, so they have had longer than the member that comes after them: one
+    # with no key, one with another key. Each writes a forged overlay record on its own node.
+    other = base64.b64encode(os.urandom(32)).decode()
+    _, _, plain_url = cluster.start_vxnet("stranger-plain", (a_port,))
+    _, _, other_url = cluster.start_vxnet("stranger-key", (a_port,), encrypt=True, key=other)
+    put_record(plain_url, "overlay/198.18.0.66", {"vtep_ip": "44.128.0.66"})
+    put_record(other_url, "overlay/198.18.0.67", {"vtep_ip": "44.128.0.67"})
+    _, _, c_url = cluster.start_vxnet("vx-c", (a_port,), encrypt=True)
+    put_record(c_url, "overlay/198.18.0.3", {"vtep_ip": "44.128.0.3"})
+
+    def records(url: str) -> set[str]:
+        return {r["key"] for r in fetch_json(f"{url}/v1/store?prefix=overlay/")["records"]}
+
+    for url in (a_url, b_url):
+        wait_for(f"vx-c's record on {url}", lambda u=url: "overlay/198.18.0.3" in records(u))
+    for url in (a_url, b_url, c_url):
+        members = cluster.vxnet_members(url)
+        assert set(members) == {"vx-a", "vx-b", "vx-c"}, members
+        assert records(url) == {"overlay/198.18.0.3"}, "a stranger's record was accepted"
+    assert set(cluster.vxnet_members(plain_url)) == {"stranger-plain"}
