@@ -523,7 +523,8 @@ def test_a_node_without_the_key_can_neither_join_nor_get_a_record_accepted(
         return {r["key"] for r in fetch_json(f"{url}/v1/store?prefix=overlay/")["records"]}
 
     for url in (a_url, b_url):
-        wait_for(f"vx-c's record on {url}", lambda u=url: "overlay/198.18.0.3" in records(u))
+        has = functools.partial(lambda u: "overlay/198.18.0.3" in records(u), url)
+        wait_for(f"vx-c's record on {url}", has)
     for url in (a_url, b_url, c_url):
         members = cluster.vxnet_members(url)
         assert set(members) == {"vx-a", "vx-b", "vx-c"}, members
