@@ -414,16 +414,31 @@ def listed_keys(rpc: str) -> dict[str, str]:
     return {w[0]: w[1].strip("[]") for w in lines if len(w) == 2 and w[1].startswith("[")}
 
 
+MIXED = ("vx-a", "vx-b", "serf-1")
+
+
+def mixed_cluster(
+    cluster: Cluster, keyrings: dict[str, Path] | None = None
+) -> tuple[int, str, Proc, str, str]:
+    """Two encrypted vxnet agents and a serf agent, all alive in serf's view: vx-a's gossip port
+    and API, vx-b's process and API, serf's RPC address."""
+    keyrings = keyrings or {}
+    _, a_port, a_url = cluster.start_vxnet("vx-a", encrypt=True, keyring_file=keyrings.get("vx-a"))
+    b, _, b_url = cluster.start_vxnet(
+        "vx-b", (a_port,), encrypt=True, keyring_file=keyrings.get("vx-b")
+    )
+    _, _, rpc = cluster.start_serf("serf-1", join=a_port, encrypt=True)
+    wait_for(
+        "all three alive in serf",
+        lambda: all(serf_status(cluster, rpc, n) == "alive" for n in MIXED),
+    )
+    return a_port, a_url, b, b_url, rpc
+
+
 @pytest.mark.serf
 def test_serf_keys_rotates_the_gossip_key_on_every_vxnet_node(cluster: Cluster) -> None:
-    _, a_port, a_url = cluster.start_vxnet("vx-a", encrypt=True)
-    _, _, b_url = cluster.start_vxnet("vx-b", (a_port,), encrypt=True)
-    _, _, rpc = cluster.start_serf("serf-1", join=a_port, encrypt=True)
-    names = ("vx-a", "vx-b", "serf-1")
-    wait_for(
-        "serf to list both vxnet nodes alive",
-        lambda: all(serf_status(cluster, rpc, n) == "alive" for n in names),
-    )
+    a_port, a_url, _, b_url, rpc = mixed_cluster(cluster)
+    names = MIXED
     old, new = cluster.key, base64.b64encode(os.urandom(32)).decode()
     assert listed_keys(rpc) == {old: "3/3"}
     serf_keys(rpc, "-install", new)
@@ -459,14 +474,7 @@ def test_vxnet_keys_rotates_serf_and_vxnet_members_and_a_restart_keeps_the_new_k
     cluster: Cluster,
 ) -> None:
     keyrings = {n: cluster.tmp / f"{n}-keyring.json" for n in ("vx-a", "vx-b")}
-    _, a_port, a_url = cluster.start_vxnet("vx-a", encrypt=True, keyring_file=keyrings["vx-a"])
-    b, _, _ = cluster.start_vxnet("vx-b", (a_port,), encrypt=True, keyring_file=keyrings["vx-b"])
-    _, _, rpc = cluster.start_serf("serf-1", join=a_port, encrypt=True)
-    names = ("vx-a", "vx-b", "serf-1")
-    wait_for(
-        "all three alive in serf",
-        lambda: all(serf_status(cluster, rpc, n) == "alive" for n in names),
-    )
+    a_port, a_url, b, _, rpc = mixed_cluster(cluster, keyrings)
     old, new = cluster.key, base64.b64encode(os.urandom(16)).decode()
     listed = vxnet_keys(a_url, "list")
     assert listed.returncode == 0, listed.stderr
