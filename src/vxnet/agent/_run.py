@@ -3,7 +3,9 @@
 An agent runs the gossip layer, its HTTP API, with ``agent.overlay`` (the default) the overlay
 (:mod:`vxnet.overlay._service`, which needs root), and with ``dns.enabled`` the DNS server
 (:mod:`vxnet.dns._server`). On SIGINT or SIGTERM it leaves the cluster gracefully (members see it
-``left``, not ``failed``) and exits.
+``left``, not ``failed``) and exits. On SIGHUP it reloads the certificate of its ``[tls]`` (with
+which the overlay registers with the masters): the next connection to a master presents the new
+one; files that cannot be used are logged and refused, the certificate in force staying.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import trio
 from vxnet.agent._api import build_app
 from vxnet.gossip import GossipService
 from vxnet.http import serve_api
+from vxnet.pki import reload_logged
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -32,12 +35,13 @@ log = logging.getLogger("vxnet.agent")
 async def run_agent(
     config: AgentConfig, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED
 ) -> None:
-    """Run the agent until SIGINT/SIGTERM; ``task_status`` gets the API's URL once serving."""
+    """Run the agent until SIGINT/SIGTERM (SIGHUP reloads its certificate); ``task_status`` gets
+    the API's URL once serving."""
     for warning in config.security_warnings():
         log.warning("%s", warning)
     gossip = GossipService(config.gossip, role="agent", agent_ip=config.agent.ip)
     overlay: OverlayService | None = None
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
         async with trio.open_nursery() as nursery:
             advertise = await nursery.start(gossip.serve)
             if config.agent.overlay:
@@ -57,6 +61,9 @@ async def run_agent(
             log.info("agent %s: gossip on %s:%d, API on %s", gossip.name, *advertise, url)
             task_status.started(url)
             async for signum in signals:
+                if signum == signal.SIGHUP:
+                    reload_logged(None if overlay is None else overlay.registration.tls, log)
+                    continue
                 log.info("received %s: leaving the cluster", signal.Signals(signum).name)
                 await gossip.leave()
                 nursery.cancel_scope.cancel()

@@ -5,7 +5,9 @@
 (the URL's host is only the ``Host`` header, as Docker's ``http://docker/...``).
 ``HttpClient(tls=context, server_role="master")`` also speaks ``https://``: the server's
 certificate must come from the context's CA, name the host dialled (an IP address or DNS name in
-its subject alternative names) and, with ``server_role``, carry that vxnet role.
+its subject alternative names) and, with ``server_role``, carry that vxnet role. ``tls`` may be a
+callable answering the context in force (``lambda: tls.client`` of a :class:`vxnet.pki.Tls`),
+asked at each new connection, so that a reloaded certificate is the one new connections present.
 
 Rules:
 
@@ -44,11 +46,12 @@ from urllib.parse import urljoin, urlsplit
 import h11
 import trio
 
-from vxnet.pki import peer_role, tls_over
+from vxnet.pki import context_now, peer_role, tls_over
 
 if TYPE_CHECKING:
-    import ssl
     from collections.abc import AsyncIterator, Sequence
+
+    from vxnet.pki import TlsContext
 
 __all__ = [
     "ApiError",
@@ -262,7 +265,7 @@ class HttpClient:
         max_body_bytes: int = MAX_BODY_BYTES,
         max_idle: int = MAX_IDLE,
         keep_alive: bool = True,
-        tls: ssl.SSLContext | None = None,
+        tls: TlsContext | None = None,
         server_role: str | None = None,
     ) -> None:
         if timeout <= 0 or connect_timeout <= 0:
@@ -460,7 +463,8 @@ class HttpClient:
         """
         assert self.tls is not None
         try:
-            stream = await tls_over(tcp, self.tls, server_side=False, server_hostname=host)
+            context = context_now(self.tls)
+            stream = await tls_over(tcp, context, server_side=False, server_hostname=host)
         except (trio.BrokenResourceError, OSError) as exc:
             await trio.aclose_forcefully(tcp)
             reason = str(exc.__cause__ or exc) or type(exc).__name__
@@ -557,7 +561,7 @@ def fetch_json(
     method: str = "GET",
     body: Any = None,
     timeout: float = 5.0,
-    tls: ssl.SSLContext | None = None,
+    tls: TlsContext | None = None,
     server_role: str | None = None,
 ) -> Any:
     """Send a request to ``url`` (redirects followed) and decode the JSON answer; ``https://``

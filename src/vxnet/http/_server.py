@@ -11,12 +11,14 @@ with one ``send_all``, next request. The same endpoint answers about 3,300 reque
 What it does: keep-alive and pipelined requests in order; request bodies with Content-Length or
 chunked; responses buffered and sent in one piece, or streamed when the application sends
 ``more_body`` (chunked when it gave no length); 500 (and a logged traceback) when the application
-raises before it answered. HTTPS when given an ``ssl.SSLContext`` (:func:`serve_asgi` ``tls``):
-the handshake comes first, within ``HANDSHAKE_TIMEOUT``, before a byte of HTTP is read; a
-connection that fails it is closed. The application finds the client's verified certificate in
-the scope (ASGI's TLS extension, ``client_cert_chain``, and its vxnet role under
-``vxnet.peer_role``: :func:`vxnet.pki.peer_role`, read once per connection). No HTTP/2, no
-WebSocket, no lifespan events: the APIs need none.
+raises before it answered. HTTPS when given an ``ssl.SSLContext`` (:func:`serve_asgi` ``tls``),
+or a callable answering the one in force (asked at each connection: a reloaded certificate
+reaches new connections, established ones keep theirs): the handshake comes first, within
+``HANDSHAKE_TIMEOUT``, before a byte of HTTP is read; a connection that fails it is closed. The
+application finds the client's verified certificate in the scope (ASGI's TLS extension,
+``client_cert_chain``, and its vxnet role under ``vxnet.peer_role``:
+:func:`vxnet.pki.peer_role`, read once per connection). No HTTP/2, no WebSocket, no lifespan
+events: the APIs need none.
 
 Bounds, each answered and followed by a clean close (the answer, then our end shut, then what the
 client still sends read and dropped for at most ``LINGER`` seconds and ``LINGER_BYTES``, so that
@@ -48,7 +50,7 @@ import h11
 import trio
 
 from vxnet._limits import ConnectionCaps
-from vxnet.pki import TlsStream, peer_role, tls_over
+from vxnet.pki import TlsContext, TlsStream, context_now, peer_role, tls_over
 
 __all__ = ["MAX_BODY", "serve_api", "serve_asgi", "serve_asgi_unix"]
 
@@ -336,15 +338,16 @@ def _peer(stream: trio.SocketStream) -> tuple[str, int] | None:
 
 
 async def _handshake(
-    stream: trio.SocketStream, context: ssl.SSLContext, client: tuple[str, int] | None
+    stream: trio.SocketStream, context: TlsContext, client: tuple[str, int] | None
 ) -> tuple[TlsStream, dict[str, Any]] | None:
-    """The TLS server handshake on ``stream`` within ``HANDSHAKE_TIMEOUT``: the TLS stream and
-    what the scope says of it, or ``None`` (the connection closed) when it failed."""
+    """The TLS server handshake on ``stream`` (with the context in force now) within
+    ``HANDSHAKE_TIMEOUT``: the TLS stream and what the scope says of it, or ``None`` (the
+    connection closed) when it failed."""
     tls: TlsStream | None = None
     problem: str | None = None
     with trio.move_on_after(HANDSHAKE_TIMEOUT) as scope:
         try:
-            tls = await tls_over(stream, context, server_side=True)
+            tls = await tls_over(stream, context_now(context), server_side=True)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             problem = str(exc.__cause__ or exc) or type(exc).__name__
     if scope.cancelled_caught:
@@ -371,7 +374,7 @@ async def serve_asgi(
     max_header: int = MAX_HEADER,
     idle_timeout: float = IDLE_TIMEOUT,
     request_timeout: float = REQUEST_TIMEOUT,
-    tls: ssl.SSLContext | None = None,
+    tls: TlsContext | None = None,
     caps: ConnectionCaps | None = None,
     task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
@@ -381,7 +384,8 @@ async def serve_asgi(
     the connections held.
 
     With ``tls``, every connection is HTTPS (the context decides whether a client certificate
-    is required or optional, and which CA it must come from).
+    is required or optional, and which CA it must come from; a callable is asked for the context
+    at each connection, so a certificate reloaded meanwhile serves the new ones).
 
     The bounds (``max_body``, ``max_header``, ``request_timeout``, ``idle_timeout``) are the
     module's.
@@ -470,7 +474,7 @@ async def serve_api(
     app: App,
     listen: str,
     *,
-    tls: ssl.SSLContext | None = None,
+    tls: TlsContext | None = None,
     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve ``app`` on ``listen`` (host:port) until cancelled, HTTPS with ``tls``; report the

@@ -83,7 +83,7 @@ class MasterClient:
             connect_timeout=CONNECT_TIMEOUT,
             max_body_bytes=MAX_ANSWER,
             max_idle=1,
-            tls=None if tls is None else tls.client,
+            tls=None if tls is None else (lambda: tls.client),  # read per connection: reloads take
             server_role=None if tls is None else "master",
         )
         self._lock = trio.Lock()

@@ -1,4 +1,10 @@
-"""The ``vxnet master`` process: the master's service and its HTTP API, until a signal."""
+"""The ``vxnet master`` process: the master's service and its HTTP API, until a signal.
+
+SIGINT and SIGTERM stop it; SIGHUP reloads its TLS certificate, key and CA file (the log's and
+the API's): new connections get the new ones, established connections (the log's peers among
+them, so the quorum holds) are kept, and files that cannot be used are logged and refused, the
+certificate in force staying.
+"""
 
 from __future__ import annotations
 
@@ -13,10 +19,12 @@ import trio
 from vxnet.http import serve_api
 from vxnet.master._api import build_master_app
 from vxnet.master._service import MasterConfigError, MasterService
+from vxnet.pki import reload_logged
 from vxnet.replog import LOG_FILE, SqliteLogStorage, StorageFailure, raise_plain
 
 if TYPE_CHECKING:
     from vxnet.config import MasterConfig
+    from vxnet.pki import TlsContext
 
 __all__ = ["run_master"]
 
@@ -28,7 +36,8 @@ async def run_master(
     *,
     task_status: trio.TaskStatus[MasterService] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Run one master (log replica, allocator, HTTP API) until SIGINT/SIGTERM.
+    """Run one master (log replica, allocator, HTTP API) until SIGINT/SIGTERM; SIGHUP reloads
+    its certificate.
 
     Raises:
         MasterConfigError: The configuration conflicts with the log's allocations.
@@ -41,21 +50,32 @@ async def run_master(
     )
     master = MasterService(config, storage=storage)
     with (
-        trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals,
+        trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals,
         raise_plain(StorageFailure),
         raise_plain(MasterConfigError),
     ):
         async with trio.open_nursery() as nursery:
             await nursery.start(master.serve)
-            tls = None
-            if master.tls is not None:
-                tls = master.tls.server_optional if config.tls.open_reads else master.tls.server
+            tls = _api_context(master)
             url = await nursery.start(
                 partial(serve_api, build_master_app(master), config.master.listen, tls=tls)
             )
             log.info("master API on %s", url)
             task_status.started(master)
             async for signum in signals:
+                if signum == signal.SIGHUP:
+                    reload_logged(master.tls, log)
+                    continue
                 log.info("received %s: stopping", signal.Signals(signum).name)
                 nursery.cancel_scope.cancel()
                 break
+
+
+def _api_context(master: MasterService) -> TlsContext | None:
+    """The API's server context in force, asked at each connection (None: plain HTTP)."""
+    tls = master.tls
+    if tls is None:
+        return None
+    if master.config.tls.open_reads:
+        return lambda: tls.server_optional
+    return lambda: tls.server

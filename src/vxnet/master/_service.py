@@ -247,12 +247,13 @@ class MasterService:
         it does not, requests here get a 503 instead of a redirect to it."""
         from vxnet.http import HttpClient, HttpError
 
+        tls = self.tls
         http = HttpClient(
             timeout=LEADER_API_CHECK,
             connect_timeout=LEADER_API_CHECK,
             keep_alive=False,
-            tls=None if self.tls is None else self.tls.client,
-            server_role=None if self.tls is None else "master",
+            tls=None if tls is None else (lambda: tls.client),  # per connection: SIGHUP reloads
+            server_role=None if tls is None else "master",
         )
         while True:
             await trio.sleep(LEADER_API_CHECK)

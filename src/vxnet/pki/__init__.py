@@ -15,7 +15,8 @@ unit ``<role>`` beside it for people reading the certificate. Keys are EC P-256,
 * :mod:`._ca`: :func:`init_ca` (a CA and the cluster's gossip key), :func:`issue`,
   :func:`describe` (what ``vxnet pki show`` prints) and :func:`role_of`.
 * :mod:`._tls`: :class:`Tls`, the TLS 1.3 server and client contexts (client certificates
-  required, verified against the CA) of a process holding a certificate, and :func:`peer_role`.
+  required, verified against the CA) of a process holding a certificate, reloaded in place by
+  :meth:`Tls.reload` (the daemons' SIGHUP, :func:`reload_logged`), and :func:`peer_role`.
 * :mod:`._stream`: :func:`tls_over`, TLS done by OpenSSL on a trio TCP stream's socket (the
   log's and the APIs' connections).
 """

@@ -738,6 +738,9 @@ async def run_log_replica(
 ) -> None:
     """Serve the replica of ``config`` (data in ``master.data_dir``) until SIGINT/SIGTERM.
 
+    SIGHUP reloads the ``[tls]`` files for new connections (:func:`vxnet.pki.reload_logged`);
+    the established ones, the quorum's among them, are kept.
+
     Raises:
         StorageFailure: The disk cannot be used or failed.
         OSError: The listen address cannot be bound.
@@ -745,6 +748,7 @@ async def run_log_replica(
     import signal
     from pathlib import Path
 
+    from vxnet.pki import reload_logged
     from vxnet.replog._sqlite import SqliteLogStorage
 
     replica_id, addresses, listen = log_addresses(config.log)
@@ -754,13 +758,16 @@ async def run_log_replica(
     )
     replica = ReplicatedLog(replica_id, addresses, storage, listen=listen, tls=log_tls(config.tls))
     with (
-        trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals,
+        trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals,
         raise_plain(StorageFailure),
     ):
         async with trio.open_nursery() as nursery:
             await nursery.start(replica.serve)
             task_status.started(replica)
             async for signum in signals:
+                if signum == signal.SIGHUP:
+                    reload_logged(replica.tls, log)
+                    continue
                 log.info("received %s: stopping", signal.Signals(signum).name)
                 nursery.cancel_scope.cancel()
                 break

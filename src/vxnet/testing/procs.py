@@ -244,8 +244,9 @@ class MasterProcesses(LogProcesses):
         and accepts only masters' certificates."""
         from vxnet.http import HttpClient
 
-        if self.client_tls is not None:
-            options.update(tls=self.client_tls.client, server_role="master")
+        tls = self.client_tls
+        if tls is not None:
+            options.update(tls=lambda: tls.client, server_role="master")
         return HttpClient(**options)
 
     async def status(self, i: int) -> dict[str, Any] | None:
