@@ -34,6 +34,7 @@ __all__ = [
     "TlsContext",
     "TlsFiles",
     "context_now",
+    "peer_names",
     "peer_role",
     "reload_logged",
     "tls_of",
@@ -246,6 +247,20 @@ def tls_of(ca: str | None, cert: str | None, key: str | None, role: str) -> Tls 
     if tls.role != role:
         raise PkiError(f"{cert}: a certificate of role {tls.role}; this process needs a {role}'s")
     return tls
+
+
+def peer_names(der: bytes | None) -> set[str]:
+    """The addresses and DNS names (lower case) the peer certificate ``der`` names in its
+    subject alternative names: where its holder may claim to be."""
+    if der is None:
+        return set()
+    cert = x509.load_der_x509_certificate(der)
+    try:
+        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return set()
+    ips = {str(ip) for ip in sans.get_values_for_type(x509.IPAddress)}
+    return ips | {name.lower() for name in sans.get_values_for_type(x509.DNSName)}
 
 
 def peer_role(der: bytes | None) -> str | None:

@@ -33,7 +33,7 @@ import trio
 
 from vxnet._limits import ConnectionCaps
 from vxnet._sansio import DeadlineTimer
-from vxnet.pki import TlsStream, peer_role, tls_over
+from vxnet.pki import TlsStream, peer_names, peer_role, tls_over
 from vxnet.replog._core import (
     AppendDone,
     AppendFailed,
@@ -197,6 +197,8 @@ class ReplicatedLog:
         self.appends = 0
         self.failed_appends = 0
         self.leader_changes = 0
+        self.peer_messages = 0  # messages from peers handed to the core
+        self.impostors = 0  # peer connections whose certificate names another address
         self._last_leader: int | None = None
         self._links: dict[int, _Link] = {}
         self._waiters: dict[int, Callable[[int | Exception], None]] = {}
@@ -275,6 +277,8 @@ class ReplicatedLog:
             "appends": self.appends,
             "failed_appends": self.failed_appends,
             "leader_changes": self.leader_changes,
+            "peer_messages": self.peer_messages,
+            "impostors": self.impostors,
             "refused": core.refused,  # peers' messages dropped (out of range, unasked, bad)
             "writes_pending": core.writes_pending(),
             "peers": {
@@ -543,6 +547,16 @@ class ReplicatedLog:
                         f"replica {hello.replica} of {hello.n} called replica {self.id} of "
                         f"{self.n}: the log.replicas lists differ between masters"
                     )
+                if self.tls is not None and not self._certified_as(stream, hello.replica):
+                    self.impostors += 1
+                    log.warning(
+                        "log connection from %s refused: its master certificate does not name "
+                        "replica %d's address %s",
+                        peer,
+                        hello.replica,
+                        self.addresses[hello.replica][0],
+                    )
+                    return
                 await self._serve_peer(hello.replica, stream, reader, bodies[1:])
             else:
                 await self._serve_client(stream, reader, bodies[1:], peer)
@@ -552,6 +566,12 @@ class ReplicatedLog:
             pass
         finally:
             await trio.aclose_forcefully(stream)
+
+    def _certified_as(self, stream: trio.abc.Stream, replica: int) -> bool:
+        """Whether the certificate on ``stream`` names replica ``replica``'s address (as
+        log.replicas spells it): a master's certificate speaks for that master only."""
+        der = stream.getpeercert(binary_form=True) if isinstance(stream, TlsStream) else None
+        return self.addresses[replica][0].lower() in peer_names(der)
 
     async def _handshake(
         self, tcp: trio.SocketStream, tls: Tls, peer: str
@@ -583,6 +603,7 @@ class ReplicatedLog:
                 now = trio.current_time()
                 for body in bodies:
                     core.receive(src, decode_message(body), now)
+                    self.peer_messages += 1
                 self._flush()
             data = await stream.receive_some(READ_SIZE)
             if not data:
