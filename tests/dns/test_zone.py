@@ -331,7 +331,7 @@ def test_a_missing_name_is_nxdomain_with_the_soa(name: str) -> None:
     assert reply.answer == []
     assert owners(reply, "authority") == [f"{Z}."]
     assert reply.authority[0].rdtype == dns.rdatatype.SOA
-    assert reply.authority[0].ttl == 5
+    assert reply.authority[0].ttl == 1  # RFC 2308: min(SOA TTL 5, MINIMUM 1)
 
 
 @pytest.mark.parametrize(
@@ -357,6 +357,7 @@ def test_an_existing_name_without_the_type_is_nodata(name: str, rdtype: str) -> 
     assert reply.answer == []
     assert owners(reply, "authority") == [f"{Z}."]
     assert reply.authority[0].rdtype == dns.rdatatype.SOA
+    assert reply.authority[0].ttl == 1  # RFC 2308 section 3, on the fast path too
 
 
 def test_nodata_for_the_other_address_family_is_on_the_fast_path() -> None:

@@ -39,6 +39,7 @@ import trio
 from vxnet.dns._mmsg import BUFFER as MMSG_BUFFER
 from vxnet.dns._mmsg import Batch
 from vxnet.dns._mmsg import available as mmsg_available
+from vxnet.dns._wire import FormatError, encode_reply, header_only, read_query
 from vxnet.dns._zone import Answer, Zone, task_from_record
 from vxnet.records import TASK_PREFIX
 
@@ -63,15 +64,15 @@ RCODES = {0: "NOERROR", 1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 4: "NOTIMP",
 
 
 def error_reply(query: bytes, rcode: int) -> bytes | None:
-    """A reply to ``query`` with ``rcode`` and its question, no records (None: not a query)."""
+    """A reply to ``query`` with ``rcode``, its question and, when it had one, our OPT RR; RA
+    set (None: not a query)."""
     if len(query) < 12 or query[2] & 0x80:
         return None
-    qdcount = struct.unpack_from("!H", query, 4)[0]
-    end = _question_end(query) if qdcount == 1 else None
-    question = query[12:end] if end is not None else b""
-    flags = 0x8000 | (query[2] & 0x79) << 8 | 0x80 | rcode  # QR, opcode, RD echoed, RA
-    header = query[:2] + struct.pack("!HHHHH", flags, 1 if question else 0, 0, 0, 0)
-    return header + question
+    try:
+        reply = encode_reply(read_query(query), rcode, aa=False)
+    except FormatError as exc:
+        reply = header_only(query, rcode, exc.edns)
+    return reply[:3] + bytes([reply[3] | 0x80]) + reply[4:]
 
 
 LOOP_OPTION = 65310  # EDNS option code (local use) carrying the marks of vxnet forwarders
@@ -111,19 +112,6 @@ def strip_opt(reply: bytes) -> bytes:
         return reply
     record.ar = [rr for rr in record.ar if rr.rtype != 41]
     return bytes(record.pack())
-
-
-def _question_end(query: bytes) -> int | None:
-    i = 12
-    while i < len(query):
-        length = query[i]
-        if length == 0:
-            end = i + 5
-            return end if end <= len(query) else None
-        if length & 0xC0:
-            return None
-        i += length + 1
-    return None
 
 
 class DnsService:

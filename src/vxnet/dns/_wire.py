@@ -1,7 +1,9 @@
 """DNS messages on the wire for the zone: reading queries and writing replies (RFC 1035, 6891).
 
-Queries are read with dnslib and replies written with it; this module keeps dnslib's quirks in
-one place and gives the zone what it needs: a :class:`Query` (the question as sent, the EDNS
+Queries are read here, in time linear in their size (:func:`read_query`: the header, the question
+and the additional records only; names with at most 16 compression pointers, each pointing
+before the last); replies are written with dnslib. This module keeps dnslib's quirks in one
+place and gives the zone what it needs: a :class:`Query` (the question as sent, the EDNS
 parameters), replies made of :class:`Record` s, header-only error replies, and the UDP size
 limit. :func:`write_reply` writes the same bytes as :func:`encode_reply` (dnslib), many times
 faster, for the replies the zone encodes ahead. Both compress owner names the way dnslib does: a
@@ -24,10 +26,11 @@ Rules:
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from dnslib import EDNS0, RR, DNSHeader, DNSLabel, DNSRecord
+from dnslib import EDNS0, RR, DNSHeader, DNSLabel, DNSQuestion, DNSRecord
 from dnslib import RD as RawRdata
 
 if TYPE_CHECKING:
@@ -71,6 +74,8 @@ __all__ = [
     "encode_name",
     "encode_reply",
     "header_only",
+    "opt_rr",
+    "read_name",
     "read_query",
     "reply_flags",
     "size_limit",
@@ -128,7 +133,12 @@ Name = tuple[bytes, ...]  # a domain name's labels, root excluded
 
 
 class FormatError(ValueError):
-    """The query cannot be read (the remote's fault: FORMERR); the text says what is wrong."""
+    """The query cannot be read (the remote's fault: FORMERR); the text says what is wrong, and
+    ``edns`` is the query's OPT RR when that could be read all the same."""
+
+    def __init__(self, message: str, *, edns: Edns | None = None) -> None:
+        super().__init__(message)
+        self.edns = edns
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,46 +163,113 @@ class Query:
     edns: Edns | None
 
 
-def read_query(data: bytes) -> Query:
-    """The query in ``data`` (a whole DNS message, at least a header).
+MAX_POINTERS = 16  # compression pointers followed in one name
+MAX_ADDITIONAL = 4  # additional records a query may carry (an OPT RR, a TSIG, a cookie...)
+
+
+def read_name(data: bytes, offset: int) -> tuple[Name, int]:
+    """The name at ``offset`` and the offset just past it where it was written.
+
+    Linear in the name's length: each compression pointer must point before the one followed
+    last (so no chain loops), at most ``MAX_POINTERS`` are followed, and the name may not pass
+    255 bytes.
 
     Raises:
-        FormatError: The message cannot be read (see the module docstring).
+        FormatError: The name cannot be read; the text says why.
+    """
+    labels: list[bytes] = []
+    size = 1
+    pos = offset
+    end = -1
+    floor = offset  # a pointer must go below this
+    jumps = 0
+    while True:
+        if pos >= len(data):
+            raise FormatError("a name runs past the end of the message")
+        length = data[pos]
+        if length >= 0xC0:
+            if pos + 1 >= len(data):
+                raise FormatError("a compression pointer cut short")
+            target = (length & 0x3F) << 8 | data[pos + 1]
+            if end < 0:
+                end = pos + 2
+            jumps += 1
+            if jumps > MAX_POINTERS:
+                raise FormatError(f"a name with more than {MAX_POINTERS} compression pointers")
+            if target >= floor:
+                raise FormatError("a compression pointer that does not point back")
+            floor = pos = target
+            continue
+        if length > 63:
+            raise FormatError("a label longer than 63 bytes (or of an unknown kind)")
+        if length == 0:
+            return tuple(labels), end if end >= 0 else pos + 1
+        size += length + 1
+        if size > 255:
+            raise FormatError("a name longer than 255 bytes")
+        if pos + 1 + length > len(data):
+            raise FormatError("a label runs past the end of the message")
+        labels.append(data[pos + 1 : pos + 1 + length])
+        pos += 1 + length
+
+
+def _read_additional(data: bytes, pos: int, count: int) -> Edns | None:
+    """The EDNS parameters of the OPT RR among the ``count`` records at ``pos``, if any."""
+    if count > MAX_ADDITIONAL:
+        raise FormatError(f"{count} additional records, more than {MAX_ADDITIONAL}")
+    edns = None
+    for _ in range(count):
+        owner, pos = read_name(data, pos)
+        if pos + 10 > len(data):
+            raise FormatError("an additional record cut short")
+        rtype, rclass, ttl, rdlength = struct.unpack_from("!HHIH", data, pos)
+        pos += 10 + rdlength
+        if pos > len(data):
+            raise FormatError("an additional record's data runs past the end")
+        if rtype != TYPE_OPT:
+            continue
+        if edns is not None:
+            raise FormatError("2 OPT RRs")
+        if owner:
+            raise FormatError("an OPT RR not owned by the root")
+        edns = Edns(payload=rclass, version=(ttl >> 16) & 0xFF, do=bool(ttl & 0x8000))
+    return edns
+
+
+def read_query(data: bytes) -> Query:
+    """The query in ``data`` (a whole DNS message, at least a header), read in time linear in
+    its size: the header, the one question and the additional records (for the OPT RR) only.
+
+    Raises:
+        FormatError: The message cannot be read (see the module docstring); its ``edns`` is
+            the query's OPT RR when that could still be read (the FORMERR reply carries ours).
     """
     if len(data) < HEADER_SIZE:
         raise FormatError(f"{len(data)} bytes, shorter than a header")
-    qdcount = int.from_bytes(data[4:6], "big")
+    qdcount, ancount, nscount, arcount = struct.unpack_from("!4H", data, 4)
+    if qdcount == 0 and not ancount and not nscount:
+        try:
+            edns = _read_additional(data, HEADER_SIZE, arcount)
+        except FormatError:
+            edns = None
+        raise FormatError("0 questions, not 1", edns=edns)
     if qdcount != 1:
         raise FormatError(f"{qdcount} questions, not 1")
-    try:
-        message = DNSRecord.parse(data)
-    except Exception as exc:  # dnslib raises many kinds on bad input, not only DNSError
-        raise FormatError(f"does not parse: {exc}") from exc
-    question = message.questions[0]
-    labels = tuple(bytes(label) for label in question.qname.label)
-    if any(len(label) > 63 for label in labels):
-        raise FormatError("a label longer than 63 bytes")
-    if sum(len(label) + 1 for label in labels) + 1 > 255:
-        raise FormatError("a name longer than 255 bytes")
-    if any(rr.rtype == TYPE_OPT for rr in (*message.rr, *message.auth)):
-        raise FormatError("an OPT RR outside the additional section")
-    opts = [rr for rr in message.ar if rr.rtype == TYPE_OPT]
-    if len(opts) > 1:
-        raise FormatError(f"{len(opts)} OPT RRs")
-    edns = None
-    if opts:
-        opt = opts[0]
-        if tuple(opt.rname.label):
-            raise FormatError("an OPT RR not owned by the root")
-        ttl = int(opt.ttl)
-        edns = Edns(payload=int(opt.rclass), version=(ttl >> 16) & 0xFF, do=bool(ttl & 0x8000))
+    labels, pos = read_name(data, HEADER_SIZE)
+    if pos + 4 > len(data):
+        raise FormatError("the question is cut short")
+    qtype, qclass = struct.unpack_from("!HH", data, pos)
+    if ancount or nscount:
+        raise FormatError("a query with answer or authority records")
+    edns = _read_additional(data, pos + 4, arcount)
+    question = DNSQuestion(DNSLabel(list(labels)), qtype, qclass)
     return Query(
         id=int.from_bytes(data[0:2], "big"),
         flags=int.from_bytes(data[2:4], "big"),
         question=question,
         labels=labels,
-        qtype=int(question.qtype),
-        qclass=int(question.qclass),
+        qtype=qtype,
+        qclass=qclass,
         edns=edns,
     )
 
@@ -208,10 +285,19 @@ def reply_flags(query_flags: int, rcode: int, *, aa: bool = False, tc: bool = Fa
     )
 
 
-def header_only(data: bytes, rcode: int) -> bytes:
-    """A reply of nothing but a header, to the query whose header starts ``data``."""
+def header_only(data: bytes, rcode: int, edns: Edns | None = None) -> bytes:
+    """A reply of nothing but a header, to the query whose header starts ``data``, and our OPT
+    RR when the query had one (``edns``: RFC 6891 wants one in every reply to such a query)."""
     flags = reply_flags(int.from_bytes(data[2:4], "big"), rcode)
-    return data[:2] + flags.to_bytes(2, "big") + bytes(8)
+    if edns is None:
+        return data[:2] + flags.to_bytes(2, "big") + bytes(8)
+    return data[:2] + flags.to_bytes(2, "big") + bytes(6) + b"\x00\x01" + opt_rr(rcode, edns)
+
+
+def opt_rr(rcode: int, edns: Edns) -> bytes:
+    """Our OPT RR in a reply with ``rcode`` to a query with ``edns``: payload 1232, the high
+    bits of the RCODE, version 0, DO copied, no options (what :func:`encode_reply` writes)."""
+    return OPT_RR[:5] + bytes([rcode >> 4, 0, 0x80 if edns.do else 0]) + OPT_RR[8:]
 
 
 @dataclass(frozen=True, slots=True)

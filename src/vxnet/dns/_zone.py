@@ -83,6 +83,7 @@ from vxnet.dns._wire import (
     TYPE_SRV,
     UDP_LIMIT,
     UDP_PAYLOAD,
+    Edns,
     FormatError,
     Name,
     Query,
@@ -90,6 +91,7 @@ from vxnet.dns._wire import (
     encode_name,
     encode_reply,
     header_only,
+    read_name,
     read_query,
     size_limit,
     write_reply,
@@ -204,7 +206,7 @@ class _RRSet:
     ttl: int
     rdatas: tuple[bytes, ...]  # in wire form
     texts: tuple[str, ...]  # the same, in zone-file form
-    glue: Name | None = None  # SRV: the target, whose A/AAAA records go in ADDITIONAL
+    glue: tuple[Name, ...] = ()  # SRV: the targets, whose A/AAAA records go in ADDITIONAL
 
 
 _TaskRecord = tuple[Name, int, str, int, bytes]
@@ -263,7 +265,8 @@ class Zone:
             previous = None
         self._build(tasks, previous)
         soa = self._nodes[self._apex][TYPE_SOA]
-        self._soa = Record(self._apex, TYPE_SOA, soa.ttl, soa.rdatas[0])
+        # RFC 2308 section 3: a negative answer's SOA has the TTL min(SOA TTL, SOA MINIMUM).
+        self._soa = Record(self._apex, TYPE_SOA, min(soa.ttl, SOA_TIMES[-1]), soa.rdatas[0])
         self.reused = 0  # questions whose encoded replies came from ``previous``
         self._pre_encode(previous)
 
@@ -338,17 +341,17 @@ class Zone:
             return Answer(header_only(query, SERVFAIL), rcode="SERVFAIL")
 
     def _respond(self, data: bytes, tcp: bool) -> Answer:
-        if data[2] & 0x78:  # OPCODE not QUERY: whatever follows the header is not read
-            return Answer(header_only(data, NOTIMP), rcode="NOTIMP")
+        if data[2] & 0x78:  # OPCODE not QUERY: read only for its OPT RR
+            return Answer(header_only(data, NOTIMP, _edns_of(data)), rcode="NOTIMP")
         try:
             query = read_query(data)
-        except FormatError:
-            return Answer(header_only(data, FORMERR), rcode="FORMERR")
+        except FormatError as exc:
+            return Answer(header_only(data, FORMERR, exc.edns), rcode="FORMERR")
+        if query.edns is not None and query.edns.version > 0:  # in the zone or not
+            return _error(query, BADVERS)
         name = tuple(label.lower() for label in query.labels)
         if name[-len(self._apex) :] != self._apex:
             return _FORWARD
-        if query.edns is not None and query.edns.version > 0:
-            return _error(query, BADVERS)
         if query.qtype in (TYPE_AXFR, TYPE_IXFR) or query.qclass not in (CLASS_IN, CLASS_ANY):
             return _error(query, REFUSED)
         entry = self._entries.get((name, query.qtype))
@@ -389,8 +392,8 @@ class Zone:
             shift = turn % len(rrset.rdatas)
             for rdata in rrset.rdatas[shift:] + rrset.rdatas[:shift]:
                 answer.append(Record(owner, rtype, rrset.ttl, rdata))
-            if rrset.glue is not None:
-                glue.extend(self._glue(rrset.glue))
+            for target in rrset.glue:
+                glue.extend(self._glue(target))
         if not answer:
             return NOERROR, [], [self._soa], []
         return NOERROR, answer, [], glue
@@ -455,12 +458,13 @@ class Zone:
             node = self._nodes.setdefault(name, {})
             for rtype, values in by_type.items():
                 ordered = sorted(values.items(), key=lambda item: item[1][0])
+                rdatas = tuple(rdata for _, (_, rdata) in ordered)
                 node[rtype] = _RRSet(
                     rtype=rtype,
                     ttl=NS_TTL if rtype == TYPE_NS else TTL,
-                    rdatas=tuple(rdata for _, (_, rdata) in ordered),
+                    rdatas=rdatas,
                     texts=tuple(text for text, _ in ordered),
-                    glue=_srv_target(name, len(apex)) if rtype == TYPE_SRV else None,
+                    glue=_srv_targets(rdatas) if rtype == TYPE_SRV else (),
                 )
             for cut in range(1, len(name) - len(apex)):  # empty non-terminals
                 self._nodes.setdefault(name[cut:], {})
@@ -512,11 +516,8 @@ class Zone:
         else:
             if old_node.get(rtype) != rrset:
                 return False
-            if rrset.glue is not None:
-                glue, old_glue = (
-                    self._nodes.get(rrset.glue, {}),
-                    previous._nodes.get(rrset.glue, {}),
-                )
+            for target in rrset.glue:
+                glue, old_glue = self._nodes.get(target, {}), previous._nodes.get(target, {})
                 if any(glue.get(t) != old_glue.get(t) for t in (TYPE_A, TYPE_AAAA)):
                     return False
             plain, edns = old.plain, old.edns
@@ -573,14 +574,26 @@ def _task_records(task: TaskRecord, apex: Name) -> tuple[_TaskRecord, ...]:
             continue
         if not 0 <= port.port <= 65535:
             raise ValueError(f"task {task.name!r}: port {port.port} out of range")
-        service = (b"_" + task_label, b"_" + framework, b"_" + protocol.encode(), *apex)
+        service = (
+            _underscored(task_label),
+            _underscored(framework),
+            b"_" + protocol.encode(),
+            *apex,
+        )
         port_label = normalize_label(port.name).encode()
-        names = [service, (b"_" + port_label, *service)] if port_label else [service]
+        names = [service, (_underscored(port_label), *service)] if port_label else [service]
         text = f"{SRV_PRIORITY} {SRV_WEIGHT} {port.port} {target_text}"
         rdata = struct.pack("!HHH", SRV_PRIORITY, SRV_WEIGHT, port.port) + target_wire
         for name in names:
             out.append((name, TYPE_SRV, text, port.port, rdata))
     return tuple(out)
+
+
+def _edns_of(data: bytes) -> Edns | None:
+    try:
+        return read_query(data).edns
+    except FormatError as exc:
+        return exc.edns
 
 
 def _error(query: Query, rcode: int) -> Answer:
@@ -599,11 +612,16 @@ def _text_name(text: str) -> bytes:
     return encode_name(tuple(label.encode() for label in text.split(".")))
 
 
-def _srv_target(name: Name, apex_size: int) -> Name:
-    """The SRV target of ``name``: ``<task>.<framework>.autoip.<zone>`` for
-    ``[_<port>.]_<task>._<framework>._<protocol>.<zone>``."""
-    task_label, framework = name[-apex_size - 3][1:], name[-apex_size - 2][1:]
-    return (task_label, framework, b"autoip", *name[-apex_size:])
+def _srv_targets(rdatas: tuple[bytes, ...]) -> tuple[Name, ...]:
+    """The distinct targets of SRV ``rdatas`` (priority, weight, port, then the name whole)."""
+    return tuple(dict.fromkeys(read_name(rdata, 6)[0] for rdata in rdatas))
+
+
+def _underscored(label: bytes) -> bytes:
+    """An SRV owner label ``_<label>``, legal: ``label`` (at most 63 bytes) is cut to 62 and
+    loses the dashes the cut leaves at its end. Long names that agree on their first 62
+    characters so share SRV names (each record keeps its own target)."""
+    return b"_" + label[: LABEL_MAX - 1].rstrip(b"-")
 
 
 def _patch_serial(body: bytes, tail: int, serial: bytes) -> bytes:
