@@ -24,10 +24,10 @@ Rules (``zone`` matching ignores case; the reply echoes the question as sent):
 query                                                 reply
 ====================================================  ==========================================
 under 12 bytes, or QR set (a response)                nothing (``reply`` None)
-OPCODE not QUERY                                      NOTIMP, header only
-QDCOUNT not 1, or does not parse                      FORMERR, header only
+OPCODE not QUERY                                      NOTIMP, header only (and OPT)
+QDCOUNT not 1, or does not parse                      FORMERR, header only (and OPT)
+EDNS version above 0                                  BADVERS, in the zone or not
 name outside the zone                                 nothing: ``forward`` (the caller forwards)
-EDNS version above 0                                  BADVERS
 QTYPE AXFR/IXFR, or QCLASS not IN (or ANY)            REFUSED
 name with records of QTYPE (ANY: all its records)     NOERROR, AA, the records; SRV adds the
                                                       targets' A/AAAA in ADDITIONAL
@@ -35,6 +35,10 @@ name that exists (or an empty non-terminal)           NOERROR, AA, no answer, SO
 any other name in the zone                            NXDOMAIN, AA, SOA in AUTHORITY
 ====================================================  ==========================================
 
+* Every reply to a query with an OPT RR carries ours (RFC 6891 6.1.1), errors included.
+  Negative answers carry the SOA with TTL min(SOA TTL, MINIMUM) = 1 (RFC 2308 section 3).
+* SRV owner labels are ``_`` and the task, framework or port label cut to 62 characters (and
+  the dashes that cut leaves at its end), so that every label is legal (63 bytes at most).
 * Several tasks with the same labels give several records (each value once); successive answers
   for one question start one record later (round robin, ANSWER section only).
 * Answers take the owner name in the query's case. A reply over the size limit (see
