@@ -7,8 +7,9 @@ without a store event). It answers on every ``dns.listen`` address:
 
 * UDP: one non-blocking socket per address; each wake-up drains the socket and answers every
   packet at once, mostly from the zone's pre-encoded replies, up to 64 per ``recvmmsg`` and
-  ``sendmmsg`` (:mod:`._mmsg`; ``recvfrom``/``sendto`` where those are missing). No per-packet
-  logging.
+  ``sendmmsg`` (:mod:`._mmsg`; ``recvfrom``/``sendto`` where those are missing), yielding to the
+  agent's other tasks every 2 ms while packets keep coming (a flood costs them at most that
+  much delay per turn). No per-packet logging.
 * TCP: 2-byte length framing, several queries per connection, an idle timeout.
 * Names outside the zone: forwarded to ``dns.upstreams`` (two at a time, the first answer wins,
   5 s, SERVFAIL when all fail) over the transport the client used, for clients inside
@@ -58,6 +59,7 @@ TCP_IDLE = 10.0
 MAX_UDP = 65535
 RECHECK = 1.0
 BATCH = 64
+SLICE = 0.002  # seconds of answering UDP before the other tasks of the agent get their turn
 DEBOUNCE = 0.02
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25, 1.0, 5.0)
 RCODES = {0: "NOERROR", 1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 4: "NOTIMP", 5: "REFUSED"}
@@ -275,9 +277,15 @@ class DnsService:
             await trio.lowlevel.wait_readable(sock)
             zone = self.zone
             fast = zone.fast
-            served = missing = 0
+            served = missing = packets = 0
             start = time.perf_counter()
             while True:  # drain: everything queued now, without an await per packet
+                packets += 1
+                if packets & 63 == 0 and time.perf_counter() - start > SLICE:
+                    self._count_batch(served, missing, start)
+                    served = missing = 0
+                    await trio.lowlevel.checkpoint()  # a flood must not starve the agent
+                    start = time.perf_counter()
                 try:
                     size, peer = receive(buffer)
                 except BlockingIOError:
@@ -334,6 +342,13 @@ class DnsService:
                 batch.flush()
                 if received < BATCH:
                     break  # drained
+                if time.perf_counter() - start > SLICE:
+                    # Full batches keep coming: let the rest of the agent (gossip probes and
+                    # acks, the API, the store) run before the next slice.
+                    self._count_batch(served, missing, start)
+                    served = missing = 0
+                    await trio.lowlevel.checkpoint()
+                    start = time.perf_counter()
             self._count_batch(served, missing, start)
 
     def _answer_slow(self, zone: Zone, data: bytes) -> Answer:

@@ -1,0 +1,171 @@
+"""A DNS flood does not starve its agent: two real agents gossip on loopback while a client
+floods one agent's DNS with valid queries, unique NXDOMAIN names, malformed packets and pointer
+chains for 8 s. Throughout, the agent's API answers every request within 100 ms, the other agent
+never sees it suspect or failed, and a client asking over TCP gets its answers."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from typing import TYPE_CHECKING
+
+import dns.message
+import dns.query
+import httpx
+import pytest
+
+from vxnet.testing.procs import free_ports
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+
+ZONE = "dcos.thisdcos.directory"
+FLOOD_SECONDS = 8.0
+
+FLOODER = r"""
+import os, random, socket, struct, sys, time
+port, seconds = int(sys.argv[1]), float(sys.argv[2])
+def query(name, qid):
+    labels = b"".join(bytes([len(p)]) + p for p in name.encode().split(b"."))
+    return struct.pack("!6H", qid, 0x0100, 1, 0, 0, 0) + labels + b"\x00\x00\x01\x00\x01"
+zone = "dcos.thisdcos.directory"
+valid = [query(f"web.marathon.containerip.{zone}", i) for i in range(64)]
+chain = struct.pack("!6H", 7, 0, 1, 0, 0, 0) + b"".join(
+    struct.pack("!H", 0xC000 | min(o + 2, 0x3FFF)) for o in range(12, 4000, 2))
+bad = [os.urandom(40), b"\x00" * 11, chain]
+socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(4)]
+for s in socks:
+    s.setblocking(False)
+end, sent, i = time.monotonic() + seconds, 0, 0
+while time.monotonic() < end and sent < 50_000_000:
+    for _ in range(256):
+        i += 1
+        kind = i % 8
+        if kind < 5:
+            data = valid[i % 64]
+        elif kind < 7:
+            data = query(f"n{i}.x.containerip.{zone}", i & 0xFFFF)
+        else:
+            data = bad[i % 3]
+        try:
+            socks[i % 4].sendto(data, ("127.0.0.1", port))
+            sent += 1
+        except BlockingIOError:
+            pass
+print(sent)
+"""
+
+
+def start(tmp: Path, name: str, dns_port: int, api: int, gossip: int, seed: int | None) -> Path:
+    config = tmp / f"{name}.toml"
+    seeds = json.dumps([f"127.0.0.1:{seed}"] if seed else [])
+    config.write_text(
+        f'[agent]\nlisten = "127.0.0.1:{api}"\noverlay = false\n'
+        f'[gossip]\nname = "{name}"\nbind = "127.0.0.1:{gossip}"\nseeds = {seeds}\n'
+        f'[dns]\nlisten = ["127.0.0.1:{dns_port}"]\n'
+    )
+    return config
+
+
+@pytest.fixture
+def agents(tmp_path: Path) -> Iterator[tuple[str, str, int]]:
+    """The flooded agent's API and DNS port, and its peer's API."""
+    dns_a, dns_b, api_a, api_b, gossip_a, gossip_b = free_ports(6)
+    procs = []
+    logs = []
+    try:
+        for name, dns_port, api, gossip, seed in (
+            ("flooded", dns_a, api_a, gossip_a, None),
+            ("peer", dns_b, api_b, gossip_b, gossip_a),
+        ):
+            config = start(tmp_path, name, dns_port, api, gossip, seed)
+            log = (tmp_path / f"{name}.log").open("wb")
+            logs.append(log)
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "vxnet", "agent", "-c", str(config)],
+                    stdout=log,
+                    stderr=log,
+                )
+            )
+        yield f"http://127.0.0.1:{api_a}", f"http://127.0.0.1:{api_b}", dns_a
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(timeout=15)
+        for log in logs:
+            log.close()
+
+
+def status_of(http: httpx.Client, api: str, name: str) -> str | None:
+    members = http.get(f"{api}/v1/members").json()["members"]
+    return next((m["status"] for m in members if m["name"] == name), None)
+
+
+def test_a_dns_flood_starves_neither_gossip_nor_the_api_nor_tcp(
+    agents: tuple[str, str, int],
+) -> None:
+    api, peer_api, dns_port = agents
+    with httpx.Client(trust_env=False, timeout=5) as http:
+        deadline = time.monotonic() + 30
+
+        def met() -> bool:
+            try:
+                return status_of(http, peer_api, "flooded") == "alive"
+            except httpx.TransportError:
+                return False  # not listening yet
+
+        while not met():
+            assert time.monotonic() < deadline, "the agents never met"
+            time.sleep(0.1)
+        http.put(
+            f"{api}/v1/store/tasks/198.18.0.1/web-1",
+            json={
+                "name": "web",
+                "framework": "marathon",
+                "network": "dcos",
+                "agent_ip": "198.18.0.1",
+                "ip": "9.0.1.2",
+                "runtime": "cni",
+                "container_id": "web-1",
+            },
+        ).raise_for_status()
+        query = dns.message.make_query(f"web.marathon.containerip.{ZONE}", "A")
+        while not dns.query.tcp(query, "127.0.0.1", port=dns_port, timeout=5).answer:
+            assert time.monotonic() < deadline, "the task never resolved"
+            time.sleep(0.1)
+
+        flooder = subprocess.Popen(
+            [sys.executable, "-c", FLOODER, str(dns_port), str(FLOOD_SECONDS)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        slow: list[float] = []
+        seen: set[str | None] = set()
+        answered = asked = 0
+        try:
+            end = time.monotonic() + FLOOD_SECONDS - 0.5
+            while time.monotonic() < end:
+                began = time.monotonic()
+                http.get(f"{api}/v1/members").raise_for_status()
+                took = time.monotonic() - began
+                if took > 0.1:
+                    slow.append(took)
+                seen.add(status_of(http, peer_api, "flooded"))
+                asked += 1
+                reply = dns.query.tcp(query, "127.0.0.1", port=dns_port, timeout=2)
+                answered += bool(reply.answer)
+                time.sleep(0.1)
+        finally:
+            out, _ = flooder.communicate(timeout=FLOOD_SECONDS + 30)
+        sent = int(out.strip())
+        stats = http.get(f"{api}/metrics").text
+    assert sent > 100_000, f"the flood was too weak to mean anything ({sent} packets)"
+    assert slow == [], f"the API took over 100 ms {len(slow)} times: {slow}"
+    assert seen == {"alive"}, f"the peer saw the flooded agent as {seen}"
+    assert answered == asked, "TCP DNS went unanswered during the flood"
+    assert "vxnet_dns" in stats
