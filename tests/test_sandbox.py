@@ -133,6 +133,34 @@ def read_state(base: Path | None) -> dict[str, Any]:
     return dict(json.loads(path.read_text()))
 
 
+def mode(path: Path) -> int:
+    return path.stat().st_mode & 0o777
+
+
+def check_secrets_kept(base: Path, summary: dict[str, Any], *said: str) -> None:
+    """The sandbox's CA, keys and token are in ``base/pki``, readable by root alone, as are the
+    configurations that hold the token; neither the token nor the gossip key is in a log, or in
+    what a command ``said``."""
+    secured = summary["security"]
+    pki = base / "pki"
+    assert secured["pki"] == str(pki)
+    assert mode(pki) == 0o700
+    for key in ("ca", "ca_key", "operator_cert", "operator_key", "token_file", "gossip_key"):
+        assert Path(secured[key]).is_file(), key
+    hosts = [*(m["name"] for m in summary["masters"]), *(a["name"] for a in summary["agents"])]
+    secret = [pki / f"{n}-key.pem" for n in [*hosts, "ca", "operator"]]
+    secret += [pki / "gossip.key", pki / "master.token"]
+    secret += [base / "hosts" / f"{n}.toml" for n in hosts]
+    assert {str(p): mode(p) for p in secret} == {str(p): 0o600 for p in secret}
+    token = Path(secured["token_file"]).read_text().strip()
+    gossip_key = Path(secured["gossip_key"]).read_text().strip()
+    assert len(token) >= 32
+    assert token in (base / "hosts" / "a1.toml").read_text()
+    for text in [*(p.read_text() for p in (base / "hosts").glob("*.log")), *said]:
+        assert token not in text
+        assert gossip_key not in text
+
+
 @pytest.fixture
 def base(lab_ready: None) -> Iterator[Path]:
     """A sandbox directory of this test's own; whatever the test did, ``down`` runs at the end."""
@@ -251,11 +279,36 @@ def test_up_reach_resolve_kill_start_and_down_leaves_nothing(base: Path) -> None
     up = vxnet(base, "sandbox", "up", "--agents", "3", "--json")
     summary = json.loads(up.stdout)
     assert "8/8 checking that every container reaches every other" in up.stderr
+    assert "with TLS, a master token and gossip encryption" in up.stderr
     assert summary["phase"] == "up"
     assert [a["name"] for a in summary["agents"]] == ["a1", "a2", "a3"]
     assert all(a["process"] == "running" for a in summary["agents"])
     assert all(a["overlay"]["remotes"] == 2 for a in summary["agents"])
     state = read_state(base)
+    assert state["spec"]["tls"] is True
+
+    # secure by default: TLS with the sandbox's own CA, a master token, gossip encryption
+    secured = summary["security"]
+    assert (secured["tls"], secured["token"], secured["gossip_encryption"]) == (True, True, True)
+    assert secured["summary"] == (
+        f"TLS 1.3 with client certificates (CA {base}/pki/ca.pem), master token, gossip encryption"
+    )
+    check_secrets_kept(base, summary, up.stdout, up.stderr)
+    for agent in ("a1", "a2", "a3"):
+        overlay = json.loads(exec_in(base, agent, "vxnet", "overlay", "status", "--json").stdout)
+        assert overlay["security_warnings"] == [], (agent, overlay["security_warnings"])
+    # the summary's command reads the master's state over HTTPS with the operator's certificate
+    (read_master,) = [t for t in summary["try"] if " master state " in t]
+    assert read_master.endswith(
+        f"--ca {secured['ca']} --cert {secured['operator_cert']} --key {secured['operator_key']}"
+    )
+    argv = read_master.split(" sandbox exec ")[1].split()
+    master_state = exec_in(base, *argv, "--json")
+    assert master_state.returncode == 0, master_state.stderr
+    agent_ips = sorted(state["hosts"][n]["address"] for n in ("a1", "a2", "a3"))
+    assert sorted(a["ip"] for a in json.loads(master_state.stdout)["agents"]) == agent_ips
+    anonymous = exec_in(base, *argv[: argv.index("--ca")])
+    assert anonymous.returncode != 0, anonymous.stdout
     kinds = sorted(c["kind"] for c in state["containers"])
     assert kinds == (["cni"] * 3 + ["docker"] * 3 if DOCKER else ["cni"] * 3)
 
@@ -321,7 +374,9 @@ def test_up_reach_resolve_kill_start_and_down_leaves_nothing(base: Path) -> None
         30,
     )
     wait("a2-web back in the DNS answers", lambda: a2_web["ip"] in answers(base, "a3", web), 30)
-    assert vxnet(base, "sandbox", "status").returncode == 0
+    status_text = vxnet(base, "sandbox", "status").stdout
+    assert f"security: {secured['summary']}\n" in status_text, status_text
+    assert f"https://{summary['masters'][0]['api']}" in status_text
     wait(
         "check to pass again",
         lambda: vxnet(base, "sandbox", "check", check=False).returncode == 0,
@@ -344,7 +399,6 @@ def test_up_reach_resolve_kill_start_and_down_leaves_nothing(base: Path) -> None
 
 
 @lab
-@lab
 def test_a_dual_stack_sandbox_with_three_masters(base: Path) -> None:
     up = vxnet(base, "sandbox", "up", "--agents", "2", "--masters", "3", "--ipv6", "--json")
     summary = json.loads(up.stdout)
@@ -365,18 +419,21 @@ def test_a_dual_stack_sandbox_with_three_masters(base: Path) -> None:
         15,
     )
     m1, m2_api = state["hosts"]["m1"]["address"], f"{state['hosts']['m2']['address']}:61080"
-    state_after = exec_in(base, "a1", "vxnet", "master", "state", "--api", m2_api)
+    secured = summary["security"]
+    operator = ["--ca", secured["ca"], "--cert", secured["operator_cert"]]
+    operator += ["--key", secured["operator_key"]]
+    state_after = exec_in(base, "a1", "vxnet", "master", "state", "--api", m2_api, *operator)
     said = state_after.stdout + state_after.stderr
     leaders = [line for line in state_after.stdout.splitlines() if line.startswith("leader: ")]
     assert len(leaders) == 1, said
     assert f"//{m1}:" not in leaders[0], said
 
 
-def interrupt_up(base: Path, sig: signal.Signals) -> tuple[str, int]:
-    """Start ``up`` (2 agents, no Docker), send ``sig`` once its agents are starting; what it
-    wrote on stderr and its exit status."""
+def interrupt_up(base: Path, sig: signal.Signals, *more: str) -> tuple[str, int]:
+    """Start ``up`` (2 agents, no Docker, ``more`` arguments), send ``sig`` once its agents are
+    starting; what it wrote on stderr and its exit status."""
     env = {**os.environ, "VXNET_SANDBOX_DIR": str(base)}
-    argv = [sys.executable, "-m", "vxnet", "sandbox", "up", "--agents", "2", "--no-docker"]
+    argv = [sys.executable, "-m", "vxnet", "sandbox", "up", "--agents", "2", "--no-docker", *more]
     up = subprocess.Popen(
         argv, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env
     )
@@ -399,11 +456,27 @@ def interrupt_up(base: Path, sig: signal.Signals) -> tuple[str, int]:
 
 @lab
 def test_down_removes_a_sandbox_whose_up_was_killed(base: Path) -> None:
+    """Also the plain mode (``--no-tls``), as far as ``up`` got: recorded, nothing secured."""
     before = snapshot(base)
-    interrupt_up(base, signal.SIGKILL)
+    said, _ = interrupt_up(base, signal.SIGKILL, "--no-tls")
+    assert "2 agents, plain (--no-tls)" in said, said
     state = read_state(base)
     assert state["phase"] == "building"
+    assert state["spec"]["tls"] is False
     assert len(sandbox_processes(base)) >= 3, "the master and agents outlive up"
+    assert not (base / "pki").exists()
+    agent_config = (base / "hosts" / "a1.toml").read_text()
+    assert "master_token" not in agent_config
+    assert "\nca = " not in agent_config
+    status = json.loads(vxnet(base, "sandbox", "status", "--json", check=False).stdout)
+    assert status["security"] == {
+        "tls": False,
+        "token": False,
+        "gossip_encryption": False,
+        "summary": "off (--no-tls): plain HTTP, no token, gossip in clear",
+    }
+    (read_master,) = [t for t in status["try"] if " master state " in t]
+    assert "--ca" not in read_master
     # the lab is kept by the sandbox's file, not by the dead up process
     subprocess.run(
         [sys.executable, "-m", "vxnet", "lab", "cleanup"], check=True, capture_output=True
@@ -481,6 +554,7 @@ def test_readme_first_command_brings_a_sandbox_up(lab_ready: None) -> None:
         assert result.returncode == 0, result.stdout + result.stderr
         assert "vxnet sandbox is up in" in result.stdout
         assert "checked: every container reached every other" in result.stdout
+        assert "security: TLS 1.3 with client certificates (CA " in result.stdout
         status = vxnet(None, "sandbox", "status", "--json")
         assert json.loads(status.stdout)["phase"] == "up"
     finally:

@@ -8,13 +8,21 @@ installed (:class:`~vxnet.sandbox.dockerd.LabDockerd`), and sample containers: o
 CNI container (task ``web``, attached with the conflist the agent wrote) and one Docker container
 (task ``db``), all of framework ``marathon``.
 
+It runs secure by default, as a deployment should: a CA of its own in ``pki/`` (a master
+certificate per master, an agent certificate per agent, an operator certificate for the
+``vxnet`` commands), a master token and the CA's gossip key, so the masters speak TLS 1.3 with
+client certificates on their API and log ports, agents register over HTTPS with their
+certificate and the token, and gossip is encrypted. ``Spec(tls=False)`` (``--no-tls``) is the
+plain mode: no TLS, no token, gossip in clear.
+
 Everything the sandbox is lives under one directory (``/run/vxnet/sandbox``, or
 ``$VXNET_SANDBOX_DIR``): ``sandbox.json`` (what was built, the processes' PIDs), the hosts'
-configurations, logs and state, and the Docker daemons' roots. ``sandbox.json`` is written
-before anything is built and is the lab's keeper: the lab outlives ``vxnet sandbox up``, and
-``vxnet lab cleanup`` leaves it alone while the file exists. ``vxnet sandbox down`` works from
-that file and from the lab's slot record alone, so it also removes a sandbox whose ``up``
-crashed half-way. Commands that change the sandbox hold ``lock`` (``flock``) in the directory.
+configurations, logs and state, its PKI, and the Docker daemons' roots. ``sandbox.json`` is
+written before anything is built and is the lab's keeper: the lab outlives ``vxnet sandbox
+up``, and ``vxnet lab cleanup`` leaves it alone while the file exists. ``vxnet sandbox down``
+works from that file and from the lab's slot record alone, so it also removes a sandbox whose
+``up`` crashed half-way. Commands that change the sandbox hold ``lock`` (``flock``) in the
+directory.
 """
 
 from __future__ import annotations
@@ -35,8 +43,15 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 from vxnet.config import DnsSettings, NetworkConfig
+from vxnet.pki import CA_CERT, CA_KEY, GOSSIP_KEY
 from vxnet.records import AgentInfo, RecordError
-from vxnet.sandbox.cluster import MASTER_PORT, LabCluster, dual_stack_network
+from vxnet.sandbox.cluster import (
+    MASTER_PORT,
+    OPERATOR,
+    TOKEN_FILE,
+    LabCluster,
+    dual_stack_network,
+)
 from vxnet.sandbox.lab import (
     LAB_ROOT,
     Lab,
@@ -64,7 +79,9 @@ __all__ = [
     "load_state",
     "log_path",
     "missing_prerequisites",
+    "operator_args",
     "sandbox_dir",
+    "security",
     "start",
     "status",
     "up",
@@ -74,7 +91,8 @@ _T = TypeVar("_T")
 _R = TypeVar("_R")
 
 STATE_FILE = "sandbox.json"
-OWN_DIRS = ("hosts", "docker")  # with STATE_FILE and "lock", all the sandbox writes in its dir
+PKI_DIR = "pki"
+OWN_DIRS = ("hosts", PKI_DIR, "docker")  # with STATE_FILE and "lock", all it writes in its dir
 FRAMEWORK = "marathon"
 CNI_TASK = "web"
 DOCKER_TASK = "db"
@@ -108,6 +126,7 @@ class Spec:
     agents: int = 3
     ipv6: bool = False
     docker: bool | None = None  # None: when dockerd is installed
+    tls: bool = True  # TLS, a master token and gossip encryption; False: all plain (--no-tls)
 
     def check(self) -> None:
         if self.masters not in (1, MAX_MASTERS):
@@ -321,6 +340,8 @@ def _cluster(lab: Lab, base: Path, state: dict[str, Any]) -> LabCluster:
         docker_sockets=sockets,
         more_masters=masters[1:],
         dns_on_host=True,
+        secure=bool(spec.get("tls", False)),  # a sandbox.json of before TLS: plain
+        pki_dir=base / PKI_DIR,
     )
 
 
@@ -377,6 +398,7 @@ def up(
                     "agents": spec.agents,
                     "ipv6": spec.ipv6,
                     "docker": use_docker,
+                    "tls": spec.tls,
                 },
                 "lab": None,
                 "hosts": {
@@ -427,11 +449,15 @@ def _build(
     if use_docker:
         progress.step(f"starting a dockerd on each of {len(agents)} agent hosts")
         _start_dockerds(base, state, agents, progress)
+    how = "with TLS, a master token and gossip encryption" if spec.tls else "plain (--no-tls)"
     progress.step(
-        f"starting {spec.masters} master{'s' if spec.masters > 1 else ''} and {spec.agents} agents"
+        f"starting {spec.masters} master{'s' if spec.masters > 1 else ''} and "
+        f"{spec.agents} agents, {how}"
     )
     cluster = _cluster(lab, base, state)
     cluster.tmp.mkdir(parents=True, exist_ok=True)
+    if cluster.secrets is not None:  # made here: the CA, the token, the operator's certificate
+        cluster.secrets.operator()
     for host in cluster.masters:
         cluster.start_master(host)
     for host in cluster.agents:
@@ -839,6 +865,42 @@ def _process_state(host: dict[str, Any]) -> str:
     return "running" if _alive(host["pid"], host.get("start")) else "dead"
 
 
+def security(state: dict[str, Any]) -> dict[str, Any]:
+    """How the sandbox is secured, and where its CA, keys and token are (JSON values)."""
+    if not state["spec"].get("tls", False):
+        return {
+            "tls": False,
+            "token": False,
+            "gossip_encryption": False,
+            "summary": "off (--no-tls): plain HTTP, no token, gossip in clear",
+        }
+    pki = sandbox_dir() / PKI_DIR
+    return {
+        "tls": True,
+        "token": True,
+        "gossip_encryption": True,
+        "summary": f"TLS 1.3 with client certificates (CA {pki / CA_CERT}), master token, "
+        "gossip encryption",
+        "pki": str(pki),
+        "ca": str(pki / CA_CERT),
+        "ca_key": str(pki / CA_KEY),
+        "operator_cert": str(pki / f"{OPERATOR}.pem"),
+        "operator_key": str(pki / f"{OPERATOR}-key.pem"),
+        "token_file": str(pki / TOKEN_FILE),
+        "gossip_key": str(pki / GOSSIP_KEY),
+    }
+
+
+def operator_args(state: dict[str, Any]) -> list[str]:
+    """What a ``vxnet`` command reading the masters needs in this sandbox: the operator's
+    ``--ca/--cert/--key`` when it runs TLS, nothing otherwise."""
+    secured = security(state)
+    if not secured["tls"]:
+        return []
+    flags = {"--ca": "ca", "--cert": "operator_cert", "--key": "operator_key"}
+    return [arg for flag, key in flags.items() for arg in (flag, secured[key])]
+
+
 def summary(state: dict[str, Any], program: str = "vxnet") -> dict[str, Any]:
     """The sandbox as ``up`` and ``status`` print it (JSON values); ``program``: how the
     commands to try call vxnet."""
@@ -872,11 +934,16 @@ def summary(state: dict[str, Any], program: str = "vxnet") -> dict[str, Any]:
     if first and far:
         try_these.append(f"{program} sandbox exec {first['name']} ping -c 3 {far['ip']}")
     try_these.append(f"{program} sandbox exec {agent1} vxnet members")
+    if masters:
+        state_argv = ["vxnet", "master", "state", "--api", masters[0]["api"]]
+        state_argv += operator_args(state)
+        try_these.append(f"{program} sandbox exec {agent1} {' '.join(state_argv)}")
     return {
         "phase": state.get("phase"),
         "dir": str(sandbox_dir()),
         "lab": state.get("lab"),
         "spec": state["spec"],
+        "security": security(state),
         "ready_s": state.get("ready_s"),
         "masters": masters,
         "agents": agents,

@@ -7,6 +7,7 @@ import os
 import shutil
 import signal
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vxnet._console import Exit, add_command, add_group, print_table
@@ -48,11 +49,24 @@ def print_summary(s: dict[str, Any], *, title: str) -> None:
         + (f", lab {lab['prefix']} (underlay {lab['subnet']})" if lab else "")
         + ("" if spec["docker"] else " (no Docker)")
     )
+    secured = s["security"]
+    print(f"security: {secured['summary']}")
+    if secured["tls"]:
+        files = ("operator_cert", "operator_key", "token_file", "gossip_key")
+        cert, key, token, gossip = (Path(secured[f]).name for f in files)
+        print(
+            f"  in {secured['pki']}: {cert} and {key} (for vxnet commands), {token}, {gossip}, "
+            "each host's certificate"
+        )
+    scheme = "https" if secured["tls"] else "http"
     print()
     print("masters")
     print_table(
         ["  HOST", "ADDRESS", "API", "PROCESS"],
-        [[f"  {m['name']}", str(m["address"]), m["api"], m["process"]] for m in s["masters"]],
+        [
+            [f"  {m['name']}", str(m["address"]), f"{scheme}://{m['api']}", m["process"]]
+            for m in s["masters"]
+        ],
     )
     print()
     print("agents")
@@ -104,7 +118,9 @@ def print_summary(s: dict[str, Any], *, title: str) -> None:
 def _up(args: argparse.Namespace) -> int:
     from vxnet.sandbox._sandbox import SandboxError, Spec, missing_prerequisites, up
 
-    spec = Spec(masters=args.masters, agents=args.agents, ipv6=args.ipv6, docker=args.docker)
+    spec = Spec(
+        masters=args.masters, agents=args.agents, ipv6=args.ipv6, docker=args.docker, tls=args.tls
+    )
     try:
         spec.check()
         if missing := missing_prerequisites(spec):
@@ -260,7 +276,8 @@ def add_parser(commands: Any) -> None:
         description="Build the hosts, start the masters and agents, a dockerd per agent host "
         "(when Docker is installed) and sample containers on every agent, wait until the "
         "overlay has converged, every name resolves on every agent and every container "
-        "reaches every other, then print a summary.",
+        "reaches every other, then print a summary. The cluster runs with TLS (a CA of its own "
+        "in the sandbox's pki/), a master token and gossip encryption unless --no-tls.",
     )
     up.add_argument(
         "--masters", type=int, choices=[1, 3], default=1, help="1 or 3 masters (default 1)"
@@ -278,6 +295,12 @@ def add_parser(commands: Any) -> None:
     )
     docker.add_argument(
         "--no-docker", dest="docker", action="store_const", const=False, help="CNI containers only"
+    )
+    up.add_argument(
+        "--no-tls",
+        dest="tls",
+        action="store_false",
+        help="plain mode: no TLS, no master token, gossip in clear (default: all three on)",
     )
     up.add_argument("--quiet", action="store_true", help="no progress, no summary: exit status")
     up.add_argument("--json", action="store_true", help="print the summary as JSON")

@@ -7,16 +7,25 @@ to converge (through ``vxnet overlay status`` run inside each host, as an operat
 attaches containers with the conflists the agents write (:mod:`vxnet.sandbox.cni`, with the Debian
 CNI plugins and the agent's ``vxnet-ipam`` on ``CNI_PATH``). The lab's teardown stops every
 process it started.
+
+With ``secure`` the cluster runs as a deployment should (:class:`ClusterSecrets`): a CA of its
+own (:mod:`vxnet.pki`) with a master certificate per master, an agent certificate per agent and
+an operator certificate for tools; a master token; and the CA's gossip key. Masters then speak
+TLS on their API and log ports and require the token; agents register over HTTPS with their
+certificate and the token, and encrypt gossip. Secrets live in files (mode 0600) and in the
+configurations (written 0600), never in a log or a ``repr``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import sys
 import time
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network, IPv6Network
+from secrets import token_urlsafe
 from typing import TYPE_CHECKING, Any
 
 from vxnet.config import (
@@ -29,8 +38,10 @@ from vxnet.config import (
     MasterSettings,
     NetworkConfig,
     Overlay,
+    TlsSettings,
     to_toml,
 )
+from vxnet.pki import CA_CERT, GOSSIP_KEY, init_ca, issue
 from vxnet.sandbox.cni import find_plugin_dir, run_conflist
 
 if TYPE_CHECKING:
@@ -40,11 +51,21 @@ if TYPE_CHECKING:
 
     from vxnet.sandbox.lab import Container, Host, Lab
 
-__all__ = ["Attachment", "LabCluster", "dual_stack_network"]
+__all__ = [
+    "OPERATOR",
+    "TOKEN_FILE",
+    "Attachment",
+    "ClusterSecrets",
+    "LabCluster",
+    "dual_stack_network",
+]
 
 MASTER_PORT = 61080
 LOG_PORT = 61090
 GOSSIP_PORT = 7946
+OPERATOR = "operator"  # the name of the tools' certificate in the PKI directory
+TOKEN_FILE = "master.token"  # noqa: S105 - a file name, not a secret
+KEYRING_FILE = "keyring.json"
 
 
 def dual_stack_network() -> NetworkConfig:
@@ -73,6 +94,65 @@ class Attachment:
     ip6: str | None
 
 
+@dataclass(frozen=True, slots=True)
+class ClusterSecrets:
+    """What a secure cluster shares: its PKI directory and the masters' bearer token.
+
+    The directory holds the CA (``ca.pem``, ``ca-key.pem``), the gossip key (``gossip.key``),
+    the token (``master.token``) and every certificate issued (``NAME.pem``, ``NAME-key.pem``);
+    every secret file has mode 0600. The token and the gossip key are left out of ``repr``.
+    """
+
+    pki: Path
+    token: str = field(repr=False)
+    gossip_key: str = field(repr=False)
+
+    @property
+    def ca(self) -> Path:
+        return self.pki / CA_CERT
+
+    @classmethod
+    def create(cls, pki: Path) -> ClusterSecrets:
+        """The secrets in ``pki``, made first where missing (a CA, a gossip key, a token)."""
+        if not (pki / CA_CERT).exists():
+            init_ca(pki, name="vxnet lab CA")
+        token_file = pki / TOKEN_FILE
+        if not token_file.exists():
+            _write_secret(token_file, token_urlsafe(32) + "\n")
+        return cls(
+            pki,
+            token=token_file.read_text().strip(),
+            gossip_key=(pki / GOSSIP_KEY).read_text().strip(),
+        )
+
+    def tls(self, role: str, name: str, ips: Sequence[str] = ()) -> TlsSettings:
+        """``[tls]`` with the certificate ``name`` of ``role`` (issued first if missing)."""
+        cert, key = self.pki / f"{name}.pem", self.pki / f"{name}-key.pem"
+        if not cert.exists():
+            issue(self.pki, role, name, ips=ips)
+        return TlsSettings(ca=str(self.ca), cert=str(cert), key=str(key))
+
+    def operator(self) -> TlsSettings:
+        """The operator's certificate, for tools (issued first if missing)."""
+        return self.tls("operator", OPERATOR)
+
+    def operator_args(self) -> list[str]:
+        """``--ca``, ``--cert`` and ``--key`` with the operator's certificate, for the ``vxnet``
+        commands that read the masters."""
+        tls = self.operator()
+        return ["--ca", str(tls.ca), "--cert", str(tls.cert), "--key", str(tls.key)]
+
+
+def _write_secret(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` with mode 0600 (never readable by others, not even at first)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)  # whatever the umask, and for a file that existed
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+
+
 @dataclass
 class LabCluster:
     """One master host and agent hosts of ``lab``; files and logs under ``tmp``.
@@ -90,6 +170,10 @@ class LabCluster:
             others run with ``agent.docker`` off (the machine's own Docker is never touched).
         dns_on_host: The agents answer DNS on their underlay address as well as on loopback
             (so that containers can ask them).
+        secure: Run with TLS, a master token and gossip encryption (:class:`ClusterSecrets`),
+            as a deployment should; off, everything is plain (as the tests of other things
+            want it: nothing in their way).
+        pki_dir: Where ``secure`` keeps its CA, certificates and token (default ``tmp/pki``).
     """
 
     lab: Lab
@@ -101,7 +185,10 @@ class LabCluster:
     docker_sockets: dict[str, str] = field(default_factory=dict)
     more_masters: list[Host] = field(default_factory=list)
     dns_on_host: bool = False
+    secure: bool = False
+    pki_dir: Path | None = None
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    _secrets: ClusterSecrets | None = field(default=None, init=False, repr=False)
 
     @property
     def masters(self) -> list[Host]:
@@ -111,6 +198,21 @@ class LabCluster:
     def master_api(self, host: Host) -> str:
         """``host:port`` of a master's HTTP API."""
         return f"{host.address}:{MASTER_PORT}"
+
+    @property
+    def secrets(self) -> ClusterSecrets | None:
+        """The cluster's CA, token and gossip key when ``secure`` (made at first use), else
+        None."""
+        if not self.secure:
+            return None
+        if self._secrets is None:
+            self._secrets = ClusterSecrets.create(self.pki_dir or self.tmp / "pki")
+        return self._secrets
+
+    def operator_args(self) -> list[str]:
+        """What a ``vxnet`` command reading the masters needs: ``--ca/--cert/--key`` with the
+        operator's certificate when ``secure``, nothing otherwise."""
+        return [] if self.secrets is None else self.secrets.operator_args()
 
     # --- processes ------------------------------------------------------------------------------
 
@@ -125,7 +227,7 @@ class LabCluster:
         return [sys.executable, "-m", "vxnet", role, "-c", str(self.config_path(host))]
 
     def _spawn(self, host: Host, role: str, text: str) -> None:
-        self.config_path(host).write_text(text)
+        _write_secret(self.config_path(host), text)  # it may hold the master token
         with self.log_path(host).open("ab") as log:
             self.procs[host.name] = host.spawn(self.command(host, role), stdout=log, stderr=log)
 
@@ -141,10 +243,20 @@ class LabCluster:
             )
         else:
             log = LogSettings(listen=f"127.0.0.1:{LOG_PORT}")
-        return MasterConfig(
+        config = MasterConfig(
             master=MasterSettings(listen=self.master_api(host), data_dir=str(data_dir)),
             network=self.network,
             log=log,
+        )
+        if self.secrets is None:
+            return config
+        # The certificate names every address the master is dialled at: its API's and log's
+        # (loopback for a lone master's log, which `vxnet log status -c FILE` dials).
+        ips = [str(host.address)] + ([] if self.more_masters else ["127.0.0.1"])
+        return dataclasses.replace(
+            config,
+            master=dataclasses.replace(config.master, token=self.secrets.token),
+            tls=self.secrets.tls("master", host.name, ips),
         )
 
     def agent_config(self, host: Host, *, seed: Host | None = None, **agent: Any) -> AgentConfig:
@@ -163,16 +275,24 @@ class LabCluster:
         dns = DnsSettings()
         if self.dns_on_host:
             dns = DnsSettings(listen=("127.0.0.1:53", f"{host.address}:53"))
+        gossip = GossipSettings(
+            name=host.name,
+            bind=f"{host.address}:{GOSSIP_PORT}",
+            seeds=(f"{seed.address}:{GOSSIP_PORT}",),
+            profile="local",
+            record_grace=self.record_grace,
+        )
+        tls = TlsSettings()
+        if self.secrets is not None:
+            settings = dataclasses.replace(settings, master_token=self.secrets.token)
+            gossip = dataclasses.replace(
+                gossip,
+                keys=(self.secrets.gossip_key,),
+                keyring_file=str(self.state_dir(host) / KEYRING_FILE),
+            )
+            tls = self.secrets.tls("agent", host.name, [str(host.address)])
         return AgentConfig(
-            agent=dataclasses.replace(settings, **agent),
-            dns=dns,
-            gossip=GossipSettings(
-                name=host.name,
-                bind=f"{host.address}:{GOSSIP_PORT}",
-                seeds=(f"{seed.address}:{GOSSIP_PORT}",),
-                profile="local",
-                record_grace=self.record_grace,
-            ),
+            agent=dataclasses.replace(settings, **agent), dns=dns, gossip=gossip, tls=tls
         )
 
     def state_dir(self, host: Host) -> Path:
@@ -182,8 +302,19 @@ class LabCluster:
         host = self.master if host is None else host
         self._spawn(host, "master", to_toml(self.master_config(host)))
 
-    def start_agent(self, host: Host, *, seed: Host | None = None, **agent: Any) -> None:
-        self._spawn(host, "agent", to_toml(self.agent_config(host, seed=seed, **agent)))
+    def start_agent(
+        self,
+        host: Host,
+        *,
+        seed: Host | None = None,
+        config: AgentConfig | None = None,
+        **agent: Any,
+    ) -> None:
+        """Start ``host``'s agent with ``config``, by default :meth:`agent_config` (``seed``,
+        ``agent``): a test gives its own to start an agent unlike the others."""
+        if config is None:
+            config = self.agent_config(host, seed=seed, **agent)
+        self._spawn(host, "agent", to_toml(config))
 
     def start(self) -> None:
         """Start the masters and every agent."""
@@ -207,6 +338,18 @@ class LabCluster:
         """``vxnet overlay status --json`` run inside ``host``."""
         out = host.run([sys.executable, "-m", "vxnet", "overlay", "status", "--json"]).stdout
         return dict(json.loads(out))
+
+    def master_state(self, via: Host | None = None, master: Host | None = None) -> dict[str, Any]:
+        """``vxnet master state --json`` run inside ``via`` (default: the first master) against
+        ``master``'s API (default: the first), with the operator's certificate when ``secure``.
+
+        Raises:
+            LabError: The command failed (its error in the message).
+        """
+        via = self.master if via is None else via
+        api = self.master_api(self.master if master is None else master)
+        argv = [sys.executable, "-m", "vxnet", "master", "state", "--json", "--api", api]
+        return dict(json.loads(via.run([*argv, *self.operator_args()]).stdout))
 
     def converged(self, host: Host, remotes: int | None = None) -> bool:
         """``host`` has its allocation, knows ``remotes`` other agents (default: all) and has
