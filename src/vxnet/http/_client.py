@@ -37,6 +37,7 @@ redirects followed, the JSON answer or :class:`ApiError`.
 from __future__ import annotations
 
 import json
+import ssl
 from collections.abc import Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -108,6 +109,23 @@ class HttpTooLarge(HttpProtocolError):
 
 class ApiError(Exception):
     """The API of a running node could not be reached or answered badly (:func:`fetch_json`)."""
+
+
+def _tls_alert(exc: BaseException) -> str | None:
+    """What a TLS alert from the server said, when ``exc`` is one (not a plain close)."""
+    cause = exc.__cause__
+    if not isinstance(cause, ssl.SSLError) or isinstance(
+        cause, ssl.SSLEOFError | ssl.SSLZeroReturnError
+    ):
+        return None
+    return f"the server refused the TLS connection ({cause.reason or cause})"
+
+
+def _tls_hint(target: _Target) -> str:
+    """Why a TLS server may close on us unanswered: TLS 1.3 clients finish their handshake
+    before the server has judged their certificate."""
+    secure = not isinstance(target.destination, str) and target.destination[2]
+    return " (over TLS: it may refuse this client's certificate)" if secure else ""
 
 
 class _Closed(Exception):
@@ -416,7 +434,7 @@ class HttpClient:
                     target.method,
                     target.url,
                     target.where,
-                    "the server closed the connection without answering",
+                    f"the server closed the connection without answering{_tls_hint(target)}",
                 ) from None
             except BaseException:
                 await conn.aclose()
@@ -497,9 +515,13 @@ class HttpClient:
         try:
             await conn.stream.send_all(data)
         except (OSError, trio.BrokenResourceError) as exc:
+            refusal = _tls_alert(exc)
+            if refusal is not None:
+                raise error(HttpConnectError, refusal) from exc
             if conn.reused:
                 raise _Closed from exc
-            raise error(HttpProtocolError, f"the connection broke while sending: {exc}") from exc
+            reason = f"the connection broke while sending: {exc}{_tls_hint(target)}"
+            raise error(HttpProtocolError, reason) from exc
         answered = False
         while True:
             try:
@@ -513,6 +535,9 @@ class HttpClient:
                 try:
                     data = bytes(await conn.stream.receive_some(READ_SIZE))
                 except (OSError, trio.BrokenResourceError) as exc:
+                    refusal = _tls_alert(exc)
+                    if refusal is not None:  # TLS 1.3: a refused certificate shows only now
+                        raise error(HttpConnectError, refusal) from exc
                     if not answered:
                         raise _Closed from exc
                     raise error(HttpProtocolError, f"the connection broke: {exc}") from exc
