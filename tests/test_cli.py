@@ -111,6 +111,15 @@ def test_store_put_with_a_value_that_is_not_json(capsys: pytest.CaptureFixture[s
     assert "VALUE is not JSON" in capsys.readouterr().err
 
 
+def test_master_state_without_a_running_master_says_so(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["master", "state", "--api", "127.0.0.1:1"]) == 1
+    err = capsys.readouterr().err
+    assert "is the master running?" in err
+    assert "agent" not in err
+
+
 def test_store_ls_without_a_running_agent(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["store", "--api", "127.0.0.1:1", "ls", "overlay/"]) == 1
     assert "is the agent running?" in capsys.readouterr().err

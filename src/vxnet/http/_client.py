@@ -607,6 +607,10 @@ def fetch_json(
     return trio.run(_fetch_json, client, url, method, body, timeout)
 
 
+def _down_hint(url: str) -> str:
+    return f" (is the {'master' if '/overlay-master/' in url else 'agent'} running?)"
+
+
 async def _fetch_json(http: HttpClient, url: str, method: str, body: Any, seconds: float) -> Any:
     data = None if body is None else json.dumps(body).encode()
     headers = [("Accept", "application/json")]
@@ -625,9 +629,10 @@ async def _fetch_json(http: HttpClient, url: str, method: str, body: Any, second
                     if response.status == 303:
                         method, data = "GET", None
     except HttpError as exc:
-        raise ApiError(f"{start}: {exc.reason} (is the agent running?)") from exc
+        hint = "" if "TLS" in exc.reason else _down_hint(start)  # a TLS refusal says enough
+        raise ApiError(f"{start}: {exc.reason}{hint}") from exc
     except trio.TooSlowError:
-        raise ApiError(f"{start}: no answer within {seconds:g} s (is the agent running?)") from None
+        raise ApiError(f"{start}: no answer within {seconds:g} s{_down_hint(start)}") from None
     except ValueError as exc:  # a redirect to somewhere that is not http:// (or https://)
         raise ApiError(f"{start}: {exc}") from exc
     if response.status >= 400:
