@@ -2,7 +2,8 @@
 
 * ``vxnet_members{status}``: gossip members by status.
 * ``vxnet_dns_queries_total{result}``, ``vxnet_dns_answer_seconds`` (histogram),
-  ``vxnet_dns_records``.
+  ``vxnet_dns_records``, ``vxnet_dns_kernel_drops_total`` (queries lost in the socket's
+  receive queue, from ``/proc/net/udp``).
 * ``vxnet_addresses{network, half, state}``: container addresses of this agent's halves
   (``cni``, ``docker``), ``allocated`` and ``free`` (IPv4; ``half="cni6"`` for IPv6).
 * ``vxnet_ipam_requests_total{command, result}``: requests of ``vxnet-ipam`` (``ok`` or
@@ -64,6 +65,13 @@ class _Collector:
         latency.add_metric([], buckets, dns.latency_sum)
         yield latency
         yield GaugeMetricFamily("vxnet_dns_records", "Records served", value=dns.zone_size())
+        drops = dns.kernel_drops()
+        if drops is not None:
+            yield CounterMetricFamily(
+                "vxnet_dns_kernel_drops",
+                "DNS queries the kernel dropped before the server read them (full receive queue)",
+                value=drops,
+            )
 
     def collect(self) -> Iterator[Metric]:
         counts = collections.Counter(m["status"] for m in self.node.members())

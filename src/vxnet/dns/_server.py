@@ -28,6 +28,7 @@ import bisect
 import contextlib
 import errno
 import logging
+import os
 import random
 import socket
 import struct
@@ -50,7 +51,14 @@ if TYPE_CHECKING:
     from vxnet.config import DnsSettings
     from vxnet.gossip import GossipService
 
-__all__ = ["LATENCY_BUCKETS", "DnsService", "error_reply", "mark_query", "strip_opt"]
+__all__ = [
+    "LATENCY_BUCKETS",
+    "DnsService",
+    "error_reply",
+    "kernel_drops",
+    "mark_query",
+    "strip_opt",
+]
 
 log = logging.getLogger("vxnet.dns")
 
@@ -75,6 +83,24 @@ def error_reply(query: bytes, rcode: int) -> bytes | None:
     except FormatError as exc:
         reply = header_only(query, rcode, exc.edns)
     return reply[:3] + bytes([reply[3] | 0x80]) + reply[4:]
+
+
+def kernel_drops(inodes: set[int], proc: str = "/proc/net") -> int | None:
+    """The drops the kernel counted on the UDP sockets with ``inodes`` (the last column of
+    ``/proc/net/udp`` and ``udp6``, the tenth is the inode); None when neither file reads."""
+    total, read = 0, False
+    for name in ("udp", "udp6"):
+        try:
+            with open(f"{proc}/{name}") as f:
+                lines = f.read().splitlines()[1:]
+        except OSError:
+            continue
+        read = True
+        for line in lines:
+            fields = line.split()
+            if len(fields) >= 13 and fields[9].isdigit() and int(fields[9]) in inodes:
+                total += int(fields[-1]) if fields[-1].isdigit() else 0
+    return total if read else None
 
 
 LOOP_OPTION = 65310  # EDNS option code (local use) carrying the marks of vxnet forwarders
@@ -150,6 +176,7 @@ class DnsService:
         self._build_time = 0.0
         self._hidden: frozenset[str] = frozenset()
         self.bound: list[tuple[str, int]] = []
+        self._inodes: set[int] = set()  # the UDP sockets', to find their kernel drop counts
 
     # --- the zone -------------------------------------------------------------------------------
 
@@ -232,6 +259,7 @@ class DnsService:
                         exc.errno, f"DNS cannot listen on {entry} (UDP): {exc.strerror}"
                     ) from exc
                 udp.setblocking(False)
+                self._inodes.add(os.fstat(udp.fileno()).st_ino)
                 port = udp.getsockname()[1]
                 tcp = trio.socket.socket(family, socket.SOCK_STREAM)
                 tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -350,6 +378,12 @@ class DnsService:
                     await trio.lowlevel.checkpoint()
                     start = time.perf_counter()
             self._count_batch(served, missing, start)
+
+    def kernel_drops(self) -> int | None:
+        """Queries the kernel dropped before this server read them (its UDP sockets' receive
+        queues overflowed), from ``/proc/net/udp`` and ``udp6``; None where those cannot be
+        read."""
+        return kernel_drops(self._inodes)
 
     def _answer_slow(self, zone: Zone, data: bytes) -> Answer:
         """``zone``'s answer to a query the pre-encoded table did not know, counted and timed
