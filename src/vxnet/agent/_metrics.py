@@ -2,7 +2,8 @@
 
 * ``vxnet_members{status}``: gossip members by status.
 * ``vxnet_dns_queries_total{result}``, ``vxnet_dns_answer_seconds`` (histogram),
-  ``vxnet_dns_records``, ``vxnet_dns_kernel_drops_total`` (queries lost in the socket's
+  ``vxnet_dns_records``, ``vxnet_dns_rate_limited_total``, ``vxnet_dns_rate_limit_slipped_total``,
+  ``vxnet_dns_kernel_drops_total`` (queries lost in the socket's
   receive queue, from ``/proc/net/udp``).
 * ``vxnet_addresses{network, half, state}``: container addresses of this agent's halves
   (``cni``, ``docker``), ``allocated`` and ``free`` (IPv4; ``half="cni6"`` for IPv6).
@@ -65,6 +66,17 @@ class _Collector:
         latency.add_metric([], buckets, dns.latency_sum)
         yield latency
         yield GaugeMetricFamily("vxnet_dns_records", "Records served", value=dns.zone_size())
+        if dns.limiter is not None:
+            yield CounterMetricFamily(
+                "vxnet_dns_rate_limited",
+                "UDP answers the response rate limit held back (dropped or sent truncated)",
+                value=dns.limiter.limited,
+            )
+            yield CounterMetricFamily(
+                "vxnet_dns_rate_limit_slipped",
+                "Rate-limited UDP answers sent truncated, so that real clients retry over TCP",
+                value=dns.limiter.slipped,
+            )
         drops = dns.kernel_drops()
         if drops is not None:
             yield CounterMetricFamily(

@@ -478,6 +478,12 @@ def _check_dns(d: DnsSettings, path: str, loader: _Loader) -> None:
                 ip_network(entry)
             except ValueError as exc:
                 loader.fail(f"{key}[{i}]", f"{exc} (give a network such as 10.0.0.0/8)")
+    key = f"{path}.rate_limit"
+    if loader.ok(key) and not 0 <= d.rate_limit <= 10_000_000:
+        loader.fail(key, f"must be 0 (off) to 10000000 answers per second, got {d.rate_limit}")
+    key = f"{path}.rate_limit_slip"
+    if loader.ok(key) and not 0 <= d.rate_limit_slip <= 100:
+        loader.fail(key, f"must be 0 to 100, got {d.rate_limit_slip}")
 
 
 def _check_token(token: str | None, key: str, loader: _Loader) -> None:

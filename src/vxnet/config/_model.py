@@ -315,6 +315,17 @@ class DnsSettings:
         doc="Networks whose clients may use forwarding (the overlay's own networks are always "
         "allowed); vxnet's zone answers everyone. Keeps the agent from being an open resolver.",
     )
+    rate_limit: int = setting(
+        5000,
+        doc="Response rate limit: UDP answers per second to one client prefix (IPv4 /24, IPv6 "
+        "/56) before limiting, far above what the containers behind one prefix ask; 0: off. "
+        "Keeps a spoofed flood from turning the agent into an amplifier.",
+    )
+    rate_limit_slip: int = setting(
+        2,
+        doc="Every how many rate-limited answers one goes out truncated (TC), sending a real "
+        "client to TCP, which is not limited; the others are dropped. 0: drop them all.",
+    )
 
 
 @dataclass(frozen=True, slots=True)

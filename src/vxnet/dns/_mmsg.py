@@ -24,8 +24,12 @@ import struct
 import sys
 from typing import TYPE_CHECKING
 
+from vxnet.dns._rrl import DROP, truncated
+
 if TYPE_CHECKING:
     from collections.abc import Callable
+
+    from vxnet.dns._rrl import RateLimiter
 
 __all__ = ["Batch", "available"]
 
@@ -167,9 +171,22 @@ class Batch:
         ]
         self.queued = slot + 1
 
-    def answer_all(self, received: int, fast: Callable[[bytes], bytes | None]) -> list[int]:
+    def prefix(self, i: int) -> bytes:
+        """The rate-limiting key of datagram ``i``'s sender (:func:`._rrl.client_prefix`)."""
+        start = i * NAME_SIZE
+        if self.names_view[start] == socket.AF_INET:  # the family's low byte (little-endian)
+            return bytes(self.names_view[start + 4 : start + 7])
+        return bytes(self.names_view[start + 8 : start + 15])
+
+    def answer_all(
+        self,
+        received: int,
+        fast: Callable[[bytes], bytes | None],
+        limiter: RateLimiter | None = None,
+    ) -> list[int]:
         """Answer datagrams ``0 .. received - 1`` with ``fast`` where it knows the reply (queued
-        as :meth:`reply` would); the indexes it did not know, for the caller's slow path.
+        as :meth:`reply` would, unless ``limiter`` says to drop it or send it truncated); the
+        indexes it did not know, for the caller's slow path.
 
         The per-packet work of :meth:`query` and :meth:`reply`, inlined: this loop is where a
         busy server spends its time.
@@ -180,6 +197,8 @@ class Batch:
         unpack_u32, pack_u64 = _U32.unpack_from, _U64.pack_into
         slot = self.queued
         missed: list[int] = []
+        verdict = limiter.verdict if limiter is not None else None
+        names_view = self.names_view
         for i in range(received):
             header = i * MMSGHDR
             start = i * BUFFER
@@ -188,6 +207,16 @@ class Batch:
             if reply is None:
                 missed.append(i)
                 continue
+            if verdict is not None:
+                at = i * NAME_SIZE
+                if names_view[at] == 2:  # AF_INET: the /24
+                    judged = verdict(bytes(names_view[at + 4 : at + 7]))
+                else:  # the /56
+                    judged = verdict(bytes(names_view[at + 8 : at + 15]))
+                if judged:
+                    if judged == DROP:
+                        continue
+                    reply = truncated(reply)
             size = len(reply)
             at = slot * BUFFER
             out_view[at : at + size] = reply

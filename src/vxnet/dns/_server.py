@@ -41,6 +41,7 @@ import trio
 from vxnet.dns._mmsg import BUFFER as MMSG_BUFFER
 from vxnet.dns._mmsg import Batch
 from vxnet.dns._mmsg import available as mmsg_available
+from vxnet.dns._rrl import SEND, SLIP, RateLimiter, client_prefix, truncated
 from vxnet.dns._wire import FormatError, encode_reply, header_only, read_query
 from vxnet.dns._zone import Answer, Zone, task_from_record
 from vxnet.records import TASK_PREFIX
@@ -83,6 +84,12 @@ def error_reply(query: bytes, rcode: int) -> bytes | None:
     except FormatError as exc:
         reply = header_only(query, rcode, exc.edns)
     return reply[:3] + bytes([reply[3] | 0x80]) + reply[4:]
+
+
+def _peer_prefix(peer: Any) -> bytes:
+    host = str(peer[0]).split("%")[0]
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    return client_prefix(socket.inet_pton(family, host))
 
 
 def kernel_drops(inodes: set[int], proc: str = "/proc/net") -> int | None:
@@ -177,6 +184,11 @@ class DnsService:
         self._hidden: frozenset[str] = frozenset()
         self.bound: list[tuple[str, int]] = []
         self._inodes: set[int] = set()  # the UDP sockets', to find their kernel drop counts
+        self.limiter = (
+            RateLimiter(settings.rate_limit, settings.rate_limit_slip)
+            if settings.rate_limit
+            else None
+        )
 
     # --- the zone -------------------------------------------------------------------------------
 
@@ -324,6 +336,11 @@ class DnsService:
                     raise
                 data = bytes(view[:size])
                 reply = fast(data)
+                if reply is not None and self.limiter is not None:
+                    self.limiter.now = time.monotonic()
+                    reply = self._limit(_peer_prefix(peer), reply)
+                    if reply is None:
+                        continue
                 if reply is not None:
                     try:  # noqa: SIM105 (a context manager per packet costs time)
                         sendto(reply, peer)
@@ -335,8 +352,10 @@ class DnsService:
                     continue
                 answer = self._answer_slow(zone, data)
                 if answer.reply is not None:
-                    with contextlib.suppress(OSError):
-                        sendto(answer.reply, peer)
+                    slow_reply = self._limit(_peer_prefix(peer), answer.reply)
+                    if slow_reply is not None:
+                        with contextlib.suppress(OSError):
+                            sendto(slow_reply, peer)
                 elif answer.forward:
                     nursery.start_soon(self._forward_udp, sock, data, peer)
             self._count_batch(served, missing, start)
@@ -345,6 +364,7 @@ class DnsService:
         """:meth:`_serve_udp` with ``recvmmsg``/``sendmmsg``: up to 64 queries per system call
         each way (:mod:`._mmsg`)."""
         batch = Batch(sock, BATCH)
+        limiter = self.limiter
         while True:
             await trio.lowlevel.wait_readable(sock)
             zone = self.zone
@@ -355,7 +375,9 @@ class DnsService:
             while True:
                 received = batch.receive()
                 queued = batch.queued
-                missed = batch.answer_all(received, fast)
+                if limiter is not None:
+                    limiter.now = time.monotonic()
+                missed = batch.answer_all(received, fast, limiter)
                 for reply_slot in range(queued, batch.queued):
                     if batch.out_view[reply_slot * MMSG_BUFFER + 3] & 0x0F:
                         missing += 1
@@ -364,7 +386,9 @@ class DnsService:
                     data = query(i)
                     answer = self._answer_slow(zone, data)
                     if answer.reply is not None:
-                        reply_to(i, answer.reply)
+                        reply = self._limit(batch.prefix(i), answer.reply)
+                        if reply is not None:
+                            reply_to(i, reply)
                     elif answer.forward:
                         nursery.start_soon(self._forward_udp, sock, data, batch.peer(i))
                 batch.flush()
@@ -378,6 +402,17 @@ class DnsService:
                     await trio.lowlevel.checkpoint()
                     start = time.perf_counter()
             self._count_batch(served, missing, start)
+
+    def _limit(self, prefix: bytes, reply: bytes) -> bytes | None:
+        """``reply`` as the rate limiter lets it go to a client of ``prefix``: whole, truncated
+        (slip) or not at all (None)."""
+        limiter = self.limiter
+        if limiter is None:
+            return reply
+        judged = limiter.verdict(prefix)
+        if judged == SEND:
+            return reply
+        return truncated(reply) if judged == SLIP else None
 
     def kernel_drops(self) -> int | None:
         """Queries the kernel dropped before this server read them (its UDP sockets' receive
