@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from vxnet._limits import ConnectionCaps
 from vxnet.dns._mmsg import BUFFER as MMSG_BUFFER
 from vxnet.dns._mmsg import Batch
 from vxnet.dns._mmsg import available as mmsg_available
@@ -68,6 +69,9 @@ TCP_IDLE = 10.0
 MAX_UDP = 65535
 RECHECK = 1.0
 BATCH = 64
+FORWARD_RATE = 1000  # forwarded queries per second from one client address
+MAX_FORWARDING = 512  # queries waiting on upstreams at once
+TCP_PER_CLIENT = 64  # open TCP connections from one client address
 SLICE = 0.002  # seconds of answering UDP before the other tasks of the agent get their turn
 DEBOUNCE = 0.02
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25, 1.0, 5.0)
@@ -86,10 +90,16 @@ def error_reply(query: bytes, rcode: int) -> bytes | None:
     return reply[:3] + bytes([reply[3] | 0x80]) + reply[4:]
 
 
-def _peer_prefix(peer: Any) -> bytes:
+def _peer_prefix(peer: Any, *, whole: bool = False) -> bytes:
+    """The rate limiter's key of the client ``peer`` (a socket address): its prefix, or with
+    ``whole`` its whole address."""
     host = str(peer[0]).split("%")[0]
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    return client_prefix(socket.inet_pton(family, host))
+    try:
+        packed = socket.inet_pton(family, host)
+    except OSError:
+        return b""
+    return packed if whole else client_prefix(packed)
 
 
 def kernel_drops(inodes: set[int], proc: str = "/proc/net") -> int | None:
@@ -189,6 +199,10 @@ class DnsService:
             if settings.rate_limit
             else None
         )
+        # Forwarding costs an upstream's time: a cap per client address, and on all at once.
+        self.forward_limiter = RateLimiter(FORWARD_RATE, slip=0)
+        self._forwarding = 0
+        self.tcp_caps = ConnectionCaps(per_client=TCP_PER_CLIENT)
 
     # --- the zone -------------------------------------------------------------------------------
 
@@ -445,6 +459,18 @@ class DnsService:
         self.latency_sum += took
 
     async def _serve_tcp(self, stream: trio.SocketStream) -> None:
+        client = "?"
+        with contextlib.suppress(OSError, IndexError, TypeError):
+            client = str(stream.socket.getpeername()[0])
+        if self.tcp_caps.admit(client) is not None:  # one client cannot hold every slot
+            await trio.aclose_forcefully(stream)
+            return
+        try:
+            await self._serve_tcp_admitted(stream)
+        finally:
+            self.tcp_caps.release(client)
+
+    async def _serve_tcp_admitted(self, stream: trio.SocketStream) -> None:
         async with stream:
             buffer = b""
             while True:
@@ -504,6 +530,20 @@ class DnsService:
         if not self._upstreams or not self._may_forward(client):
             self._count("REFUSED", start)
             return error_reply(query, 5)
+        if self._forwarding >= MAX_FORWARDING:
+            self._count("forward_busy", start)  # upstreams this slow: no more waiting queries
+            return error_reply(query, 2)
+        self.forward_limiter.now = time.monotonic()
+        if self.forward_limiter.verdict(_peer_prefix((client,), whole=True)) != SEND:
+            self._count("forward_limited", start)
+            return None
+        self._forwarding += 1
+        try:
+            return await self._forward_admitted(query, start, tcp=tcp)
+        finally:
+            self._forwarding -= 1
+
+    async def _forward_admitted(self, query: bytes, start: float, *, tcp: bool) -> bytes | None:
         marked = mark_query(query, self._mark)
         if marked is None:
             if not self._loop_said:

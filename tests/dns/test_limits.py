@@ -1,0 +1,108 @@
+"""What one client can hold of a real agent's DNS: TCP connections (64 per address, the rest
+closed at once) and queries waiting on upstreams (512 at once; beyond, SERVFAIL at once rather
+than more waiting), with an upstream that never answers."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import subprocess
+import sys
+import time
+from typing import TYPE_CHECKING
+
+import dns.exception
+import dns.message
+import dns.query
+import dns.rcode
+import httpx
+
+from vxnet.dns._server import MAX_FORWARDING, TCP_PER_CLIENT
+from vxnet.dns._zone import ZONE_SUFFIX
+from vxnet.testing.procs import free_ports
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+
+def test_tcp_connections_and_waiting_forwards_are_capped(tmp_path: Path) -> None:
+    dns_port, api, gossip = free_ports(3)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as black_hole:
+        black_hole.bind(("127.0.0.1", 0))  # an upstream that reads nothing and answers nothing
+        upstream = f"127.0.0.1:{black_hole.getsockname()[1]}"
+        config = tmp_path / "agent.toml"
+        config.write_text(
+            f'[agent]\nlisten = "127.0.0.1:{api}"\noverlay = false\n'
+            f'[gossip]\nname = "limits"\nbind = "127.0.0.1:{gossip}"\n'
+            f'[dns]\nlisten = ["127.0.0.1:{dns_port}"]\nupstreams = ["{upstream}"]\n'
+            "rate_limit = 0\n"
+        )
+        with (tmp_path / "agent.log").open("wb") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "vxnet", "agent", "-c", str(config)],
+                stdout=log,
+                stderr=log,
+            )
+        conns: list[socket.socket] = []
+        try:
+            soa = dns.message.make_query(ZONE_SUFFIX, "SOA")
+            deadline = time.monotonic() + 20
+            while True:
+                try:
+                    dns.query.tcp(soa, "127.0.0.1", port=dns_port, timeout=1)
+                    break
+                except (OSError, dns.exception.Timeout):
+                    assert time.monotonic() < deadline, "the agent never answered"
+                    time.sleep(0.1)
+
+            # TCP: the first TCP_PER_CLIENT connections stay open, the next are closed at once.
+            for _ in range(TCP_PER_CLIENT + 8):
+                conns.append(socket.create_connection(("127.0.0.1", dns_port), timeout=5))
+                conns[-1].setblocking(False)
+
+            def closed() -> int:
+                shut = 0
+                for conn in conns:
+                    with contextlib.suppress(BlockingIOError):  # open: nothing to read
+                        shut += conn.recv(1) == b""
+                return shut
+
+            deadline = time.monotonic() + 5  # well before the 10 s idle timeout
+            while closed() < 8:
+                assert time.monotonic() < deadline, f"{closed()} of the extra 8 closed"
+                time.sleep(0.05)
+            assert closed() == 8
+            for conn in conns:
+                conn.close()
+
+            # Forwarding: MAX_FORWARDING wait on the upstream; the rest get SERVFAIL now.
+            extra = 200
+            servfail = 0
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+                for i in range(MAX_FORWARDING + extra):
+                    query = dns.message.make_query(f"n{i}.example.com", "A")
+                    udp.sendto(query.to_wire(), ("127.0.0.1", dns_port))
+                    if i % 32 == 31:
+                        time.sleep(0.01)  # paced: fewer drops while the agent starts forwards
+                udp.settimeout(2.0)  # well before the upstream timeout (5 s)
+                try:
+                    while True:
+                        reply = dns.message.from_wire(udp.recv(4096))
+                        servfail += reply.rcode() == dns.rcode.SERVFAIL
+                except TimeoutError:
+                    pass
+            metrics = httpx.get(f"http://127.0.0.1:{api}/metrics", trust_env=False).text
+            # Starting 512 forwards takes the agent a while: the kernel may drop some of the
+            # burst meanwhile, and it says how many.
+            drops = next(
+                int(float(line.split()[-1]))
+                for line in metrics.splitlines()
+                if line.startswith("vxnet_dns_kernel_drops_total")
+            )
+            assert 0 < servfail == extra - drops, (servfail, drops)
+            assert f'vxnet_dns_queries_total{{result="forward_busy"}} {servfail}.0' in metrics
+        finally:
+            for conn in conns:
+                conn.close()
+            proc.terminate()
+            proc.wait(timeout=15)
