@@ -6,55 +6,29 @@ from __future__ import annotations
 
 import contextlib
 import socket
-import subprocess
-import sys
 import time
 from typing import TYPE_CHECKING
 
-import dns.exception
 import dns.message
 import dns.query
 import dns.rcode
 import httpx
 
+from dns_agent import dns_agent, metric
 from vxnet.dns._server import MAX_FORWARDING, TCP_PER_CLIENT
-from vxnet.dns._zone import ZONE_SUFFIX
-from vxnet.testing.procs import free_ports
 
 if TYPE_CHECKING:
     from pathlib import Path
 
 
 def test_tcp_connections_and_waiting_forwards_are_capped(tmp_path: Path) -> None:
-    dns_port, api, gossip = free_ports(3)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as black_hole:
         black_hole.bind(("127.0.0.1", 0))  # an upstream that reads nothing and answers nothing
         upstream = f"127.0.0.1:{black_hole.getsockname()[1]}"
-        config = tmp_path / "agent.toml"
-        config.write_text(
-            f'[agent]\nlisten = "127.0.0.1:{api}"\noverlay = false\n'
-            f'[gossip]\nname = "limits"\nbind = "127.0.0.1:{gossip}"\n'
-            f'[dns]\nlisten = ["127.0.0.1:{dns_port}"]\nupstreams = ["{upstream}"]\n'
-            "rate_limit = 0\n"
-        )
-        with (tmp_path / "agent.log").open("wb") as log:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "vxnet", "agent", "-c", str(config)],
-                stdout=log,
-                stderr=log,
-            )
+        settings = f'upstreams = ["{upstream}"]\nrate_limit = 0\n'
         conns: list[socket.socket] = []
-        try:
-            soa = dns.message.make_query(ZONE_SUFFIX, "SOA")
-            deadline = time.monotonic() + 20
-            while True:
-                try:
-                    dns.query.tcp(soa, "127.0.0.1", port=dns_port, timeout=1)
-                    break
-                except (OSError, dns.exception.Timeout):
-                    assert time.monotonic() < deadline, "the agent never answered"
-                    time.sleep(0.1)
-
+        with dns_agent(tmp_path, "limits", settings) as agent:
+            dns_port = agent.dns_port
             # TCP: the first TCP_PER_CLIENT connections stay open, the next are closed at once.
             for _ in range(TCP_PER_CLIENT + 8):
                 conns.append(socket.create_connection(("127.0.0.1", dns_port), timeout=5))
@@ -91,18 +65,11 @@ def test_tcp_connections_and_waiting_forwards_are_capped(tmp_path: Path) -> None
                         servfail += reply.rcode() == dns.rcode.SERVFAIL
                 except TimeoutError:
                     pass
-            metrics = httpx.get(f"http://127.0.0.1:{api}/metrics", trust_env=False).text
+            metrics = httpx.get(f"{agent.api}/metrics", trust_env=False).text
             # Starting 512 forwards takes the agent a while: the kernel may drop some of the
             # burst meanwhile, and it says how many.
-            drops = next(
-                int(float(line.split()[-1]))
-                for line in metrics.splitlines()
-                if line.startswith("vxnet_dns_kernel_drops_total")
-            )
+            drops = int(metric(agent.api, "vxnet_dns_kernel_drops_total"))
             assert 0 < servfail == extra - drops, (servfail, drops)
             assert f'vxnet_dns_queries_total{{result="forward_busy"}} {servfail}.0' in metrics
-        finally:
-            for conn in conns:
-                conn.close()
-            proc.terminate()
-            proc.wait(timeout=15)
+        for conn in conns:
+            conn.close()

@@ -6,22 +6,17 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-import subprocess
-import sys
-import time
 from typing import TYPE_CHECKING
 
-import dns.exception
 import dns.flags
 import dns.message
 import dns.query
-import httpx
 import pytest
 
+from dns_agent import dns_agent, metric
 from vxnet.dns._rrl import DROP, SEND, SLIP, RateLimiter, client_prefix, truncated
 from vxnet.dns._zone import ZONE_SUFFIX, Zone
 from vxnet.records import TaskRecord as Task
-from vxnet.testing.procs import free_ports
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -89,33 +84,14 @@ def test_a_truncated_answer_keeps_the_question_and_the_opt_rr(edns: bool) -> Non
 
 
 def test_a_real_agent_limits_a_client_that_asks_too_fast(tmp_path: Path) -> None:
-    dns_port, api, gossip = free_ports(3)
-    config = tmp_path / "agent.toml"
-    config.write_text(
-        f'[agent]\nlisten = "127.0.0.1:{api}"\noverlay = false\n'
-        f'[gossip]\nname = "rrl"\nbind = "127.0.0.1:{gossip}"\n'
-        f'[dns]\nlisten = ["127.0.0.1:{dns_port}"]\nrate_limit = 20\nrate_limit_slip = 2\n'
-    )
-    with (tmp_path / "agent.log").open("wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "vxnet", "agent", "-c", str(config)], stdout=log, stderr=log
-        )
-    try:
-        query = dns.message.make_query(ZONE_SUFFIX, "SOA")
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                dns.query.tcp(query, "127.0.0.1", port=dns_port, timeout=1)
-                break
-            except (OSError, dns.exception.Timeout):
-                assert time.monotonic() < deadline, "the agent never answered"
-                time.sleep(0.1)
+    query = dns.message.make_query(ZONE_SUFFIX, "SOA")
+    with dns_agent(tmp_path, "rrl", "rate_limit = 20\nrate_limit_slip = 2\n") as agent:
         whole = slipped = 0
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
             udp.settimeout(1.0)
             wire = query.to_wire()
             for _ in range(200):  # a burst well within a second: 20 tokens at most refill
-                udp.sendto(wire, ("127.0.0.1", dns_port))
+                udp.sendto(wire, ("127.0.0.1", agent.dns_port))
             try:
                 while True:
                     reply = dns.message.from_wire(udp.recv(4096))
@@ -129,14 +105,5 @@ def test_a_real_agent_limits_a_client_that_asks_too_fast(tmp_path: Path) -> None
         assert 60 <= slipped <= 100, slipped  # every 2nd of the ~180 limited
         # TCP is not limited: the truncated client gets its answer there.
         for _ in range(30):
-            assert dns.query.tcp(query, "127.0.0.1", port=dns_port, timeout=5).answer
-        metrics = httpx.get(f"http://127.0.0.1:{api}/metrics", trust_env=False).text
-        limited = next(
-            float(line.split()[-1])
-            for line in metrics.splitlines()
-            if line.startswith("vxnet_dns_rate_limited_total")
-        )
-        assert limited >= 150
-    finally:
-        proc.terminate()
-        proc.wait(timeout=15)
+            assert dns.query.tcp(query, "127.0.0.1", port=agent.dns_port, timeout=5).answer
+        assert metric(agent.api, "vxnet_dns_rate_limited_total") >= 150
