@@ -16,6 +16,7 @@ import dns.query
 import httpx
 import pytest
 
+from dns_agent import metric
 from vxnet.testing.procs import free_ports
 
 if TYPE_CHECKING:
@@ -139,6 +140,10 @@ def test_a_dns_flood_starves_neither_gossip_nor_the_api_nor_tcp(
             assert time.monotonic() < deadline, "the task never resolved"
             time.sleep(0.1)
 
+        def suspicions() -> list[float]:
+            return [metric(a, "vxnet_gossip_suspicions_total") for a in (api, peer_api)]
+
+        before = suspicions()
         flooder = subprocess.Popen(
             [sys.executable, "-c", FLOODER, str(dns_port), str(FLOOD_SECONDS)],
             stdout=subprocess.PIPE,
@@ -164,8 +169,10 @@ def test_a_dns_flood_starves_neither_gossip_nor_the_api_nor_tcp(
             out, _ = flooder.communicate(timeout=FLOOD_SECONDS + 30)
         sent = int(out.strip())
         stats = http.get(f"{api}/metrics").text
+        suspected = [after - first for after, first in zip(suspicions(), before, strict=True)]
     assert sent > 100_000, f"the flood was too weak to mean anything ({sent} packets)"
     assert slow == [], f"the API took over 100 ms {len(slow)} times: {slow}"
     assert seen == {"alive"}, f"the peer saw the flooded agent as {seen}"
+    assert suspected == [0, 0], "a probe went unanswered during the flood (flooded, peer)"
     assert answered == asked, "TCP DNS went unanswered during the flood"
     assert "vxnet_dns_kernel_drops_total" in stats

@@ -1,6 +1,8 @@
 """The agent's Prometheus metrics (``GET /metrics``), collected when scraped.
 
-* ``vxnet_members{status}``: gossip members by status.
+* ``vxnet_members{status}``: gossip members by status; ``vxnet_gossip_probe_seconds``
+  (histogram: probe round trips), ``vxnet_gossip_suspicions_total`` (members this node
+  suspected).
 * ``vxnet_dns_queries_total{result}``, ``vxnet_dns_answer_seconds`` (histogram),
   ``vxnet_dns_records``, ``vxnet_dns_rate_limited_total``, ``vxnet_dns_rate_limit_slipped_total``,
   ``vxnet_dns_kernel_drops_total`` (queries lost in the socket's
@@ -23,6 +25,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 
 from vxnet._metrics import by_label
 from vxnet.dns._server import LATENCY_BUCKETS
+from vxnet.gossip._membership_types import PROBE_BUCKETS
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -85,11 +88,29 @@ class _Collector:
                 value=drops,
             )
 
+    def _gossip(self) -> Iterator[Metric]:
+        stats = self.node.core.stats
+        buckets, total = [], 0
+        for bound, n in zip([*PROBE_BUCKETS, float("inf")], stats.probe_rtt, strict=True):
+            total += n
+            buckets.append(("+Inf" if bound == float("inf") else str(bound), total))
+        rtt = HistogramMetricFamily(
+            "vxnet_gossip_probe_seconds", "Gossip probe round trips (ping sent to ack received)"
+        )
+        rtt.add_metric([], buckets, stats.probe_rtt_sum)
+        yield rtt
+        yield CounterMetricFamily(
+            "vxnet_gossip_suspicions",
+            "Members this node suspected (a probe it sent went unanswered)",
+            value=stats.suspicions,
+        )
+
     def collect(self) -> Iterator[Metric]:
         counts = collections.Counter(m["status"] for m in self.node.members())
         yield by_label(
             GaugeMetricFamily, "vxnet_members", "Gossip members by status", "status", counts
         )
+        yield from self._gossip()
         yield from self._dns()
         overlay = self.overlay
         if overlay is None:

@@ -148,6 +148,7 @@ class _Probe:
     nacks: int = 0
     tcp_request: int | None = None
     tcp_ok: bool = False
+    started: float = 0.0
 
 
 @dataclass(slots=True)
@@ -514,6 +515,7 @@ class Membership:
         if probe is not None and probe.seq == ack.seq_no:
             self._probe = None
             self.awareness.apply(-1)
+            self.stats.probed(now - probe.started)
             return
         relay = self._relays.pop(ack.seq_no, None)
         if relay is not None:
@@ -666,7 +668,9 @@ class Membership:
         if target.state is not NodeStatus.ALIVE:
             parts.append(encode_message(Suspect(target.incarnation, target.name, self.name)))
         self._send_parts(target.address, parts, target, now)
-        self._probe = _Probe(target.name, seq, now + self.timing.probe_timeout, now + interval)
+        self._probe = _Probe(
+            target.name, seq, now + self.timing.probe_timeout, now + interval, started=now
+        )
 
     def _next_probe_target(self, now: float) -> _Node | None:
         for _ in range(len(self._order) + 1):

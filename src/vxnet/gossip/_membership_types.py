@@ -4,6 +4,7 @@ for the driver, the delegate the layer above supplies, and the core's counters.
 
 from __future__ import annotations
 
+import bisect
 import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
@@ -115,6 +116,9 @@ class NoDelegate:
         return None
 
 
+PROBE_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
+
+
 @dataclass(slots=True)
 class Stats:
     """Counters for metrics and tests."""
@@ -129,3 +133,11 @@ class Stats:
     deaths_declared: int = 0
     push_pulls: int = 0
     errors: dict[str, int] = field(default_factory=dict)
+    # probe round trips (ping to ack, direct or through others), by PROBE_BUCKETS upper bound
+    probe_rtt: list[int] = field(default_factory=lambda: [0] * (len(PROBE_BUCKETS) + 1))
+    probe_rtt_sum: float = 0.0
+
+    def probed(self, seconds: float) -> None:
+        """Count a probe answered ``seconds`` after it was sent."""
+        self.probe_rtt[bisect.bisect_left(PROBE_BUCKETS, seconds)] += 1
+        self.probe_rtt_sum += seconds
