@@ -26,39 +26,6 @@ if TYPE_CHECKING:
 ZONE = "dcos.thisdcos.directory"
 FLOOD_SECONDS = 8.0
 
-FLOODER = r"""
-import os, random, socket, struct, sys, time
-port, seconds = int(sys.argv[1]), float(sys.argv[2])
-def query(name, qid):
-    labels = b"".join(bytes([len(p)]) + p for p in name.encode().split(b"."))
-    return struct.pack("!6H", qid, 0x0100, 1, 0, 0, 0) + labels + b"\x00\x00\x01\x00\x01"
-zone = "dcos.thisdcos.directory"
-valid = [query(f"web.marathon.containerip.{zone}", i) for i in range(64)]
-chain = struct.pack("!6H", 7, 0, 1, 0, 0, 0) + b"".join(
-    struct.pack("!H", 0xC000 | min(o + 2, 0x3FFF)) for o in range(12, 4000, 2))
-bad = [os.urandom(40), b"\x00" * 11, chain]
-socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(4)]
-for s in socks:
-    s.setblocking(False)
-end, sent, i = time.monotonic() + seconds, 0, 0
-while time.monotonic() < end and sent < 50_000_000:
-    for _ in range(256):
-        i += 1
-        kind = i % 8
-        if kind < 5:
-            data = valid[i % 64]
-        elif kind < 7:
-            data = query(f"n{i}.x.containerip.{zone}", i & 0xFFFF)
-        else:
-            data = bad[i % 3]
-        try:
-            socks[i % 4].sendto(data, ("127.0.0.1", port))
-            sent += 1
-        except BlockingIOError:
-            pass
-print(sent)
-"""
-
 
 def start(tmp: Path, name: str, dns_port: int, api: int, gossip: int, seed: int | None) -> Path:
     config = tmp / f"{name}.toml"
@@ -145,7 +112,7 @@ def test_a_dns_flood_starves_neither_gossip_nor_the_api_nor_tcp(
 
         before = suspicions()
         flooder = subprocess.Popen(
-            [sys.executable, "-c", FLOODER, str(dns_port), str(FLOOD_SECONDS)],
+            [sys.executable, "-m", "vxnet.testing.dnsflood", str(dns_port), str(FLOOD_SECONDS)],
             stdout=subprocess.PIPE,
             text=True,
         )
