@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, TypeVar
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Mapping, Sequence
 
-__all__ = ["by_label"]
+__all__ = ["by_label", "histogram"]
 
 _Family = TypeVar("_Family", CounterMetricFamily, GaugeMetricFamily)
 
@@ -22,4 +22,18 @@ def by_label(
     family = kind(name, documentation, labels=[label])
     for value, amount in sorted(values.items()):
         family.add_metric([value], amount)
+    return family
+
+
+def histogram(
+    name: str, documentation: str, bounds: Sequence[float], counts: Sequence[int], total: float
+) -> HistogramMetricFamily:
+    """A histogram from per-bucket ``counts`` (one more than ``bounds``: the last counts what
+    is above every bound) and the ``total`` of the values counted."""
+    buckets, cumulative = [], 0
+    for bound, n in zip([*bounds, float("inf")], counts, strict=True):
+        cumulative += n
+        buckets.append(("+Inf" if bound == float("inf") else str(bound), cumulative))
+    family = HistogramMetricFamily(name, documentation)
+    family.add_metric([], buckets, total)
     return family

@@ -21,9 +21,9 @@ import collections
 from typing import TYPE_CHECKING
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from vxnet._metrics import by_label
+from vxnet._metrics import by_label, histogram
 from vxnet.dns._server import LATENCY_BUCKETS
 from vxnet.gossip._membership_types import PROBE_BUCKETS
 
@@ -58,16 +58,13 @@ class _Collector:
             "result",
             dns.counts,
         )
-        buckets = []
-        total = 0
-        for bound, n in zip([*LATENCY_BUCKETS, float("inf")], dns.latency, strict=True):
-            total += n
-            buckets.append(("+Inf" if bound == float("inf") else str(bound), total))
-        latency = HistogramMetricFamily(
-            "vxnet_dns_answer_seconds", "Time to answer a DNS query (forwarding included)"
+        yield histogram(
+            "vxnet_dns_answer_seconds",
+            "Time to answer a DNS query (forwarding included)",
+            LATENCY_BUCKETS,
+            dns.latency,
+            dns.latency_sum,
         )
-        latency.add_metric([], buckets, dns.latency_sum)
-        yield latency
         yield GaugeMetricFamily("vxnet_dns_records", "Records served", value=dns.zone_size())
         if dns.limiter is not None:
             yield CounterMetricFamily(
@@ -90,15 +87,13 @@ class _Collector:
 
     def _gossip(self) -> Iterator[Metric]:
         stats = self.node.core.stats
-        buckets, total = [], 0
-        for bound, n in zip([*PROBE_BUCKETS, float("inf")], stats.probe_rtt, strict=True):
-            total += n
-            buckets.append(("+Inf" if bound == float("inf") else str(bound), total))
-        rtt = HistogramMetricFamily(
-            "vxnet_gossip_probe_seconds", "Gossip probe round trips (ping sent to ack received)"
+        yield histogram(
+            "vxnet_gossip_probe_seconds",
+            "Gossip probe round trips (ping sent to ack received)",
+            PROBE_BUCKETS,
+            stats.probe_rtt,
+            stats.probe_rtt_sum,
         )
-        rtt.add_metric([], buckets, stats.probe_rtt_sum)
-        yield rtt
         yield CounterMetricFamily(
             "vxnet_gossip_suspicions",
             "Members this node suspected (a probe it sent went unanswered)",
