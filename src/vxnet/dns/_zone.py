@@ -137,6 +137,7 @@ _EDNS_COUNTS = b"\x00\x01\x00\x00\x00\x00\x00\x01"  # QDCOUNT 1, ARCOUNT 1
 _OPT_HEAD = b"\x00\x00\x29"  # root owner, type OPT
 _OPT_TAIL = b"\x00" * 6  # RCODE 0, version 0, flags 0 (DO clear), no options
 _CLASS_IN = CLASS_IN.to_bytes(2, "big")
+FAST_MAX = 12 + 255 + 4 + 11  # header, the longest name, QTYPE and QCLASS, a bare OPT RR
 _POINTER_MAX = 0x3FFF  # dnslib writes bad pointers to names beyond this offset
 
 
@@ -304,6 +305,8 @@ class Zone:
 
         This is the server's per-packet hot path: slicing and one dict lookup, no parsing.
         """
+        if len(query) > FAST_MAX:  # no question in the table is that long: no 64 KB hashing
+            return None
         counts = query[4:12]
         if counts == _PLAIN_COUNTS:
             entry = self._plain.get(query[12:])
