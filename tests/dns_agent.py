@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -16,6 +15,7 @@ import dns.query
 
 from vxnet.dns._zone import ZONE_SUFFIX
 from vxnet.testing.procs import free_ports
+from waiting import wait_until
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -46,15 +46,16 @@ def dns_agent(tmp: Path, name: str, dns_settings: str = "") -> Iterator[DnsAgent
         )
     try:
         query = dns.message.make_query(ZONE_SUFFIX, "SOA")
-        deadline = time.monotonic() + 20
-        while True:
+
+        def answers() -> bool:
             try:
                 dns.query.tcp(query, "127.0.0.1", port=dns_port, timeout=1)
-                break
             except (OSError, dns.exception.Timeout):
                 assert proc.poll() is None, (tmp / f"{name}.log").read_text()[-2000:]
-                assert time.monotonic() < deadline, "the agent never answered DNS"
-                time.sleep(0.1)
+                return False
+            return True
+
+        wait_until("the agent to answer DNS", answers, timeout=20)
         yield DnsAgent(dns_port, f"http://127.0.0.1:{api}", proc)
     finally:
         proc.terminate()

@@ -273,7 +273,7 @@ class Load:
                 except (HttpError, LogUnavailable) as exc:
                     self.failures.append(f"read master {i}: {exc}")
                 self.reads += 1
-                await trio.sleep(0.005)
+                await trio.sleep(0.005)  # paced readers: new connections all along, not a flood
 
     async def progress(self, count: int = STEP) -> None:
         """Wait until ``count`` more registrations are acknowledged."""
