@@ -90,16 +90,18 @@ def error_reply(query: bytes, rcode: int) -> bytes | None:
     return reply[:3] + bytes([reply[3] | 0x80]) + reply[4:]
 
 
-def _peer_prefix(peer: Any, *, whole: bool = False) -> bytes:
-    """The rate limiter's key of the client ``peer`` (a socket address): its prefix, or with
-    ``whole`` its whole address."""
-    host = str(peer[0]).split("%")[0]
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+def _packed(host: str) -> bytes:
+    """A client's address in binary (b"" for one that is not an address)."""
+    host = host.split("%")[0]
     try:
-        packed = socket.inet_pton(family, host)
+        return socket.inet_pton(socket.AF_INET6 if ":" in host else socket.AF_INET, host)
     except OSError:
         return b""
-    return packed if whole else client_prefix(packed)
+
+
+def _peer_prefix(peer: Any) -> bytes:
+    """The rate limiter's key of the client ``peer`` (a socket address): its prefix."""
+    return client_prefix(_packed(str(peer[0])))
 
 
 def kernel_drops(inodes: set[int], proc: str = "/proc/net") -> int | None:
@@ -534,7 +536,7 @@ class DnsService:
             self._count("forward_busy", start)  # upstreams this slow: no more waiting queries
             return error_reply(query, 2)
         self.forward_limiter.now = time.monotonic()
-        if self.forward_limiter.verdict(_peer_prefix((client,), whole=True)) != SEND:
+        if self.forward_limiter.verdict(_packed(client)) != SEND:
             self._count("forward_limited", start)
             return None
         self._forwarding += 1
