@@ -51,31 +51,39 @@ class _Collector:
         dns = self.dns
         if dns is None:
             return
+        tally = dns.totals()
         yield by_label(
             CounterMetricFamily,
             "vxnet_dns_queries",
             "DNS queries by result (rcode, forwarded, dropped)",
             "result",
-            dns.counts,
+            tally.counts,
         )
         yield histogram(
             "vxnet_dns_answer_seconds",
-            "Time to answer a DNS query (forwarding included)",
+            "Time from a DNS query's arrival (in the kernel's receive queue, for UDP) to its "
+            "answer, forwarding included",
             LATENCY_BUCKETS,
-            dns.latency,
-            dns.latency_sum,
+            tally.latency,
+            tally.latency_sum,
         )
         yield GaugeMetricFamily("vxnet_dns_records", "Records served", value=dns.zone_size())
         if dns.limiter is not None:
             yield CounterMetricFamily(
                 "vxnet_dns_rate_limited",
                 "UDP answers the response rate limit held back (dropped or sent truncated)",
-                value=dns.limiter.limited,
+                value=tally.limited,
             )
             yield CounterMetricFamily(
                 "vxnet_dns_rate_limit_slipped",
                 "Rate-limited UDP answers sent truncated, so that real clients retry over TCP",
-                value=dns.limiter.slipped,
+                value=tally.slipped,
+            )
+        if dns.pool is not None:
+            yield CounterMetricFamily(
+                "vxnet_dns_worker_restarts",
+                "DNS worker processes started again after one exited",
+                value=dns.pool.restarts,
             )
         drops = dns.kernel_drops()
         if drops is not None:

@@ -7,10 +7,21 @@ sends the replies queued meanwhile, each to the address its query came from. Eve
 memory allocated once; per packet only a few bytes are copied and two header fields written
 (with ``struct`` on a memoryview, much cheaper than ctypes attribute access).
 
+Reply ``k`` of a batch goes to the sender of query ``k`` in the common case (every query
+answered), so the outgoing headers are filled once with those addresses and only the reply's
+length is written per packet; a batch in which a query went unanswered rewrites the address
+pointers it shifted and restores them after sending.
+
+With ``timestamps`` the kernel stamps every query when it arrives (``SO_TIMESTAMPNS``, a
+control message per datagram): :meth:`Batch.waited` gives how long a batch's queries had
+waited, the receive queue included, when their replies went out.
+
 Layout (x86-64 and other LP64 Linux ABIs): ``struct mmsghdr`` is a ``struct msghdr`` (56 bytes:
 name pointer, name length, iovec pointer, iovec count, control pointer, control length, flags)
-followed by ``msg_len``, 64 bytes in all; ``struct iovec`` is a pointer and a length, 16 bytes.
-:func:`available` says whether this machine qualifies (else the server reads one packet at a time).
+followed by ``msg_len``, 64 bytes in all; ``struct iovec`` is a pointer and a length, 16 bytes;
+a timestamp's control message is a ``struct cmsghdr`` (length, level, type: 16 bytes) and a
+``struct timespec`` (16 bytes). :func:`available` says whether this machine qualifies (else the
+server reads one packet at a time).
 """
 
 from __future__ import annotations
@@ -34,8 +45,11 @@ if TYPE_CHECKING:
 __all__ = ["Batch", "available"]
 
 MSG_DONTWAIT = 0x40
+MSG_WAITFORONE = 0x10000
+SO_TIMESTAMPNS = 35  # also the control message's type (SCM_TIMESTAMPNS)
+CONTROL = 32  # CMSG_SPACE(sizeof(struct timespec))
 MMSGHDR = 64
-MSGHDR_NAMELEN = 8
+MSGHDR_CONTROLLEN = 40
 MSGHDR_IOV = 16
 MSG_LEN = 56
 IOVEC = 16
@@ -44,6 +58,7 @@ BUFFER = 4096  # queries longer than this are not DNS queries anyone sends
 
 _U32 = struct.Struct("=I")
 _U64 = struct.Struct("=Q")
+_STAMP = struct.Struct("=QiiqQ")  # cmsg_len, cmsg_level, cmsg_type, tv_sec, tv_nsec
 
 
 def _libc() -> ctypes.CDLL | None:
@@ -75,7 +90,7 @@ def available() -> bool:
 class Batch:
     """Receive and send up to ``size`` datagrams per system call on ``sock``."""
 
-    def __init__(self, sock: socket.socket, size: int = 64) -> None:
+    def __init__(self, sock: socket.socket, size: int = 64, *, timestamps: bool = False) -> None:
         if _LIBC is None:
             raise OSError(errno.ENOSYS, "recvmmsg/sendmmsg are not available here")
         self.libc = _LIBC
@@ -88,43 +103,58 @@ class Batch:
         self.send_iov = ctypes.create_string_buffer(size * IOVEC)
         self.recv_msgs = ctypes.create_string_buffer(size * MMSGHDR)
         self.send_msgs = ctypes.create_string_buffer(size * MMSGHDR)
+        self.control = ctypes.create_string_buffer(size * CONTROL if timestamps else 1)
+        if timestamps:
+            sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
         data, names, out = (ctypes.addressof(b) for b in (self.data, self.names, self.out))
         recv_iov, send_iov = ctypes.addressof(self.recv_iov), ctypes.addressof(self.send_iov)
+        control = ctypes.addressof(self.control)
+        # every address of the socket's family has one length (sockaddr_in, sockaddr_in6)
+        name_length = 28 if sock.family == socket.AF_INET6 else 16
         for i in range(size):
             struct.pack_into("=QQ", self.recv_iov, i * IOVEC, data + i * BUFFER, BUFFER)
             struct.pack_into("=QQ", self.send_iov, i * IOVEC, out + i * BUFFER, 0)
-            for msgs, iov in ((self.recv_msgs, recv_iov), (self.send_msgs, send_iov)):
+            for msgs, iov, name_size, ctrl in (
+                (self.recv_msgs, recv_iov, NAME_SIZE, timestamps),
+                (self.send_msgs, send_iov, name_length, False),
+            ):
                 struct.pack_into(
                     "=QI4xQQQQi4xI4x",
                     msgs,
                     i * MMSGHDR,
                     names + i * NAME_SIZE,
-                    NAME_SIZE,
+                    name_size,
                     iov + i * IOVEC,
                     1,
-                    0,
-                    0,
+                    control + i * CONTROL if ctrl else 0,
+                    CONTROL if ctrl else 0,
                     0,
                     0,
                 )
         self.pristine = bytes(self.recv_msgs)  # name lengths reset before every receive
+        self.send_pristine = bytes(self.send_msgs)  # reply k to the sender of query k
+        self.shifted = False  # a reply went out of its query's slot: restore after sending
+        self.timestamps = timestamps
         self.data_view = memoryview(self.data).cast("B")
         self.names_view = memoryview(self.names).cast("B")
         self.out_view = memoryview(self.out).cast("B")
         self.recv_view = memoryview(self.recv_msgs).cast("B")
         self.send_view = memoryview(self.send_msgs).cast("B")
         self.send_iov_view = memoryview(self.send_iov).cast("B")
+        self.control_view = memoryview(self.control).cast("B")
         self.names_address = names
         self.queued = 0
 
-    def receive(self) -> int:
-        """Receive what is waiting (without blocking): how many datagrams, 0 when none.
+    def receive(self, *, wait: bool = False) -> int:
+        """Receive what is waiting: how many datagrams, 0 when none (or, with ``wait``, after
+        blocking until at least one came: 0 then means interrupted).
 
         Raises:
             OSError: The socket failed.
         """
         self.recv_view[:] = self.pristine
-        n = self.libc.recvmmsg(self.fd, self.recv_msgs, self.size, MSG_DONTWAIT, None)
+        flags = MSG_WAITFORONE if wait else MSG_DONTWAIT
+        n = self.libc.recvmmsg(self.fd, self.recv_msgs, self.size, flags, None)
         if n < 0:
             code = ctypes.get_errno()
             if code in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR):
@@ -164,11 +194,9 @@ class Batch:
         start = slot * BUFFER
         self.out_view[start : start + size] = data
         _U64.pack_into(self.send_iov_view, slot * IOVEC + 8, size)
-        base, source = slot * MMSGHDR, i * MMSGHDR + MSGHDR_NAMELEN
-        _U64.pack_into(self.send_view, base, self.names_address + i * NAME_SIZE)
-        self.send_view[base + MSGHDR_NAMELEN : base + MSGHDR_NAMELEN + 4] = self.recv_view[
-            source : source + 4
-        ]
+        if slot != i:
+            _U64.pack_into(self.send_view, slot * MMSGHDR, self.names_address + i * NAME_SIZE)
+            self.shifted = True
         self.queued = slot + 1
 
     def prefix(self, i: int) -> bytes:
@@ -192,8 +220,7 @@ class Batch:
         busy server spends its time.
         """
         recv_view, data_view = self.recv_view, self.data_view
-        out_view, send_view, iov_view = self.out_view, self.send_view, self.send_iov_view
-        names = self.names_address
+        out_view, iov_view = self.out_view, self.send_iov_view
         unpack_u32, pack_u64 = _U32.unpack_from, _U64.pack_into
         slot = self.queued
         missed: list[int] = []
@@ -221,9 +248,9 @@ class Batch:
             at = slot * BUFFER
             out_view[at : at + size] = reply
             pack_u64(iov_view, slot * IOVEC + 8, size)
-            base = slot * MMSGHDR
-            pack_u64(send_view, base, names + i * NAME_SIZE)
-            send_view[base + 8 : base + 12] = recv_view[header + 8 : header + 12]
+            if slot != i:  # an earlier query went unanswered: point this reply at its sender
+                pack_u64(self.send_view, slot * MMSGHDR, self.names_address + i * NAME_SIZE)
+                self.shifted = True
             slot += 1
         self.queued = slot
         return missed
@@ -241,4 +268,24 @@ class Batch:
                 break
             offset += n
         self.queued = 0
+        if self.shifted:
+            self.send_view[:] = self.send_pristine
+            self.shifted = False
         return sent
+
+    def waited(self, received: int, now_ns: int) -> float:
+        """Seconds the first ``received`` queries of the last receive had waited at ``now_ns``
+        (``time.time_ns()``), on average, from their arrival in the kernel; 0.0 without
+        timestamps (or when the kernel gave none)."""
+        if not self.timestamps or not received:
+            return 0.0
+        stamps = 0
+        total = 0
+        for i in (0, received - 1) if received > 1 else (0,):
+            if _U64.unpack_from(self.recv_view, i * MMSGHDR + MSGHDR_CONTROLLEN)[0] < CONTROL:
+                continue  # no timestamp came with this one
+            _, level, kind, sec, nsec = _STAMP.unpack_from(self.control_view, i * CONTROL)
+            if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
+                total += now_ns - (sec * 1_000_000_000 + nsec)
+                stamps += 1
+        return max(total / stamps / 1e9, 0.0) if stamps else 0.0

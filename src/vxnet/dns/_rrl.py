@@ -86,6 +86,14 @@ class RateLimiter:
             return SLIP
         return DROP
 
+    def limit(self, prefix: bytes, reply: bytes) -> bytes | None:
+        """``reply`` as it may go to a client of ``prefix``: whole, :func:`truncated` (slip) or
+        not at all (None)."""
+        judged = self.verdict(prefix)
+        if judged == SEND:
+            return reply
+        return truncated(reply) if judged == SLIP else None
+
     def _forget(self) -> None:
         now, rate = self.now, self.rate
         full = [k for k, b in self._buckets.items() if b[0] + (now - b[1]) * rate >= rate]

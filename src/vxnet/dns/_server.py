@@ -24,7 +24,6 @@ without a store event). It answers on every ``dns.listen`` address:
 
 from __future__ import annotations
 
-import bisect
 import contextlib
 import errno
 import logging
@@ -42,8 +41,11 @@ from vxnet._limits import ConnectionCaps
 from vxnet.dns._mmsg import BUFFER as MMSG_BUFFER
 from vxnet.dns._mmsg import Batch
 from vxnet.dns._mmsg import available as mmsg_available
-from vxnet.dns._rrl import SEND, SLIP, RateLimiter, client_prefix, truncated
-from vxnet.dns._wire import FormatError, encode_reply, header_only, read_query
+from vxnet.dns._pool import WorkerPool, reuseport_sockets
+from vxnet.dns._rrl import SEND, RateLimiter, client_prefix
+from vxnet.dns._tally import LATENCY_BUCKETS, Tally
+from vxnet.dns._wire import error_reply
+from vxnet.dns._worker import WorkerSettings
 from vxnet.dns._zone import Answer, Zone, task_from_record
 from vxnet.records import TASK_PREFIX
 
@@ -52,6 +54,7 @@ if TYPE_CHECKING:
 
     from vxnet.config import DnsSettings
     from vxnet.gossip import GossipService
+    from vxnet.records import TaskRecord
 
 __all__ = [
     "LATENCY_BUCKETS",
@@ -74,20 +77,7 @@ MAX_FORWARDING = 512  # queries waiting on upstreams at once
 TCP_PER_CLIENT = 64  # open TCP connections from one client address
 SLICE = 0.002  # seconds of answering UDP before the other tasks of the agent get their turn
 DEBOUNCE = 0.02
-LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25, 1.0, 5.0)
 RCODES = {0: "NOERROR", 1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 4: "NOTIMP", 5: "REFUSED"}
-
-
-def error_reply(query: bytes, rcode: int) -> bytes | None:
-    """A reply to ``query`` with ``rcode``, its question and, when it had one, our OPT RR; RA
-    set (None: not a query)."""
-    if len(query) < 12 or query[2] & 0x80:
-        return None
-    try:
-        reply = encode_reply(read_query(query), rcode, aa=False)
-    except FormatError as exc:
-        reply = header_only(query, rcode, exc.edns)
-    return reply[:3] + bytes([reply[3] | 0x80]) + reply[4:]
 
 
 def _packed(host: str) -> bytes:
@@ -181,9 +171,10 @@ class DnsService:
         self.zone = Zone([], suffix=settings.suffix, serial=1)
         self.serial = 1
         self.bad_records: dict[str, str] = {}
-        self.counts: dict[str, int] = {}  # rcode (and "forwarded", "dropped") -> queries
-        self.latency = [0] * (len(LATENCY_BUCKETS) + 1)
-        self.latency_sum = 0.0
+        self.tally = Tally()  # what this process answered (the workers count their own)
+        self.workers = workers_for(settings)
+        self.pool: WorkerPool | None = None
+        self._tasks: list[TaskRecord] = []  # the zone's, for the workers
         self._clients = [ip_network(n) for n in settings.forward_clients]
         self._overlay_networks = overlay_networks
         self._own = {_addr(a) for a in settings.listen}
@@ -236,6 +227,12 @@ class DnsService:
             limiter=self._builder,
         )
         self._build_time = time.perf_counter() - started
+        self._tasks = tasks
+        await self._publish()
+
+    async def _publish(self) -> None:
+        if self.pool is not None:
+            await self.pool.publish(self.serial, self._tasks)
 
     async def _watch(self) -> None:
         async with trio.open_nursery() as nursery:
@@ -272,23 +269,28 @@ class DnsService:
             OSError: An address cannot be bound (the message names it).
         """
         await self.rebuild()
-        sockets: list[socket.socket] = []
+        sockets: list[socket.socket] = []  # this process's UDP sockets, or none with workers
+        groups: list[list[socket.socket]] = []  # per address, one socket per worker
         listeners: list[trio.SocketListener] = []
         try:
             for entry in self.settings.listen:
                 host, port = _addr(entry)
                 family = socket.AF_INET6 if ":" in host else socket.AF_INET
-                udp = socket.socket(family, socket.SOCK_DGRAM)
-                sockets.append(udp)
                 try:
-                    udp.bind((host, port))
+                    if self.workers:
+                        group = reuseport_sockets(host, port, self.workers)
+                        groups.append(group)
+                    else:
+                        group = [socket.socket(family, socket.SOCK_DGRAM)]
+                        sockets.append(group[0])
+                        group[0].bind((host, port))
+                        group[0].setblocking(False)
                 except OSError as exc:
                     raise OSError(
                         exc.errno, f"DNS cannot listen on {entry} (UDP): {exc.strerror}"
                     ) from exc
-                udp.setblocking(False)
-                self._inodes.add(os.fstat(udp.fileno()).st_ino)
-                port = udp.getsockname()[1]
+                self._inodes.update(os.fstat(udp.fileno()).st_ino for udp in group)
+                port = group[0].getsockname()[1]
                 tcp = trio.socket.socket(family, socket.SOCK_STREAM)
                 tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 try:
@@ -302,19 +304,32 @@ class DnsService:
                 listeners.append(trio.SocketListener(tcp))
                 self.bound.append((host, port))
             async with trio.open_nursery() as nursery:
+                if groups:
+                    settings = WorkerSettings(
+                        self.settings.suffix,
+                        self.settings.rate_limit,
+                        self.settings.rate_limit_slip,
+                    )
+                    self.pool = WorkerPool(groups, settings, self._forward_for_worker)
+                    await self._publish()
+                    await nursery.start(self.pool.run)
                 nursery.start_soon(self._watch)
                 for udp in sockets:
                     nursery.start_soon(self._serve_udp, udp, nursery)
                 nursery.start_soon(trio.serve_listeners, self._serve_tcp, listeners)
                 log.info(
-                    "DNS on %s (zone %s)",
+                    "DNS on %s (zone %s, %s)",
                     ", ".join(f"{h}:{p}" for h, p in self.bound),
                     self.settings.suffix,
+                    f"{self.workers} UDP worker processes" if groups else "UDP in the agent",
                 )
                 task_status.started(list(self.bound))
         finally:
-            for udp in sockets:
+            for udp in sockets + [u for group in groups for u in group]:
                 udp.close()
+
+    async def _forward_for_worker(self, query: bytes, client: str) -> bytes | None:
+        return await self._forward(query, client, tcp=False)
 
     async def _serve_udp(self, sock: socket.socket, nursery: trio.Nursery) -> None:
         """Answer on ``sock`` until cancelled.
@@ -378,26 +393,25 @@ class DnsService:
 
     async def _serve_udp_batched(self, sock: socket.socket, nursery: trio.Nursery) -> None:
         """:meth:`_serve_udp` with ``recvmmsg``/``sendmmsg``: up to 64 queries per system call
-        each way (:mod:`._mmsg`)."""
-        batch = Batch(sock, BATCH)
+        each way (:mod:`._mmsg`), each batch timed from its queries' arrival in the kernel."""
+        batch = Batch(sock, BATCH, timestamps=True)
         limiter = self.limiter
         while True:
             await trio.lowlevel.wait_readable(sock)
             zone = self.zone
             fast = zone.fast
             query, reply_to = batch.query, batch.reply
-            served = missing = 0
             start = time.perf_counter()
             while True:
                 received = batch.receive()
-                queued = batch.queued
                 if limiter is not None:
                     limiter.now = time.monotonic()
                 missed = batch.answer_all(received, fast, limiter)
-                for reply_slot in range(queued, batch.queued):
+                served = batch.queued
+                missing = 0
+                for reply_slot in range(served):
                     if batch.out_view[reply_slot * MMSG_BUFFER + 3] & 0x0F:
                         missing += 1
-                served += batch.queued - queued
                 for i in missed:
                     data = query(i)
                     answer = self._answer_slow(zone, data)
@@ -408,27 +422,19 @@ class DnsService:
                     elif answer.forward:
                         nursery.start_soon(self._forward_udp, sock, data, batch.peer(i))
                 batch.flush()
+                self.tally.count_batch(served, missing, batch.waited(received, time.time_ns()))
                 if received < BATCH:
                     break  # drained
                 if time.perf_counter() - start > SLICE:
                     # Full batches keep coming: let the rest of the agent (gossip probes and
                     # acks, the API, the store) run before the next slice.
-                    self._count_batch(served, missing, start)
-                    served = missing = 0
                     await trio.lowlevel.checkpoint()
                     start = time.perf_counter()
-            self._count_batch(served, missing, start)
 
     def _limit(self, prefix: bytes, reply: bytes) -> bytes | None:
         """``reply`` as the rate limiter lets it go to a client of ``prefix``: whole, truncated
         (slip) or not at all (None)."""
-        limiter = self.limiter
-        if limiter is None:
-            return reply
-        judged = limiter.verdict(prefix)
-        if judged == SEND:
-            return reply
-        return truncated(reply) if judged == SLIP else None
+        return reply if self.limiter is None else self.limiter.limit(prefix, reply)
 
     def kernel_drops(self) -> int | None:
         """Queries the kernel dropped before this server read them (its UDP sockets' receive
@@ -450,15 +456,8 @@ class DnsService:
     def _count_batch(self, served: int, missing: int, start: float) -> None:
         """Count the ``served`` pre-encoded answers of a batch begun at ``start`` (``missing``
         of them NXDOMAIN); each gets the batch's average time."""
-        if not served:
-            return
-        took = time.perf_counter() - start
-        counts = self.counts
-        counts["NOERROR"] = counts.get("NOERROR", 0) + served - missing
-        if missing:
-            counts["NXDOMAIN"] = counts.get("NXDOMAIN", 0) + missing
-        self.latency[bisect.bisect_left(LATENCY_BUCKETS, took / served)] += served
-        self.latency_sum += took
+        if served:
+            self.tally.count_batch(served, missing, (time.perf_counter() - start) / served)
 
     async def _serve_tcp(self, stream: trio.SocketStream) -> None:
         client = "?"
@@ -606,10 +605,24 @@ class DnsService:
     # --- metrics --------------------------------------------------------------------------------
 
     def _count(self, what: str, start: float) -> None:
-        self.counts[what] = self.counts.get(what, 0) + 1
-        took = time.perf_counter() - start
-        self.latency[bisect.bisect_left(LATENCY_BUCKETS, took)] += 1
-        self.latency_sum += took
+        self.tally.count(what, time.perf_counter() - start)
+
+    def totals(self) -> Tally:
+        """Every query this agent answered, by its own process and by its workers, with the
+        rate limiters' counters."""
+        tally = Tally()
+        tally.add(self.tally.snapshot())
+        if self.limiter is not None:
+            tally.limited, tally.slipped = self.limiter.limited, self.limiter.slipped
+        if self.pool is not None:
+            tally.add(self.pool.totals().snapshot())
+        return tally
+
+
+def workers_for(settings: DnsSettings) -> int:
+    """How many worker processes answer UDP: ``dns.workers``; 0 where batched UDP is missing
+    (the agent answers itself)."""
+    return settings.workers if mmsg_available() else 0
 
 
 async def _ask_udp(query: bytes, upstream: tuple[str, int]) -> bytes:

@@ -73,6 +73,7 @@ __all__ = [
     "Record",
     "encode_name",
     "encode_reply",
+    "error_reply",
     "header_only",
     "opt_rr",
     "read_name",
@@ -403,3 +404,15 @@ def size_limit(edns: Edns | None, *, tcp: bool) -> int:
 def encode_name(labels: Name) -> bytes:
     """A name in wire form, uncompressed."""
     return b"".join([bytes((len(label),)) + label for label in labels]) + b"\x00"
+
+
+def error_reply(query: bytes, rcode: int) -> bytes | None:
+    """A reply to ``query`` with ``rcode``, its question and, when it had one, our OPT RR; RA
+    set (None: not a query)."""
+    if len(query) < 12 or query[2] & 0x80:
+        return None
+    try:
+        reply = encode_reply(read_query(query), rcode, aa=False)
+    except FormatError as exc:
+        reply = header_only(query, rcode, exc.edns)
+    return reply[:3] + bytes([reply[3] | 0x80]) + reply[4:]
