@@ -21,6 +21,7 @@ and neither a2 nor a3 suspects anyone.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import subprocess
 import sys
@@ -69,7 +70,7 @@ def test_a_flooded_agent_stays_alive_answering_and_in_everyones_dns(
         cluster.wait_converged()
         a1.run([sys.executable, "-c", REGISTER])
         for host in (a1, a2, a3):
-            wait_until(f"the task to resolve in {host.name}", lambda h=host: resolves(h))
+            wait_until(f"the task to resolve in {host.name}", functools.partial(resolves, host))
         flooder = subprocess.Popen(
             a1.command(
                 [sys.executable, "-m", "vxnet.testing.dnsflood", "53", str(FLOOD_SECONDS), "--tcp"]
