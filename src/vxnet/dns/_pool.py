@@ -94,7 +94,6 @@ class WorkerPool:
         self._reports: list[dict[str, Any]] = [{} for _ in range(self.count)]
         self._retired = Tally()  # the counters of workers that exited
         self.serials: list[int] = [0] * self.count  # the zone each worker answers from
-        self.pids: list[int | None] = [None] * self.count
         self.restarts = 0
 
     async def publish(self, serial: int, tasks: list[TaskRecord]) -> None:
@@ -157,7 +156,6 @@ class WorkerPool:
             )
         finally:
             theirs.close()
-        self.pids[k] = process.pid
         reports = trio.socket.from_stdlib_socket(mine)
         try:
             async with trio.open_nursery() as nursery:
@@ -168,7 +166,6 @@ class WorkerPool:
                 nursery.cancel_scope.cancel()
         finally:
             reports.close()
-            self.pids[k] = None
             with trio.CancelScope(shield=True):
                 await _stop(process)
         done.cancel()
