@@ -13,7 +13,7 @@ and rate-limited answers; then ``targets``: probe p99 under 50 ms and 0 suspicio
 flood, and the flood's offered/answered ratio (the load was at least that many times what the
 server answered).
 
-    .venv/bin/python benchmarks/dns_flood.py [--seconds 20] [--flooders 2]
+    .venv/bin/python benchmarks/dns_flood.py [--seconds 20] [--flooders 2] [--workers 0]
 """
 
 from __future__ import annotations
@@ -36,13 +36,16 @@ from vxnet.gossip._membership_types import PROBE_BUCKETS
 from vxnet.testing.procs import free_ports
 
 
-def start(tmp: Path, name: str, dns_port: int, api: int, gossip: int, seed: int | None) -> Any:
+def start(
+    tmp: Path, name: str, dns_port: int, api: int, gossip: int, seed: int | None, workers: str
+) -> Any:
     seeds = json.dumps([f"127.0.0.1:{seed}"] if seed else [])
     config = tmp / f"{name}.toml"
     config.write_text(
         f'[agent]\nlisten = "127.0.0.1:{api}"\noverlay = false\n'
         f'[gossip]\nname = "{name}"\nbind = "127.0.0.1:{gossip}"\nseeds = {seeds}\n'
         f'[dns]\nlisten = ["127.0.0.1:{dns_port}"]\n'
+        + ("" if workers == "default" else f"workers = {int(workers)}\n")
     )
     log = (tmp / f"{name}.log").open("wb")
     return subprocess.Popen(
@@ -135,6 +138,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--flooders", type=int, default=2)
+    parser.add_argument(
+        "--workers",
+        default="default",
+        help="the flooded agent's dns.workers (default: its default, one per CPU; 0: in-agent)",
+    )
     args = parser.parse_args()
     print(
         json.dumps(
@@ -145,6 +153,7 @@ def main() -> int:
                 "cpus": len(__import__("os").sched_getaffinity(0)),
                 "seconds": args.seconds,
                 "flooders": args.flooders,
+                "workers": args.workers,
                 "flood": "vxnet.testing.dnsflood: 5/8 valid, 2/8 NXDOMAIN, 1/8 malformed",
             }
         ),
@@ -153,8 +162,8 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="vxnet-dns-flood-"))
     dns_port, api, gossip, peer_dns, peer_api, peer_gossip = free_ports(6)
     agents = [
-        start(tmp, "flooded", dns_port, api, gossip, None),
-        start(tmp, "peer", peer_dns, peer_api, peer_gossip, gossip),
+        start(tmp, "flooded", dns_port, api, gossip, None, args.workers),
+        start(tmp, "peer", peer_dns, peer_api, peer_gossip, gossip, "0"),
     ]
     try:
         with httpx.Client(trust_env=False, timeout=10) as http:

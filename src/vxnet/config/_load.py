@@ -485,7 +485,7 @@ def _check_dns(d: DnsSettings, path: str, loader: _Loader) -> None:
     if loader.ok(key) and not 0 <= d.rate_limit_slip <= 100:
         loader.fail(key, f"must be 0 to 100, got {d.rate_limit_slip}")
     key = f"{path}.workers"
-    if loader.ok(key) and not 0 <= d.workers <= 64:
+    if loader.ok(key) and d.workers is not None and not 0 <= d.workers <= 64:
         loader.fail(key, f"must be 0 (answer in the agent) to 64 processes, got {d.workers}")
 
 

@@ -326,11 +326,13 @@ class DnsSettings:
         doc="Every how many rate-limited answers one goes out truncated (TC), sending a real "
         "client to TCP, which is not limited; the others are dropped. 0: drop them all.",
     )
-    workers: int = setting(
-        0,
+    workers: int | None = setting(
+        None,
         doc="Processes answering UDP queries, sharing each listen port (SO_REUSEPORT) and fed "
-        "the zone by the agent, so DNS load takes the workers' CPU time, not the agent's; 0: "
-        "the agent answers UDP itself. The rate limits apply in each worker.",
+        "the zone by the agent, so DNS load takes the workers' CPU time, not the agent's; unset: "
+        "one per CPU the agent may run on; 0: the agent answers UDP itself. The rate limits "
+        "apply in each worker.",
+        example=2,
     )
 
 

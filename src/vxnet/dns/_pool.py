@@ -90,6 +90,7 @@ class WorkerPool:
         self._forward = forward
         self._zone: bytes | None = None  # the newest zone's frame
         self._version = 0
+        self._serial = 0  # the newest zone's
         self._zone_changed = trio.Event()
         self._reports: list[dict[str, Any]] = [{} for _ in range(self.count)]
         self._retired = Tally()  # the counters of workers that exited
@@ -99,6 +100,9 @@ class WorkerPool:
     async def publish(self, serial: int, tasks: list[TaskRecord]) -> None:
         """Give every worker the zone of ``tasks`` with ``serial`` (pickled off the event loop)."""
         payload = await trio.to_thread.run_sync(pickle.dumps, (serial, tasks), 5)
+        if serial < self._serial:
+            return  # a newer zone was pickled faster
+        self._serial = serial
         self._zone = struct.pack("!I", len(payload)) + payload
         self._version += 1
         self._zone_changed.set()

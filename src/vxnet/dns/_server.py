@@ -254,6 +254,9 @@ class DnsService:
     async def _subscribe(self) -> None:
         while True:
             subscription = self.gossip.subscribe(TASK_PREFIX)
+            # what changed between the last build and this subscription (records that came
+            # while the workers started, say) is seen by nobody else
+            self._changed.set()
             async for _ in subscription.changes:
                 self._changed.set()
             self._changed.set()
@@ -304,6 +307,7 @@ class DnsService:
                 listeners.append(trio.SocketListener(tcp))
                 self.bound.append((host, port))
             async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._watch)
                 if groups:
                     settings = WorkerSettings(
                         self.settings.suffix,
@@ -313,7 +317,6 @@ class DnsService:
                     self.pool = WorkerPool(groups, settings, self._forward_for_worker)
                     await self._publish()
                     await nursery.start(self.pool.run)
-                nursery.start_soon(self._watch)
                 for udp in sockets:
                     nursery.start_soon(self._serve_udp, udp, nursery)
                 nursery.start_soon(trio.serve_listeners, self._serve_tcp, listeners)
@@ -620,9 +623,13 @@ class DnsService:
 
 
 def workers_for(settings: DnsSettings) -> int:
-    """How many worker processes answer UDP: ``dns.workers``; 0 where batched UDP is missing
-    (the agent answers itself)."""
-    return settings.workers if mmsg_available() else 0
+    """How many worker processes answer UDP: ``dns.workers``, unset one per CPU this process may
+    run on (at most 64); 0 where batched UDP is missing (the agent answers itself)."""
+    if not mmsg_available():
+        return 0
+    if settings.workers is None:
+        return min(len(os.sched_getaffinity(0)), 64)
+    return settings.workers
 
 
 async def _ask_udp(query: bytes, upstream: tuple[str, int]) -> bytes:
