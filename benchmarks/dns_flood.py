@@ -171,9 +171,11 @@ def main() -> int:
             while True:
                 try:
                     members = http.get(f"http://127.0.0.1:{peer_api}/v1/members").json()
-                    if any(
+                    met = any(
                         m["status"] == "alive" for m in members["members"] if m["name"] == "flooded"
-                    ):
+                    )
+                    # the flooded agent's API starts after its DNS (and its workers)
+                    if met and http.get(f"http://127.0.0.1:{api}/v1/members").is_success:
                         break
                 except httpx.TransportError:
                     pass

@@ -494,6 +494,7 @@ def test_three_masters_with_quorum_two_are_accepted() -> None:
 
 
 GOSSIP = "[agent]\n[gossip]\n"
+DNS = "[agent]\n[dns]\n"
 BAD_FILES += [
     ("gossip-name", GOSSIP + "name = ' a'\n", None, "gossip.name", "not a usable node name"),
     (
@@ -519,6 +520,29 @@ BAD_FILES += [
         "is not base64",
     ),
     ("gossip-key-size", GOSSIP + "keys = ['AAAA']\n", None, "gossip.keys[0]", "decodes to 3 bytes"),
+    (
+        "dns-container-address",
+        DNS + "container_addresses = ['dns.local']\n",
+        None,
+        "dns.container_addresses[0]",
+        "is not an IP address",
+    ),
+    (
+        "dns-container-loopback",
+        DNS + "container_addresses = ['127.0.0.53']\n",
+        None,
+        "dns.container_addresses[0]",
+        "is not an address containers can reach",
+    ),
+    (
+        "dns-container-twice",
+        DNS + "container_addresses = ['198.51.100.1', '198.51.100.1']\n",
+        None,
+        "dns.container_addresses[1]",
+        "listed twice",
+    ),
+    ("dns-search", DNS + "search = ['not a domain']\n", None, "dns.search[0]", "not a domain"),
+    ("dns-workers", DNS + "workers = 65\n", None, "dns.workers", "to 64 processes"),
     ("gossip-profile", GOSSIP + "profile = 'wan'\n", None, "gossip.profile", "not a profile"),
     (
         "gossip-typo",

@@ -122,6 +122,50 @@ def test_a_failed_write_hands_nothing_out(tmp_path: Path) -> None:
     assert b.add("dcos", "c1", "eth0", {}, 0.0).ip == "9.0.1.2/29"
 
 
+def test_a_requested_address_is_given_as_asked_or_refused(tmp_path: Path) -> None:
+    b = book(tmp_path)
+    lease = b.add("dcos", "c1", "eth0", {}, 1.0, ["9.0.1.5"])
+    assert lease.ip == "9.0.1.5/29"
+    assert lease.ip6 == "fd01:b::1:0:0:2/125"  # the family not asked for: round-robin
+    # the round-robin does not hand out the requested one again
+    assert [b.add("dcos", f"n{i}", "eth0", {}, 1.0).ip for i in range(3)] == [
+        "9.0.1.2/29",
+        "9.0.1.3/29",
+        "9.0.1.4/29",
+    ]
+    # both families, a prefix length as static's IP= carries it
+    both = b.add("dcos", "c2", "eth0", {}, 1.0, ["9.0.1.6/29", "fd01:b::1:0:0:7"])
+    assert (both.ip, both.ip6) == ("9.0.1.6/29", "fd01:b::1:0:0:7/125")
+    # a retried ADD asking for what the attachment holds gets it; another address is refused
+    assert b.add("dcos", "c1", "eth0", {}, 2.0, ["9.0.1.5"]) == lease
+    with pytest.raises(IpamError, match=r"holds 9\.0\.1\.5/29, not the 9\.0\.1\.6"):
+        b.add("dcos", "c1", "eth0", {}, 2.0, ["9.0.1.6"])
+    refusals = {
+        "9.0.1.5": (1001, r"9\.0\.1\.5 is in use"),  # held by c1
+        "9.0.2.5": (7, r"not in this agent's range 9\.0\.1\.0/29"),
+        "9.0.1.1": (7, "reserved"),  # the gateway
+        "9.0.1.7": (7, "reserved"),  # broadcast
+        "9.0.1.0": (7, "reserved"),  # the network address
+        "fd01:b::2:0:0:2": (7, "not in this agent.s range fd01:b:0:0:1::/125"),
+        "nine": (7, "is not an IP address"),
+    }
+    for asked, (code, message) in refusals.items():
+        with pytest.raises(IpamError, match=message) as caught:
+            b.add("dcos", "new", "eth0", {}, 3.0, [asked])
+        assert caught.value.code == code, asked
+    with pytest.raises(IpamError, match="two IPv4 addresses requested"):
+        b.add("dcos", "new", "eth0", {}, 3.0, ["9.0.1.2", "9.0.1.3"])
+    assert all(lease.container_id != "new" for lease in b.leases())  # nothing handed out
+    v4only = AddressBook(tmp_path / "v4.json")
+    v4only.set_halves({"dcos": Half("dcos", IPv4Network("9.0.1.0/29"), "9.0.1.1")})
+    with pytest.raises(IpamError, match="has no IPv6 range"):
+        v4only.add("dcos", "c1", "eth0", {}, 1.0, ["fd01:b::1:0:0:2"])
+    # released, it may be asked for again (podman network reload: DEL, then ADD with IP=)
+    b.delete("dcos", "c1", "eth0")
+    assert b.add("dcos", "c1", "eth0", {}, 4.0, ["9.0.1.5"]).ip == "9.0.1.5/29"
+    assert AddressBook(tmp_path / "ipam.json").leases() == b.leases()  # on disk
+
+
 def test_halves_from_agent_info() -> None:
     info = {
         "ip": "198.18.0.11",
@@ -156,6 +200,12 @@ def test_task_identity_from_each_runtime() -> None:
     k8s = parse_cni_args("K8S_POD_NAMESPACE=shop;K8S_POD_NAME=cart-7;K8S_POD_INFRA_CONTAINER_ID=x")
     assert task_identity("abc", k8s, None)["name"] == "cart-7"
     assert task_identity("abc", k8s, None)["framework"] == "shop"
+    podman = parse_cni_args("IgnoreUnknown=1;K8S_POD_NAME=api")  # podman names no namespace
+    assert task_identity("abc", podman, None) == {
+        "name": "api",
+        "framework": "podman",
+        "ports_mapped": False,
+    }
     mesos = {
         "org.apache.mesos": {
             "network_info": {

@@ -6,12 +6,15 @@ from __future__ import annotations
 import json
 import socket
 import struct
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from vxnet.overlay._cni import conflist, conflists, remove_stale, write_conflist
+from vxnet.overlay._cni import Nameservers, conflist, conflists, remove_stale, write_conflist
 from vxnet.overlay._diff import compare
+from vxnet.overlay._local import LocalSettings, desired_local
+from vxnet.overlay._local_model import DNS_DEVICE, Device, is_owned_device
 from vxnet.overlay._model import Fdb, KernelState, Neighbour, Route
 from vxnet.overlay._nat import nat_ruleset
 from vxnet.overlay._netlink import owned_changes
@@ -60,6 +63,48 @@ def test_conflist_runs_the_bridge_plugin_with_vxnet_ipam() -> None:
             }
         ],
     }
+
+
+def test_conflist_names_the_agents_dns_where_the_bridge_plugin_passes_it_on() -> None:
+    dns = Nameservers(
+        ("198.51.100.1", "fd01:d::1"), ("marathon.containerip.dcos.thisdcos.directory",)
+    )
+    data = conflist(AgentOverlay.from_json(OVERLAY), "/d", 1420, dns)
+    assert data is not None
+    # in the bridge plugin's own configuration: Debian's bridge 1.1.1 replaces the IPAM
+    # result's dns with it
+    assert data["plugins"][0]["dns"] == {
+        "nameservers": ["198.51.100.1", "fd01:d::1"],
+        "search": ["marathon.containerip.dcos.thisdcos.directory"],
+    }
+    assert Nameservers(("198.51.100.1",)).cni() == {"nameservers": ["198.51.100.1"]}
+    none = conflist(AgentOverlay.from_json(OVERLAY), "/d", 1420, Nameservers((), ("x.y",)))
+    assert none is not None
+    assert "dns" not in none["plugins"][0]
+
+
+def test_the_dns_device_holds_the_container_addresses() -> None:
+    info = AgentInfo.from_json({"ip": "198.18.0.1", "overlays": [OVERLAY]})
+    settings = LocalSettings("198.18.0.1", "/etc/cni/net.d", "/d", egress_nat=True)
+    plain = desired_local(info, settings)
+    assert plain is not None
+    assert DNS_DEVICE not in plain.devices
+    dns = replace(settings, dns_addresses=("198.51.100.1", "fd01:d::1"), dns_search=("a.b",))
+    state = desired_local(info, dns)
+    assert state is not None
+    device = state.devices[DNS_DEVICE]
+    assert (device.kind, device.addresses) == (
+        "bridge",
+        frozenset({"198.51.100.1/32", "fd01:d::1/128"}),
+    )
+    (conf,) = (f for f in state.files.values() if f.path.endswith("dcos.conflist"))
+    assert json.loads(conf.text)["plugins"][0]["dns"]["nameservers"] == [
+        "198.51.100.1",
+        "fd01:d::1",
+    ]
+    # vxnet's own: removed once no address is configured; a user's bridge of that prefix is not
+    assert is_owned_device(device)
+    assert not is_owned_device(Device("vxnet-dns2", "bridge", 1500))
 
 
 def test_no_conflist_for_a_failed_network_or_one_without_a_cni_bridge() -> None:

@@ -54,7 +54,9 @@ async def run_agent(
             if config.dns.enabled:
                 from vxnet.dns._server import DnsService
 
-                dns = DnsService(config.dns, gossip, _overlay_networks(overlay))
+                # the container addresses are the overlay's device's: none without the overlay
+                addresses = config.dns.container_addresses if overlay is not None else ()
+                dns = DnsService(config.dns, gossip, _overlay_networks(overlay), addresses)
                 await nursery.start(dns.run)
             app = build_app(gossip, overlay, dns)
             url = await nursery.start(serve_api, app, config.agent.listen)

@@ -471,6 +471,18 @@ def _check_dns(d: DnsSettings, path: str, loader: _Loader) -> None:
                 key,
                 f"{d.suffix!r} is not a domain name (lower-case labels of letters, digits and '-')",
             )
+    key = f"{path}.container_addresses"
+    if loader.ok(key):
+        for i, entry in enumerate(d.container_addresses):
+            _check_container_address(entry, d.container_addresses[:i], f"{key}[{i}]", loader)
+    key = f"{path}.search"
+    if loader.ok(key):
+        for i, domain in enumerate(d.search):
+            labels = domain.rstrip(".").split(".")
+            if len(domain) > 253 or not all(DOMAIN_LABEL.fullmatch(label) for label in labels):
+                loader.fail(f"{key}[{i}]", f"{domain!r} is not a domain name")
+        if len(d.search) > 6:
+            loader.fail(key, f"lists {len(d.search)} domains; resolv.conf takes at most 6")
     key = f"{path}.forward_clients"
     if loader.ok(key):
         for i, entry in enumerate(d.forward_clients):
@@ -487,6 +499,30 @@ def _check_dns(d: DnsSettings, path: str, loader: _Loader) -> None:
     key = f"{path}.workers"
     if loader.ok(key) and d.workers is not None and not 0 <= d.workers <= 64:
         loader.fail(key, f"must be 0 (answer in the agent) to 64 processes, got {d.workers}")
+
+
+def _check_container_address(
+    entry: str, earlier: tuple[str, ...], key: str, loader: _Loader
+) -> None:
+    try:
+        address = ip_address(entry)
+    except ValueError:
+        loader.fail(key, f"{entry!r} is not an IP address (give one such as 198.51.100.1)")
+        return
+    if address.is_loopback or address.is_unspecified or address.is_multicast:
+        loader.fail(
+            key, f"{entry} is not an address containers can reach (loopback, any, multicast)"
+        )
+    elif any(ip_address(e) == address for e in earlier if _is_ip(e)):
+        loader.fail(key, f"{entry} is listed twice")
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _check_token(token: str | None, key: str, loader: _Loader) -> None:

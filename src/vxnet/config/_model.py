@@ -298,8 +298,20 @@ class DnsSettings:
     enabled: bool = setting(True, doc="Answer DNS on this agent.")
     listen: tuple[str, ...] = setting(
         ("127.0.0.1:53",),
-        doc="Addresses and ports to answer on, UDP and TCP (add the agent's own address, or the "
-        "bridges' gateways, for containers to reach it).",
+        doc="Addresses and ports to answer on, UDP and TCP, besides container_addresses (add "
+        "the agent's own address for other hosts to ask it).",
+    )
+    container_addresses: tuple[str, ...] = setting(
+        ("198.51.100.1",),
+        doc="Where every container on this agent finds its DNS, the same on every agent (as "
+        "DC/OS's 198.51.100.1): addresses of the agent's device vxnet-dns (a bridge without "
+        "ports), answered on port 53, and the nameservers the CNI configurations give the "
+        "containers. Only with agent.overlay; empty: none.",
+    )
+    search: tuple[str, ...] = setting(
+        (),
+        doc="Search domains the CNI configurations give the containers (e.g. "
+        "marathon.containerip.dcos.thisdcos.directory, so that `web` resolves).",
     )
     suffix: str = setting(
         "dcos.thisdcos.directory",

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
     from vxnet.records import TaskRecord
 
-__all__ = ["WorkerPool", "reuseport_sockets"]
+__all__ = ["WorkerPool", "reuseport_sockets", "set_freebind"]
 
 log = logging.getLogger("vxnet.dns")
 
@@ -42,10 +42,24 @@ REPORT_SIZE = 65536
 REPORT_BUFFER = 4 << 20  # bytes (the kernel keeps it within net.core.wmem_max)
 
 
-def reuseport_sockets(host: str, port: int, count: int) -> list[socket.socket]:
+IP_FREEBIND = getattr(socket, "IP_FREEBIND", 15)
+IPV6_FREEBIND = 78  # linux/in6.h (Python does not name it)
+
+
+def set_freebind(sock: Any) -> None:
+    """Let ``sock`` bind an address no device holds yet (``IP_FREEBIND``): the agent's DNS
+    binds its container addresses before the overlay puts them on ``vxnet-dns``."""
+    sock.setsockopt(socket.IPPROTO_IP, IP_FREEBIND, 1)
+    if sock.family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, IPV6_FREEBIND, 1)
+
+
+def reuseport_sockets(
+    host: str, port: int, count: int, *, freebind: bool = False
+) -> list[socket.socket]:
     """``count`` UDP sockets bound to ``host`` and ``port`` (0: one the kernel picks, the same
     for all) with ``SO_REUSEPORT``, blocking (the workers wait in ``recvmmsg``; the agent only
-    sends on them, with ``MSG_DONTWAIT``).
+    sends on them, with ``MSG_DONTWAIT``); ``freebind``: the address may not be on a device yet.
 
     Raises:
         OSError: The address cannot be bound.
@@ -57,6 +71,8 @@ def reuseport_sockets(host: str, port: int, count: int) -> list[socket.socket]:
             sock = socket.socket(family, socket.SOCK_DGRAM)
             sockets.append(sock)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            if freebind:
+                set_freebind(sock)
             if family == socket.AF_INET6:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             sock.bind((host, port))

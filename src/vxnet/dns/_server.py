@@ -41,7 +41,7 @@ from vxnet._limits import ConnectionCaps
 from vxnet.dns._mmsg import BUFFER as MMSG_BUFFER
 from vxnet.dns._mmsg import Batch
 from vxnet.dns._mmsg import available as mmsg_available
-from vxnet.dns._pool import WorkerPool, reuseport_sockets
+from vxnet.dns._pool import WorkerPool, reuseport_sockets, set_freebind
 from vxnet.dns._rrl import SEND, RateLimiter, client_prefix
 from vxnet.dns._tally import LATENCY_BUCKETS, Tally
 from vxnet.dns._wire import error_reply
@@ -158,6 +158,8 @@ class DnsService:
         settings: The ``[dns]`` settings.
         gossip: The agent's gossip node (its store holds the task records).
         overlay_networks: A callable giving the overlay's networks (clients there may forward).
+        container_addresses: Addresses to answer on port 53 as well (``dns.container_addresses``,
+            on the overlay's device ``vxnet-dns``), bound before the device has them.
     """
 
     def __init__(
@@ -165,8 +167,15 @@ class DnsService:
         settings: DnsSettings,
         gossip: GossipService,
         overlay_networks: Any = None,
+        container_addresses: tuple[str, ...] = (),
     ) -> None:
         self.settings = settings
+        # (entry, whether the address may not be on a device yet)
+        self._listen = [(entry, False) for entry in settings.listen] + [
+            (f"[{a}]:53" if ":" in a else f"{a}:53", True)
+            for a in container_addresses
+            if (f"[{a}]:53" if ":" in a else f"{a}:53") not in settings.listen
+        ]
         self.gossip = gossip
         self.zone = Zone([], suffix=settings.suffix, serial=1)
         self.serial = 1
@@ -177,7 +186,7 @@ class DnsService:
         self._tasks: list[TaskRecord] = []  # the zone's, for the workers
         self._clients = [ip_network(n) for n in settings.forward_clients]
         self._overlay_networks = overlay_networks
-        self._own = {_addr(a) for a in settings.listen}
+        self._own = {_addr(a) for a, _ in self._listen}
         self._upstreams = [_addr(u) for u in settings.upstreams if _addr(u) not in self._own]
         self._mark = random.getrandbits(64).to_bytes(8, "big")
         self._loop_said = False
@@ -276,16 +285,18 @@ class DnsService:
         groups: list[list[socket.socket]] = []  # per address, one socket per worker
         listeners: list[trio.SocketListener] = []
         try:
-            for entry in self.settings.listen:
+            for entry, free in self._listen:
                 host, port = _addr(entry)
                 family = socket.AF_INET6 if ":" in host else socket.AF_INET
                 try:
                     if self.workers:
-                        group = reuseport_sockets(host, port, self.workers)
+                        group = reuseport_sockets(host, port, self.workers, freebind=free)
                         groups.append(group)
                     else:
                         group = [socket.socket(family, socket.SOCK_DGRAM)]
                         sockets.append(group[0])
+                        if free:
+                            set_freebind(group[0])
                         group[0].bind((host, port))
                         group[0].setblocking(False)
                 except OSError as exc:
@@ -296,6 +307,8 @@ class DnsService:
                 port = group[0].getsockname()[1]
                 tcp = trio.socket.socket(family, socket.SOCK_STREAM)
                 tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if free:
+                    set_freebind(tcp)
                 try:
                     await tcp.bind((host, port))
                 except OSError as exc:

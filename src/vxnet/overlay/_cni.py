@@ -7,7 +7,9 @@ Rendering (:func:`conflist`, :func:`conflists`, :func:`render`) and recognising 
 For every network allocated to the agent with a CNI bridge, ``<cni_dir>/<net>.conflist`` runs
 the CNI ``bridge`` plugin on ``m-<net>``: the bridge is the containers' gateway (``isGateway``),
 nothing is masqueraded by the plugin (the agent's egress NAT does that, for the whole overlay),
-hairpin mode is on and the MTU is the overlay MTU. Addresses come from vxnet's IPAM plugin
+hairpin mode is on, the MTU is the overlay MTU, and ``dns`` names the agent's DNS container
+addresses (``dns.container_addresses``) and search domains, which the runtime writes into the
+container's ``resolv.conf``. Addresses come from vxnet's IPAM plugin
 ``vxnet-ipam`` (:mod:`vxnet.ipam_plugin`), which asks the agent over its unix socket for
 addresses of the CNI half of the agent's subnet (IPv4 and IPv6 where the network has them).
 Files are replaced atomically and only when their content changes.
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -26,6 +29,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CNI_VERSION",
+    "Nameservers",
     "conflist",
     "conflists",
     "is_managed",
@@ -39,13 +43,34 @@ CNI_VERSION = "1.0.0"
 MANAGED_BY = "vxnet"  # a key of every file vxnet writes, so that it only ever removes its own
 
 
-def conflist(overlay: AgentOverlay, ipam_socket: str, mtu: int) -> dict[str, Any] | None:
+@dataclass(frozen=True, slots=True)
+class Nameservers:
+    """The DNS the containers are given: the agent's container addresses and search domains."""
+
+    addresses: tuple[str, ...] = ()
+    search: tuple[str, ...] = ()
+
+    def cni(self) -> dict[str, Any]:
+        """The CNI ``dns`` object (empty when there is no address)."""
+        if not self.addresses:
+            return {}
+        out: dict[str, Any] = {"nameservers": list(self.addresses)}
+        if self.search:
+            out["search"] = list(self.search)
+        return out
+
+
+def conflist(
+    overlay: AgentOverlay, ipam_socket: str, mtu: int, dns: Nameservers | None = None
+) -> dict[str, Any] | None:
     """The conflist of one AgentInfo overlay entry, or ``None`` when it has no CNI bridge.
 
     Args:
         overlay: One entry of AgentInfo's ``overlays`` (status OK, with ``mesos_bridge``).
         ipam_socket: The agent's IPAM socket, for ``vxnet-ipam``.
         mtu: The MTU when the entry does not carry one.
+        dns: The containers' nameservers, in the bridge plugin's ``dns`` (which it puts into
+            its result, replacing the IPAM plugin's: Debian's bridge 1.1.1 does).
     """
     bridge = overlay.mesos_bridge
     if not overlay.ok or bridge is None:
@@ -66,16 +91,19 @@ def conflist(overlay: AgentOverlay, ipam_socket: str, mtu: int) -> dict[str, Any
                 "hairpinMode": True,
                 "mtu": mtu if bridge.mtu is None else bridge.mtu,
                 "ipam": {"type": "vxnet-ipam", "socket": ipam_socket},
+                **({"dns": dns.cni()} if dns is not None and dns.addresses else {}),
             }
         ],
     }
 
 
-def conflists(info: AgentInfo, ipam_socket: str, mtu: int) -> dict[str, dict[str, Any]]:
+def conflists(
+    info: AgentInfo, ipam_socket: str, mtu: int, dns: Nameservers | None = None
+) -> dict[str, dict[str, Any]]:
     """Every conflist of an AgentInfo, by file name (``<net>.conflist``)."""
     files: dict[str, dict[str, Any]] = {}
     for overlay in info.overlays:
-        data = conflist(overlay, ipam_socket, mtu)
+        data = conflist(overlay, ipam_socket, mtu, dns)
         if data is not None:
             files[f"{data['name']}.conflist"] = data
     return files

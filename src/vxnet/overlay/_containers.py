@@ -175,10 +175,18 @@ class Containers:
         gossip: The agent's gossip node (its store).
         agent_ip: This agent's underlay address.
         state_dir: Where the lease file, API tasks and the IPAM socket live.
+        dns: The CNI ``dns`` of an ADD's result (the agent's DNS for its containers).
     """
 
-    def __init__(self, gossip: GossipService, agent_ip: str, state_dir: Path) -> None:
+    def __init__(
+        self,
+        gossip: GossipService,
+        agent_ip: str,
+        state_dir: Path,
+        dns: dict[str, Any] | None = None,
+    ) -> None:
         self.gossip = gossip
+        self.dns = dict(dns or {})
         self.agent_ip = agent_ip
         self.state_dir = state_dir
         self.socket_path = state_dir / IPAM_SOCKET
@@ -328,7 +336,7 @@ class Containers:
             if version != "1.0.0":
                 entry["version"] = "6" if ":" in ip["address"] else "4"
             ips.append(entry)
-        result = {"cniVersion": version, "ips": ips, "routes": answer["routes"], "dns": {}}
+        result = {"cniVersion": version, "ips": ips, "routes": answer["routes"], "dns": self.dns}
         return 0, json.dumps(result) + "\n"
 
     def _count(self, what: str) -> None:
@@ -372,7 +380,8 @@ class Containers:
             container_id, cni_args, runtime_args if isinstance(runtime_args, dict) else None
         )
         try:
-            lease = self.book.add(network, container_id, ifname, task, time.time())
+            requested = [a for a in cni_args.get("IP", "").split(",") if a.strip()]
+            lease = self.book.add(network, container_id, ifname, task, time.time(), requested)
         except IpamError as exc:
             if exc.code == CODE_TRY_AGAIN:
                 exc.details = f"agent {self.agent_ip}: {exc.details}"

@@ -29,11 +29,18 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import asdict, dataclass, field
-from ipaddress import IPv4Network, IPv6Network, ip_address, ip_interface
+from ipaddress import (
+    IPv4Address,
+    IPv4Network,
+    IPv6Address,
+    IPv6Network,
+    ip_address,
+    ip_interface,
+)
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping
+    from collections.abc import Iterable, Mapping, Sequence
     from pathlib import Path
 
     from vxnet.records import AgentInfo
@@ -41,6 +48,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CODE_INTERNAL",
     "CODE_INVALID",
+    "CODE_IN_USE",
     "CODE_TRY_AGAIN",
     "AddressBook",
     "Half",
@@ -57,6 +65,7 @@ CODE_INVALID = 7
 CODE_TRY_AGAIN = 11
 CODE_INTERNAL = 999
 NO_LEASE = 1000  # CHECK of an attachment without a lease
+CODE_IN_USE = 1001  # a requested address another container holds
 
 
 class IpamError(Exception):
@@ -199,21 +208,61 @@ class AddressBook:
         return sorted(found, key=_order)
 
     def add(
-        self, network: str, container_id: str, ifname: str, task: Mapping[str, Any], now: float
+        self,
+        network: str,
+        container_id: str,
+        ifname: str,
+        task: Mapping[str, Any],
+        now: float,
+        requested: Sequence[str] = (),
     ) -> Lease:
         """The lease of this attachment: the existing one, or new addresses (saved first).
 
+        ``requested`` are addresses the runtime asked for (``IP=`` in ``CNI_ARGS``: podman's
+        ``--ip``, and the old address on ``podman network reload``), at most one per family:
+        each is handed out as asked or refused, never replaced by another; a family not asked
+        for is taken round-robin.
+
         Raises:
-            IpamError: No such network on this agent (code 7), no free address (code 11, with
+            IpamError: No such network on this agent (code 7), a requested address that is not
+                in the agent's range, is reserved or is not the one the attachment holds (7), is
+                held by another container (:data:`CODE_IN_USE`), no free address (code 11, with
                 the counts), or the file cannot be written (999; nothing handed out).
         """
         half = self._half(network)
+        wanted = self._requested(half, requested)
         existing = self._leases.get((network, container_id, ifname))
         if existing is not None:
+            for family, address in wanted.items():
+                held = existing.ip if family == 4 else existing.ip6
+                if held is None or ip_interface(held).ip != address:
+                    holds = held or f"no IPv{family} address"
+                    raise IpamError(
+                        CODE_INVALID,
+                        f"{network}: container {container_id} ({ifname}) holds {holds}, "
+                        f"not the {address} asked for",
+                    )
             return existing
+        for address in wanted.values():
+            holder = self._holder(address)
+            if holder is not None:
+                raise IpamError(
+                    CODE_IN_USE,
+                    f"{network}: {address} is in use",
+                    f"by container {holder.container_id} ({holder.ifname}) on network "
+                    f"{holder.network}",
+                )
         cursors = dict(self._cursors)
-        ip = self._take(half.subnet, half.gateway, f"{network}/4", cursors)
-        ip6 = self._take(half.subnet6, half.gateway6, f"{network}/6", cursors)
+        ip = (
+            f"{wanted[4]}/{half.subnet.prefixlen}"
+            if 4 in wanted and half.subnet is not None
+            else self._take(half.subnet, half.gateway, f"{network}/4", cursors)
+        )
+        ip6 = (
+            f"{wanted[6]}/{half.subnet6.prefixlen}"
+            if 6 in wanted and half.subnet6 is not None
+            else self._take(half.subnet6, half.gateway6, f"{network}/6", cursors)
+        )
         lease = Lease(network, container_id, ifname, ip, ip6, dict(task), now)
         self._leases[lease.key] = lease
         old_cursors, self._cursors = self._cursors, cursors
@@ -289,6 +338,58 @@ class AddressBook:
         return out
 
     # --- internals ------------------------------------------------------------------------------
+
+    def _requested(
+        self, half: Half, requested: Sequence[str]
+    ) -> dict[int, IPv4Address | IPv6Address]:
+        """The requested addresses by family, each checked against the half."""
+        wanted: dict[int, IPv4Address | IPv6Address] = {}
+        for text in requested:
+            try:
+                address = ip_interface(text.strip()).ip
+            except ValueError:
+                raise IpamError(
+                    CODE_INVALID, f"requested address {text[:80]!r} is not an IP address"
+                ) from None
+            if address.version in wanted:
+                raise IpamError(
+                    CODE_INVALID,
+                    f"two IPv{address.version} addresses requested ({wanted[address.version]} and "
+                    f"{address}); one per family",
+                )
+            subnet = half.subnet if address.version == 4 else half.subnet6
+            gateway = half.gateway if address.version == 4 else half.gateway6
+            if subnet is None:
+                raise IpamError(
+                    CODE_INVALID,
+                    f"{half.network}: {address} requested, but the network has no "
+                    f"IPv{address.version} range",
+                )
+            if address not in subnet:
+                raise IpamError(
+                    CODE_INVALID,
+                    f"{half.network}: {address} is not in this agent's range {subnet}",
+                    "a container on this agent gets an address of the agent's own range",
+                )
+            first, last = _first_last(subnet)
+            offset = int(address) - int(subnet.network_address)
+            if not first <= offset <= last or (
+                gateway is not None and address == ip_address(gateway)
+            ):
+                raise IpamError(
+                    CODE_INVALID,
+                    f"{half.network}: {address} is reserved (network, gateway or broadcast "
+                    f"address of {subnet})",
+                )
+            wanted[address.version] = address
+        return wanted
+
+    def _holder(self, address: IPv4Address | IPv6Address) -> Lease | None:
+        for lease in self._leases.values():
+            for held in (lease.ip, lease.ip6):
+                if held is not None and ip_interface(held).ip == address:
+                    return lease
+        return None
 
     def _half(self, network: str) -> Half:
         half = self.halves.get(network)
@@ -375,16 +476,17 @@ def task_identity(
     """The task a container runs, from what the runtime passed (see the module docstring).
 
     In order: ``VXNET_TASK``/``VXNET_FRAMEWORK`` in CNI_ARGS; Kubernetes' ``K8S_POD_NAME`` (its
-    namespace as the framework); Mesos' ``args.org.apache.mesos.network_info`` labels
-    ``vxnet.task``/``vxnet.framework`` (and its port mappings); else the container id, framework
-    ``cni``.
+    namespace as the framework; podman passes no namespace: ``podman``); Mesos'
+    ``args.org.apache.mesos.network_info`` labels ``vxnet.task``/``vxnet.framework`` (and its
+    port mappings); else the container id, framework ``cni``.
     """
     name: str | None = cni_args.get("VXNET_TASK") or None
     framework: str | None = cni_args.get("VXNET_FRAMEWORK") or None
     ports = False
     if name is None and cni_args.get("K8S_POD_NAME"):
         name = cni_args["K8S_POD_NAME"]
-        framework = framework or cni_args.get("K8S_POD_NAMESPACE") or "kubernetes"
+        # Kubernetes passes the namespace; podman passes the container's name alone
+        framework = framework or cni_args.get("K8S_POD_NAMESPACE") or "podman"
     mesos = (runtime_args or {}).get("org.apache.mesos", {})
     info = mesos.get("network_info", {}) if isinstance(mesos, dict) else {}
     if isinstance(info, dict):

@@ -7,8 +7,12 @@ From the agent's AgentInfo (its allocation), :func:`desired_local` builds the
   addresses from the allocation;
 * a bridge ``m-<net>`` with the gateway addresses of the CNI half and the overlay MTU, for every
   network allocated (status OK) with a CNI bridge;
+* the bridge ``vxnet-dns`` (no ports: a device to hold addresses, as ``dummy`` would where the
+  kernel has it) with the DNS container addresses (``/32``, ``/128``): every container reaches
+  them through its gateway, and the agent's DNS answers there;
 * IPv4 and IPv6 forwarding;
-* the CNI network configuration ``<cni_dir>/<net>.conflist`` of each such network (:mod:`._cni`),
+* the CNI network configuration ``<cni_dir>/<net>.conflist`` of each such network (:mod:`._cni`,
+  naming the DNS container addresses as the containers' nameservers),
   and the IPAM plugin launcher in ``cni_bin_dir`` (:mod:`._launcher`) when one is configured;
 * the egress NAT ruleset (:mod:`._nat`) for the overlay's subnets, or none when egress NAT is off.
 
@@ -22,8 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from vxnet.overlay._cni import conflists, render
-from vxnet.overlay._local_model import LocalState, ManagedFile, Nat, bridge, vtep
+from vxnet.overlay._cni import Nameservers, conflists, render
+from vxnet.overlay._local_model import DNS_DEVICE, LocalState, ManagedFile, Nat, bridge, vtep
 from vxnet.overlay._nat import desired_nat
 
 if TYPE_CHECKING:
@@ -47,6 +51,8 @@ class LocalSettings:
     ipam_socket: str
     egress_nat: bool
     plugin: ManagedFile | None = None  # the IPAM plugin launcher, when cni_bin_dir is set
+    dns_addresses: tuple[str, ...] = ()  # dns.container_addresses (none with DNS off)
+    dns_search: tuple[str, ...] = ()  # dns.search
 
 
 def vxlan_of(info: AgentInfo) -> VxLAN | None:
@@ -83,10 +89,14 @@ def desired_local(info: AgentInfo, settings: LocalSettings) -> LocalState | None
             continue
         mtu = OVERLAY_MTU if mesos.mtu is None else mesos.mtu
         devices[mesos.name] = bridge(mesos.name, mtu, [mesos.ip, mesos.ip6])
+    if settings.dns_addresses:
+        hosts = [f"{a}/128" if ":" in a else f"{a}/32" for a in settings.dns_addresses]
+        devices[DNS_DEVICE] = bridge(DNS_DEVICE, VTEP_MTU, hosts)
     files: dict[str, ManagedFile] = {}
     if settings.plugin is not None:
         files[settings.plugin.path] = settings.plugin
-    for filename, data in conflists(info, settings.ipam_socket, OVERLAY_MTU).items():
+    dns = Nameservers(settings.dns_addresses, settings.dns_search)
+    for filename, data in conflists(info, settings.ipam_socket, OVERLAY_MTU, dns).items():
         path = str(Path(settings.cni_dir) / filename)
         files[path] = ManagedFile(path, render(data))
     return LocalState(

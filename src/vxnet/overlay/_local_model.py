@@ -6,7 +6,8 @@ allocation:
 
 * devices (:class:`Device`): the VxLAN VTEP ``vtep<vni>`` (VNI, UDP port, local address, no
   learning, MTU, MAC, addresses) and a Linux bridge ``m-<net>`` (MTU, addresses) per network
-  allocated with a CNI bridge; all up;
+  allocated with a CNI bridge, and the bridge ``vxnet-dns`` without ports holding the DNS
+  container addresses; all up;
 * sysctls (IPv4 and IPv6 forwarding), by name under ``/proc/sys``;
 * the egress NAT ruleset (:class:`Nat`, rendered by :mod:`._nat`);
 * files (:class:`ManagedFile`): the CNI network configurations and the IPAM plugin launcher.
@@ -18,7 +19,8 @@ Devices
   address differ (the kernel cannot change them in place), is deleted and created again. Any
   other difference is changed in place: learning switched off, MTU and MAC set (one request), the
   global addresses made exactly the desired ones, the device set up. An owned device that is not
-  desired (a VxLAN device ``vtep*`` or a bridge ``m-*`` of a network no longer allocated) is
+  desired (a VxLAN device ``vtep*``, a bridge ``m-*`` of a network no longer allocated, or
+  ``vxnet-dns`` once no container address is configured) is
   deleted, before anything is created (an old VTEP holds the UDP port a new one needs).
 Addresses
   Adds before deletes, so a device never loses its last IPv4 address (the kernel would flush
@@ -51,6 +53,7 @@ if TYPE_CHECKING:
 __all__ = [
     "BRIDGE_PREFIX",
     "DEVICE_OPS",
+    "DNS_DEVICE",
     "VTEP_PREFIX",
     "AddAddress",
     "CreateDevice",
@@ -78,6 +81,7 @@ __all__ = [
 
 VTEP_PREFIX = "vtep"
 BRIDGE_PREFIX = "m-"
+DNS_DEVICE = "vxnet-dns"  # a bridge without ports holding dns.container_addresses
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,7 +139,8 @@ def bridge(name: str, mtu: int, addresses: Iterable[str | None]) -> Device:
 def is_owned_device(device: Device) -> bool:
     """Whether an actual device is one vxnet creates (and so may delete when not desired)."""
     return (device.kind == "vxlan" and device.name.startswith(VTEP_PREFIX)) or (
-        device.kind == "bridge" and device.name.startswith(BRIDGE_PREFIX)
+        device.kind == "bridge"
+        and (device.name.startswith(BRIDGE_PREFIX) or device.name == DNS_DEVICE)
     )
 
 

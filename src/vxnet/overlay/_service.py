@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from vxnet.overlay._cni import Nameservers
 from vxnet.overlay._containers import Containers
 from vxnet.overlay._dockernet import DockerNetworks
 from vxnet.overlay._launcher import plugin_file, plugin_python
@@ -78,7 +79,14 @@ class OverlayService:
             token=config.agent.master_token,
             tls=_agent_tls(config),
         )
-        self.containers = Containers(gossip, agent_ip, Path(config.agent.state_dir).absolute())
+        dns = config.dns
+        nameservers = Nameservers(dns.container_addresses, dns.search) if dns.enabled else None
+        self.containers = Containers(
+            gossip,
+            agent_ip,
+            Path(config.agent.state_dir).absolute(),
+            None if nameservers is None else nameservers.cni(),
+        )
         self.docker: DockerNetworks | None = None
         if config.agent.docker:
             self.docker = DockerNetworks(
@@ -219,8 +227,15 @@ class OverlayService:
             if agent.cni_bin_dir:
                 source = str(Path(vxnet.__file__).parent.parent)
                 plugin = plugin_file(agent.cni_bin_dir, plugin_python(), source, socket)
+            dns = self.config.dns
             self._settings = LocalSettings(
-                self.agent_ip, agent.cni_dir, socket, agent.egress_nat, plugin
+                self.agent_ip,
+                agent.cni_dir,
+                socket,
+                agent.egress_nat,
+                plugin,
+                dns_addresses=dns.container_addresses if dns.enabled else (),
+                dns_search=dns.search if dns.enabled else (),
             )
         return self._settings
 

@@ -42,7 +42,7 @@ from vxnet.config import (
     to_toml,
 )
 from vxnet.pki import CA_CERT, GOSSIP_KEY, init_ca, issue
-from vxnet.sandbox.cni import find_plugin_dir, run_conflist
+from vxnet.sandbox.cni import find_plugin_dir, resolv_conf, run_conflist, with_resolv_conf
 
 if TYPE_CHECKING:
     import subprocess
@@ -85,13 +85,23 @@ def dual_stack_network() -> NetworkConfig:
 
 @dataclass(frozen=True, slots=True)
 class Attachment:
-    """A container attached to a network: its addresses (without prefix length)."""
+    """A container attached to a network: its addresses (without prefix length), and the
+    ``resolv.conf`` written from the CNI result."""
 
     container: Container
     network: str
     container_id: str
     ip: str | None
     ip6: str | None
+    resolv_conf: Path | None = None
+
+    def run(
+        self, argv: Sequence[str], *, check: bool = True, timeout: float = 60.0
+    ) -> subprocess.CompletedProcess[str]:
+        """Run ``argv`` in the container, with its ``resolv.conf`` as a runtime would give it."""
+        if self.resolv_conf is not None:
+            argv = with_resolv_conf(argv, self.resolv_conf)
+        return self.container.run(argv, check=check, timeout=timeout)
 
 
 @dataclass(frozen=True, slots=True)
@@ -432,4 +442,7 @@ class LabCluster:
                 ip6 = address
             else:
                 ip = address
-        return Attachment(container, network, container.netns, ip, ip6)
+        resolv = self.tmp / "containers" / container.name / "resolv.conf"
+        resolv.parent.mkdir(parents=True, exist_ok=True)
+        resolv.write_text(resolv_conf(result))
+        return Attachment(container, network, container.netns, ip, ip6, resolv)

@@ -7,6 +7,11 @@ environment (``CNI_COMMAND``, ``CNI_CONTAINERID``, ``CNI_NETNS``, ``CNI_IFNAME``
 ``cniVersion`` added, and the previous plugin's result as ``prevResult``). ADD and CHECK run the
 plugins in order, DEL in reverse order (CNI spec 1.0.0). A plugin that fails gives
 :class:`CniError` with the plugin's own error code and message.
+
+A runtime then writes the container's ``resolv.conf`` from the result's ``dns``
+(:func:`resolv_conf`); a command runs in the container with that file in place of the host's
+(:func:`with_resolv_conf`: a private mount namespace, the file bind-mounted over
+``/etc/resolv.conf``), as inside a container.
 """
 
 from __future__ import annotations
@@ -20,7 +25,14 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
 
-__all__ = ["PLUGIN_DIRS", "CniError", "find_plugin_dir", "run_conflist"]
+__all__ = [
+    "PLUGIN_DIRS",
+    "CniError",
+    "find_plugin_dir",
+    "resolv_conf",
+    "run_conflist",
+    "with_resolv_conf",
+]
 
 PLUGIN_DIRS = ("/usr/lib/cni", "/opt/cni/bin")
 PLUGIN_TIMEOUT = 30.0
@@ -36,6 +48,36 @@ class CniError(Exception):
         self.details = details
         extra = f" ({details})" if details else ""
         super().__init__(f"CNI plugin {plugin}: error {code}: {msg}{extra}")
+
+
+def resolv_conf(result: Mapping[str, Any]) -> str:
+    """The ``resolv.conf`` a runtime writes from an ADD result's ``dns`` (empty without one)."""
+    dns = result.get("dns") or {}
+    lines = []
+    if dns.get("search"):
+        lines.append("search " + " ".join(str(d) for d in dns["search"]))
+    lines += [f"nameserver {a}" for a in dns.get("nameservers") or ()]
+    if dns.get("options"):
+        lines.append("options " + " ".join(str(o) for o in dns["options"]))
+    return "".join(f"{line}\n" for line in lines)
+
+
+def with_resolv_conf(argv: Sequence[str], path: str | Path) -> list[str]:
+    """``argv`` run with ``path`` as its ``/etc/resolv.conf`` (in a mount namespace of its own,
+    so the host's file is untouched)."""
+    script = 'mount --bind "$0" /etc/resolv.conf && exec "$@"'
+    return [
+        "unshare",
+        "--mount",
+        "--propagation",
+        "private",
+        "--",
+        "sh",
+        "-c",
+        script,
+        str(path),
+        *argv,
+    ]
 
 
 def find_plugin_dir(dirs: Sequence[str] = PLUGIN_DIRS) -> str:
