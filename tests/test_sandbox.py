@@ -278,7 +278,8 @@ def test_up_reach_resolve_kill_start_and_down_leaves_nothing(base: Path) -> None
     before = snapshot(base)
     up = vxnet(base, "sandbox", "up", "--agents", "3", "--json")
     summary = json.loads(up.stdout)
-    assert "8/8 checking that every container reaches every other" in up.stderr
+    assert "9/9 checking that every container reaches every other" in up.stderr
+    assert "resolving the names inside every container, with no flags" in up.stderr
     assert "with TLS, a master token and gossip encryption" in up.stderr
     assert summary["phase"] == "up"
     assert [a["name"] for a in summary["agents"]] == ["a1", "a2", "a3"]
@@ -329,6 +330,11 @@ def test_up_reach_resolve_kill_start_and_down_leaves_nothing(base: Path) -> None
     ok = vxnet(base, "sandbox", "check")
     assert "reachability: 30 of 30 pings answered" in ok.stdout, ok.stdout
     assert "names: 12 of 12 answers as expected (a1, a2, a3)" in ok.stdout, ok.stdout
+    inside = 12 if DOCKER else 3  # every container asks for every task's name
+    assert f"names inside containers: {inside} of {inside} lookups as expected" in ok.stdout
+    # a CNI container's resolver is the agent's well-known address, from the CNI result
+    resolv = exec_in(base, "a1-web", "cat", "/etc/resolv.conf").stdout
+    assert resolv == "nameserver 198.51.100.1\n", resolv
 
     # kill an agent: the others drop its routes and its names, the rest keeps working
     a2_web = next(c for c in state["containers"] if c["name"] == "a2-web")

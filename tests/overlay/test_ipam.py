@@ -16,6 +16,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from vxnet import ipam_plugin
 from vxnet.overlay._ipam import (
+    REBIND,
     AddressBook,
     Half,
     IpamError,
@@ -82,6 +83,26 @@ def test_del_is_idempotent_and_an_address_is_not_reused_at_once(tmp_path: Path) 
     assert b.delete("dcos", "c1", "eth0") is None
     assert b.delete("nope", "c1", "eth0") is None
     assert b.add("dcos", "c3", "eth0", {}, 0.0).ip == "9.0.1.4/29"  # round-robin, not .2
+
+
+def test_a_deleted_attachment_added_again_soon_gets_its_addresses_back(tmp_path: Path) -> None:
+    b = book(tmp_path)
+    b.add("dcos", "c0", "eth0", {}, 0.0)
+    first = b.add("dcos", "c1", "eth0", {}, 0.0)
+    # podman network reload: DEL, then ADD of the same container (its old MAC, no address)
+    b.delete("dcos", "c1", "eth0", 100.0)
+    again = b.add("dcos", "c1", "eth0", {}, 101.0)
+    assert (again.ip, again.ip6) == (first.ip, first.ip6)
+    # only for that attachment, only soon after, and only while the address is free
+    b.delete("dcos", "c1", "eth0", 200.0)
+    assert b.add("dcos", "c1", "eth1", {}, 201.0).ip != first.ip
+    b.delete("dcos", "c0", "eth0", 300.0)
+    late = b.add("dcos", "c0", "eth0", {}, 300.0 + REBIND)
+    assert late.ip != "9.0.1.2/29"
+    b.delete("dcos", "c1", "eth1", 400.0)
+    taken = b.add("dcos", "c2", "eth0", {}, 401.0, [str(first.ip)])  # someone asked for it
+    assert taken.ip == first.ip
+    assert b.add("dcos", "c1", "eth0", {}, 402.0).ip != first.ip
 
 
 def test_check_needs_a_lease_inside_the_current_range(tmp_path: Path) -> None:

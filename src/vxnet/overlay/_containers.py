@@ -358,7 +358,7 @@ class Containers:
         if not isinstance(ifname, str) or not IFNAME_PATTERN.fullmatch(ifname):
             raise IpamError(CODE_INVALID, f"bad interface name {str(ifname)[:80]!r}")
         if command == "DEL":
-            lease = self.book.delete(network, container_id, ifname)
+            lease = self.book.delete(network, container_id, ifname, time.time())
             if lease is not None:
                 key = self._key(self._task_id(lease))
                 self._pending.append(lambda: self.gossip.delete(key))

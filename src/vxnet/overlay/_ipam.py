@@ -15,6 +15,10 @@ Rules:
   same answer); DEL of one that has none is not an error (CNI DEL is idempotent).
 * Addresses are taken round-robin: the next free one after the last handed out, so an address
   just released is not reused at once (a late packet for the old container would reach a new one).
+* An address the runtime asks for (``IP=`` in ``CNI_ARGS``) is given as asked or refused with
+  the reason (outside the agent's range, reserved, held by another container), never replaced.
+* A DEL and then an ADD of the same attachment within :data:`REBIND` seconds (``podman network
+  reload``, which passes the old MAC but no address) give the container its addresses back.
 * Every change is written to disk (a temporary file, fsynced, renamed) *before* it is answered:
   after a crash or restart every lease is there, and none is handed out twice. A file that
   cannot be read is an error naming the file, never a silently empty book.
@@ -66,6 +70,7 @@ CODE_TRY_AGAIN = 11
 CODE_INTERNAL = 999
 NO_LEASE = 1000  # CHECK of an attachment without a lease
 CODE_IN_USE = 1001  # a requested address another container holds
+REBIND = 300.0  # seconds a deleted attachment's addresses come back to it on a new ADD
 
 
 class IpamError(Exception):
@@ -139,6 +144,9 @@ class AddressBook:
         self.halves: dict[str, Half] = {}
         self._leases: dict[tuple[str, str, str], Lease] = {}
         self._cursors: dict[str, int] = {}  # "<net>/4" and "<net>/6": offset last handed out
+        # attachments deleted lately -> (their lease, when): an ADD of the same attachment soon
+        # after gets its addresses back (podman network reload runs DEL, then ADD)
+        self._released: dict[tuple[str, str, str], tuple[Lease, float]] = {}
         self._load()
 
     # --- persistence ----------------------------------------------------------------------------
@@ -243,6 +251,8 @@ class AddressBook:
                         f"not the {address} asked for",
                     )
             return existing
+        if not wanted:
+            wanted = self._rebind(network, container_id, ifname, now)
         for address in wanted.values():
             holder = self._holder(address)
             if holder is not None:
@@ -274,8 +284,13 @@ class AddressBook:
             raise
         return lease
 
-    def delete(self, network: str, container_id: str, ifname: str) -> Lease | None:
+    def delete(
+        self, network: str, container_id: str, ifname: str, now: float = 0.0
+    ) -> Lease | None:
         """Release the lease of this attachment; ``None`` if it had none (not an error).
+
+        For :data:`REBIND` seconds after ``now`` an ADD of the same attachment (the same
+        container) gets the same addresses back, where they are still free.
 
         Raises:
             IpamError: The file cannot be written (the lease is kept).
@@ -288,6 +303,10 @@ class AddressBook:
         except IpamError:
             self._leases[lease.key] = lease
             raise
+        self._released = {
+            k: (old, when) for k, (old, when) in self._released.items() if now - when < REBIND
+        }
+        self._released[lease.key] = (lease, now)
         return lease
 
     def check(self, network: str, container_id: str, ifname: str) -> Lease:
@@ -383,6 +402,24 @@ class AddressBook:
                 )
             wanted[address.version] = address
         return wanted
+
+    def _rebind(
+        self, network: str, container_id: str, ifname: str, now: float
+    ) -> dict[int, IPv4Address | IPv6Address]:
+        """The addresses this attachment held until a DEL within :data:`REBIND` seconds, where
+        still free and in the current half."""
+        released = self._released.pop((network, container_id, ifname), None)
+        if released is None or not 0 <= now - released[1] < REBIND:
+            return {}
+        half = self.halves[network]
+        out: dict[int, IPv4Address | IPv6Address] = {}
+        for held, subnet in ((released[0].ip, half.subnet), (released[0].ip6, half.subnet6)):
+            if held is None or subnet is None:
+                continue
+            address = ip_interface(held).ip
+            if address in subnet and self._holder(address) is None:
+                out[address.version] = address
+        return out
 
     def _holder(self, address: IPv4Address | IPv6Address) -> Lease | None:
         for lease in self._leases.values():

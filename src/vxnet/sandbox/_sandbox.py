@@ -52,6 +52,7 @@ from vxnet.sandbox.cluster import (
     LabCluster,
     dual_stack_network,
 )
+from vxnet.sandbox.cni import with_resolv_conf
 from vxnet.sandbox.lab import (
     LAB_ROOT,
     Lab,
@@ -484,6 +485,8 @@ def _build(
     _save(base, state)
     progress.step("waiting until every name resolves on every agent")
     _wait_dns(cluster, state, progress)
+    progress.step("resolving the names inside every container, with no flags")
+    _wait_lookups_inside(state, progress)
     progress.step("checking that every container reaches every other")
     pairs = _check_reachability(state, progress)
     state["reachability"] = {"pairs": pairs, "ok": True}
@@ -514,7 +517,10 @@ def _start_dockerds(
     started: list[LabDockerd] = []
 
     def one(host: Host) -> LabDockerd:
-        return LabDockerd.start(host, base / "docker" / host.name, timeout=60)
+        # Docker's embedded DNS forwards what it does not know to the agent (the production
+        # recipe: "dns" in daemon.json)
+        dns = DnsSettings().container_addresses
+        return LabDockerd.start(host, base / "docker" / host.name, timeout=60, dns=dns)
 
     with concurrent.futures.ThreadPoolExecutor(len(agents)) as pool:
         futures = {pool.submit(one, h): h for h in agents}
@@ -593,6 +599,7 @@ def _start_containers(
                 "netns": attached.container.netns,
                 "ip": attached.ip,
                 "ip6": attached.ip6,
+                "resolv_conf": str(attached.resolv_conf),
             }
         )
         progress.count(len(state["containers"]), total, "containers")
@@ -724,6 +731,83 @@ def _ping_all(state: dict[str, Any], pairs: list[Pair], pool: Any) -> list[str |
     return list(pool.map(ping, pairs))
 
 
+def _lookup_argv(state: dict[str, Any], container: dict[str, Any], name: str) -> list[str]:
+    """``busybox nslookup name`` inside ``container`` as its applications ask: a CNI container
+    with the ``resolv.conf`` its runtime wrote from the CNI result, a Docker container in its own
+    file system (Docker's embedded DNS, forwarding to the agent)."""
+    lookup = ["busybox", "nslookup", "-type=a", name]
+    if container["kind"] == "cni":
+        argv = lookup
+        if container.get("resolv_conf"):
+            argv = with_resolv_conf(lookup, container["resolv_conf"])
+        return ["nsenter", f"--net={_netns_of(state, container)}", "--", *argv]
+    pid = _netns_of(state, container).split("/")[2]
+    return ["nsenter", "-t", pid, "--net", "--mount", "--", "/bin/busybox", *lookup[1:]]
+
+
+def _lookups_inside(state: dict[str, Any], pool: Any) -> list[dict[str, Any]]:
+    """Every container asks for every task's containerip name; what came back wrong."""
+    want = {
+        name: addresses
+        for (name, rtype), addresses in expected_names(state).items()
+        if rtype == "A" and ".containerip." in name
+    }
+    asks = [(c, name) for c in state["containers"] for name in sorted(want)]
+
+    def ask(pair: tuple[dict[str, Any], str]) -> dict[str, Any] | None:
+        container, name = pair
+        try:
+            argv = _lookup_argv(state, container, name)
+        except SandboxError as exc:
+            return {"container": container["name"], "name": name, "said": str(exc)}
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
+        got = set(_nslookup_addresses(out.stdout))
+        if got == want[name]:
+            return None
+        said = (out.stdout + out.stderr).strip().splitlines()
+        return {
+            "container": container["name"],
+            "name": name,
+            "answered": sorted(got),
+            "expected": sorted(want[name]),
+            "said": said[-1] if said else "",
+        }
+
+    return [r for r in pool.map(ask, asks) if r is not None]
+
+
+def _nslookup_addresses(out: str) -> list[str]:
+    """The addresses of busybox nslookup's answer (not those of the server it names first)."""
+    if "Name:" not in out:
+        return []
+    answer = out.split("Name:", 1)[1]
+    return [
+        line.split()[-1]
+        for line in answer.splitlines()
+        if line.startswith("Address") and line.split()
+    ]
+
+
+def _wait_lookups_inside(state: dict[str, Any], progress: Progress) -> int:
+    """Until every container resolves every task's name from inside; how many lookups."""
+    total = len(state["containers"]) * len(
+        {n for (n, t) in expected_names(state) if t == "A" and ".containerip." in n}
+    )
+    deadline = time.monotonic() + DNS_TIMEOUT
+    with concurrent.futures.ThreadPoolExecutor(PING_WORKERS) as pool:
+        while True:
+            wrong = _lookups_inside(state, pool)
+            progress.count(total - len(wrong), total, "lookups")
+            if not wrong:
+                return total
+            if time.monotonic() > deadline:
+                raise SandboxError(
+                    f"{len(wrong)} of {total} lookups inside containers went wrong: "
+                    + "; ".join(f"{w['container']}: {w['name']}: {w['said']}" for w in wrong[:4])
+                )
+            time.sleep(0.5)
+
+
 def _check_reachability(state: dict[str, Any], progress: Progress) -> int:
     """Ping every container from every other (IPv4, and IPv6 where both have it) until every
     pair answers; how many pairs."""
@@ -775,6 +859,11 @@ def check() -> dict[str, Any]:
         if h["role"] == "agent" and _process_state(h) == "running"
     ]
     answers = _each(lambda n: resolve(state["hosts"][n]["netns"], list(want)), agents)
+    with concurrent.futures.ThreadPoolExecutor(PING_WORKERS) as pool:
+        inside = _lookups_inside(
+            state,
+            pool,
+        )
     wrong = [
         {
             "agent": agent,
@@ -793,7 +882,10 @@ def check() -> dict[str, Any]:
         "agents_asked": agents,
         "names": len(want) * len(agents),
         "wrong_answers": wrong,
-        "ok": not unreachable and not wrong,
+        "lookups_inside": len(state["containers"])
+        * len({n for (n, t) in want if t == "A" and ".containerip." in n}),
+        "wrong_inside": inside,
+        "ok": not unreachable and not wrong and not inside,
     }
 
 
@@ -987,6 +1079,7 @@ def exec_argv(name: str, command: Sequence[str]) -> list[str]:
         SandboxError: No such host or container, or it is not running.
     """
     state = _need_state()
+    resolv: str | None = None
     if name in state["hosts"]:
         netns = state["hosts"][name].get("netns")
         if netns is None:
@@ -999,9 +1092,12 @@ def exec_argv(name: str, command: Sequence[str]) -> list[str]:
         if container is None:
             raise SandboxError(f"no host or container {name!r} in the sandbox: {_names(state)}")
         path = _netns_of(state, container)
+        resolv = container.get("resolv_conf")
     argv = list(command)
     if argv and argv[0] == "vxnet":
         argv = [sys.executable, "-m", "vxnet", *argv[1:]]
+    if resolv:
+        argv = with_resolv_conf(argv, resolv)  # as its runtime would give it
     return ["nsenter", f"--net={path}", "--", *argv]
 
 

@@ -171,6 +171,13 @@ def _check(args: argparse.Namespace) -> int:
     print(f"reachability: {result['pairs'] - len(bad)} of {result['pairs']} pings answered")
     for u in bad:
         print(f"  {u['from']} -> {u['to']} ({u['address']}): {u['said'].splitlines()[-1]}")
+    inside = result["wrong_inside"]
+    print(
+        f"names inside containers: {result['lookups_inside'] - len(inside)} of "
+        f"{result['lookups_inside']} lookups as expected"
+    )
+    for w in inside:
+        print(f"  {w['container']}: {w['name']}: {w['said']}")
     wrong = result["wrong_answers"]
     asked = ", ".join(result["agents_asked"]) or "none running"
     print(

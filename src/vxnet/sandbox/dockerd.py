@@ -59,7 +59,19 @@ __all__ = ["BUSYBOX", "IMAGE", "LabDockerd", "busybox_rootfs_tar", "ensure_image
 
 BUSYBOX = Path("/bin/busybox")
 IMAGE = "vxnet-busybox"
-APPLETS = ("sh", "ping", "sleep", "ip", "cat", "ls", "nc", "wget", "hostname", "ifconfig")
+APPLETS = (
+    "sh",
+    "ping",
+    "sleep",
+    "ip",
+    "cat",
+    "ls",
+    "nc",
+    "wget",
+    "hostname",
+    "ifconfig",
+    "nslookup",
+)
 SHORT_RUN_ROOT = Path("/run/vxnet-dk")
 MAX_BASE_LEN = 60  # <base>/exec/containerd/containerd.sock.ttrpc must fit in 107 bytes
 CGROUP_ROOT = Path("/sys/fs/cgroup")
@@ -261,11 +273,18 @@ class LabDockerd(StopsOnExit):
 
     @classmethod
     def start(
-        cls, host: Host, base_dir: Path, timeout: float = 30.0, extra_args: Sequence[str] = ()
+        cls,
+        host: Host,
+        base_dir: Path,
+        timeout: float = 30.0,
+        extra_args: Sequence[str] = (),
+        dns: Sequence[str] = (),
     ) -> Self:
         """Start dockerd in ``host`` with its state under ``base_dir``; return once it answers.
 
-        ``extra_args`` go to dockerd after the lab's own (``--ip-forward=false``, say).
+        ``extra_args`` go to dockerd after the lab's own (``--ip-forward=false``, say); ``dns``
+        are the containers' nameservers (``"dns"`` in its configuration: on user-defined
+        networks, where its embedded DNS forwards to them).
 
         Blocks (up to ``timeout`` seconds); from trio, run it in a thread.
 
@@ -282,7 +301,10 @@ class LabDockerd(StopsOnExit):
         self.run_dir.mkdir(parents=True, exist_ok=True)
         config = self.base_dir / "daemon.json"
         # Not /etc/docker/daemon.json, nor /etc/docker/key.json (the daemon's ID key).
-        config.write_text(json.dumps({"deprecated-key-path": str(self.base_dir / "key.json")}))
+        settings: dict[str, object] = {"deprecated-key-path": str(self.base_dir / "key.json")}
+        if dns:
+            settings["dns"] = list(dns)
+        config.write_text(json.dumps(settings))
         argv = [
             binary,
             f"--config-file={config}",
