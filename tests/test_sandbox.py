@@ -23,6 +23,7 @@ import pytest
 
 from vxnet.sandbox import _sandbox as sandbox
 from vxnet.sandbox.lab import LAB_ROOT, NETNS_DIR
+from vxnet.sandbox.podman import podman_available
 from waiting import wait_until
 
 if TYPE_CHECKING:
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
 
 REPO = Path(__file__).resolve().parent.parent
 DOCKER = shutil.which("dockerd") is not None
+PODMAN = podman_available()
 lab = pytest.mark.lab
 wait = functools.partial(wait_until, poll=0.5)  # each look runs processes
 
@@ -276,9 +278,11 @@ def test_a_sandbox_whose_lab_is_gone_says_so_and_down_clears_it(tmp_path: Path) 
 @lab
 def test_up_reach_resolve_kill_start_and_down_leaves_nothing(base: Path) -> None:
     before = snapshot(base)
-    up = vxnet(base, "sandbox", "up", "--agents", "3", "--json")
+    up = vxnet(base, "sandbox", "up", "--agents", "3", "--json", *(["--podman"] if PODMAN else []))
+    kinds_run = 1 + DOCKER + PODMAN  # CNI, and Docker and podman where installed
+    steps = 8 + DOCKER + PODMAN
     summary = json.loads(up.stdout)
-    assert "9/9 checking that every container reaches every other" in up.stderr
+    assert f"{steps}/{steps} checking that every container reaches every other" in up.stderr
     assert "resolving the names inside every container, with no flags" in up.stderr
     assert "with TLS, a master token and gossip encryption" in up.stderr
     assert summary["phase"] == "up"
@@ -311,7 +315,7 @@ def test_up_reach_resolve_kill_start_and_down_leaves_nothing(base: Path) -> None
     anonymous = exec_in(base, *argv[: argv.index("--ca")])
     assert anonymous.returncode != 0, anonymous.stdout
     kinds = sorted(c["kind"] for c in state["containers"])
-    assert kinds == (["cni"] * 3 + ["docker"] * 3 if DOCKER else ["cni"] * 3)
+    assert kinds == ["cni"] * 3 + ["docker"] * 3 * DOCKER + ["podman"] * 3 * PODMAN
 
     again = vxnet(base, "sandbox", "up", check=False)
     assert again.returncode == 1
@@ -328,9 +332,12 @@ def test_up_reach_resolve_kill_start_and_down_leaves_nothing(base: Path) -> None
             assert answers(base, host, name) == ips, (host, name)
 
     ok = vxnet(base, "sandbox", "check")
-    assert "reachability: 30 of 30 pings answered" in ok.stdout, ok.stdout
-    assert "names: 12 of 12 answers as expected (a1, a2, a3)" in ok.stdout, ok.stdout
-    inside = 12 if DOCKER else 3  # every container asks for every task's name
+    containers = 3 * kinds_run
+    pairs = containers * (containers - 1)
+    assert f"reachability: {pairs} of {pairs} pings answered" in ok.stdout, ok.stdout
+    names = kinds_run * 2 * 3  # containerip and agentip of each task, on each agent
+    assert f"names: {names} of {names} answers as expected (a1, a2, a3)" in ok.stdout, ok.stdout
+    inside = containers * kinds_run  # every container asks for every task's name
     assert f"names inside containers: {inside} of {inside} lookups as expected" in ok.stdout
     # a CNI container's resolver is the agent's well-known address, from the CNI result
     resolv = exec_in(base, "a1-web", "cat", "/etc/resolv.conf").stdout

@@ -52,7 +52,7 @@ from vxnet.sandbox.cluster import (
     LabCluster,
     dual_stack_network,
 )
-from vxnet.sandbox.cni import with_resolv_conf
+from vxnet.sandbox.cni import find_plugin_dir, with_resolv_conf
 from vxnet.sandbox.lab import (
     LAB_ROOT,
     Lab,
@@ -68,6 +68,7 @@ if TYPE_CHECKING:
 
     from vxnet.sandbox.dockerd import LabDockerd
     from vxnet.sandbox.lab import Host
+    from vxnet.sandbox.podman import LabPodman
 
 __all__ = [
     "SandboxError",
@@ -93,10 +94,16 @@ _R = TypeVar("_R")
 
 STATE_FILE = "sandbox.json"
 PKI_DIR = "pki"
-OWN_DIRS = ("hosts", PKI_DIR, "docker")  # with STATE_FILE and "lock", all it writes in its dir
+OWN_DIRS = (
+    "hosts",
+    PKI_DIR,
+    "docker",
+    "podman",
+)  # with STATE_FILE and "lock", all it writes in its dir
 FRAMEWORK = "marathon"
 CNI_TASK = "web"
 DOCKER_TASK = "db"
+PODMAN_TASK = "api"
 RECORD_GRACE = 15
 CONVERGE_TIMEOUT = 90.0
 DNS_TIMEOUT = 30.0
@@ -127,6 +134,7 @@ class Spec:
     agents: int = 3
     ipv6: bool = False
     docker: bool | None = None  # None: when dockerd is installed
+    podman: bool = False  # a private podman per agent, with a sample container (--podman)
     tls: bool = True  # TLS, a master token and gossip encryption; False: all plain (--no-tls)
 
     def check(self) -> None:
@@ -178,6 +186,11 @@ def missing_prerequisites(spec: Spec) -> list[str]:
                 f"{BUSYBOX} (the containers' image is built from it): "
                 "apt-get install busybox-static"
             )
+    if spec.podman:
+        from vxnet.sandbox.podman import podman_available
+
+        if not podman_available():
+            missing.append("podman and runc (asked for by --podman): apt-get install podman runc")
     return missing
 
 
@@ -374,7 +387,7 @@ def up(
         raise SandboxError("missing prerequisites:\n  " + "\n  ".join(missing))
     use_docker = docker_wanted(spec)
     base = sandbox_dir()
-    steps = 8 if use_docker else 7
+    steps = (9 if use_docker else 8) + (1 if spec.podman else 0)
     progress = Progress(progress_out, steps)
     progress.step("checking prerequisites")
     try:
@@ -399,6 +412,7 @@ def up(
                     "agents": spec.agents,
                     "ipv6": spec.ipv6,
                     "docker": use_docker,
+                    "podman": spec.podman,
                     "tls": spec.tls,
                 },
                 "lab": None,
@@ -483,6 +497,10 @@ def _build(
     progress.step("starting sample containers")
     _start_containers(cluster, state, use_docker, progress)
     _save(base, state)
+    if spec.podman:
+        progress.step(f"starting a podman on each of {len(agents)} agent hosts, with {PODMAN_TASK}")
+        _start_podmans(base, cluster, state, progress)
+        _save(base, state)
     progress.step("waiting until every name resolves on every agent")
     _wait_dns(cluster, state, progress)
     progress.step("resolving the names inside every container, with no flags")
@@ -630,6 +648,74 @@ def _start_containers(
     state["containers"].sort(key=lambda c: (order[c["host"]], c["kind"]))
 
 
+def _podman(base: Path, cluster: LabCluster, host: Host) -> LabPodman:
+    from vxnet.sandbox.podman import LabPodman
+
+    state_dir = cluster.state_dir(host)
+    return LabPodman(
+        host,
+        base / "podman" / host.name,
+        state_dir / "cni",
+        [find_plugin_dir(), str(state_dir / "bin")],
+        DnsSettings().container_addresses,  # the host's resolver: the agent, as in production
+    )
+
+
+def _adopt_podman(state: dict[str, Any], host: Host) -> LabPodman:
+    """The podman ``up`` started on ``host``, from its record."""
+    from vxnet.sandbox.podman import LabPodman
+
+    record = state["hosts"][host.name]["podman"]
+    podman = LabPodman(host, Path(record["dir"]), Path(record["cni_dir"]), record["plugins"], [])
+    podman.holder = int(record["holder"])
+    podman.machine_dirs = [Path(d) for d in record.get("machine_dirs", [])]
+    return podman
+
+
+def _start_podmans(
+    base: Path, cluster: LabCluster, state: dict[str, Any], progress: Progress
+) -> None:
+    """A private podman on every agent host, each running the sample container ``aN-api``."""
+
+    def one(host: Host) -> dict[str, Any]:
+        podman = _podman(base, cluster, host)
+        state["hosts"][host.name]["podman"] = {
+            "dir": str(podman.base_dir),
+            "cni_dir": str(podman.cni_dir),
+            "plugins": podman.plugin_dirs,
+        }
+        podman.setup()
+        state["hosts"][host.name]["podman"].update(
+            holder=podman.holder, machine_dirs=[str(d) for d in podman.machine_dirs]
+        )
+        name = f"{host.name}-{PODMAN_TASK}"
+        cid = podman.start(
+            name, "dcos", cni_args={"VXNET_TASK": PODMAN_TASK, "VXNET_FRAMEWORK": FRAMEWORK}
+        )
+        info = podman.inspect(name)
+        settings = info.get("NetworkSettings") or {}
+        net = settings.get("Networks", {}).get("dcos", {}) if isinstance(settings, dict) else {}
+        return {
+            "name": name,
+            "host": host.name,
+            "kind": "podman",
+            "task": PODMAN_TASK,
+            "id": cid,
+            "ip": net.get("IPAddress") or None,
+            "ip6": net.get("GlobalIPv6Address") or None,
+        }
+
+    started = 0
+    with concurrent.futures.ThreadPoolExecutor(len(cluster.agents)) as pool:
+        for container in pool.map(one, cluster.agents):
+            state["containers"].append(container)
+            started += 1
+            progress.count(started, len(cluster.agents), "podman containers")
+    order = {h.name: i for i, h in enumerate(cluster.agents)}
+    kinds = {"cni": 0, "docker": 1, "podman": 2}
+    state["containers"].sort(key=lambda c: (order[c["host"]], kinds[c["kind"]]))
+
+
 def expected_names(state: dict[str, Any]) -> dict[tuple[str, str], set[str]]:
     """(DNS name, record type) -> the addresses it must answer, from the sandbox's containers."""
     want: dict[tuple[str, str], set[str]] = {}
@@ -680,6 +766,17 @@ def _netns_of(state: dict[str, Any], container: dict[str, Any]) -> str:
         if not Path(path).exists():
             raise SandboxError(f"container {container['name']}'s namespace {path} is gone {GONE}")
         return path
+    if container["kind"] == "podman":
+        lab = _lab(state)
+        try:
+            found = _adopt_podman(state, lab.host(container["host"])).inspect(container["name"])
+        except LabError as exc:
+            raise SandboxError(f"{container['host']}'s podman: {exc}") from exc
+        state_info = found.get("State")
+        pid = int(state_info.get("Pid") or 0) if isinstance(state_info, dict) else 0
+        if not pid:
+            raise SandboxError(f"podman container {container['name']} is not running")
+        return f"/proc/{pid}/ns/net"
     import trio
 
     from vxnet.overlay._docker import DockerError
@@ -1214,6 +1311,14 @@ def _teardown(base: Path, state: dict[str, Any] | None) -> list[str]:
     if state is not None and lab is not None:
         from vxnet.sandbox.dockerd import LabDockerd
 
+        for name, host in state["hosts"].items():
+            if host.get("podman", {}).get("holder") is None:
+                continue
+            try:
+                _adopt_podman(state, lab.host(name)).stop()
+                done.append(f"stopped {name}'s podman and its containers")
+            except (LabError, OSError) as exc:
+                problems.append(str(exc))
         for name, host in state["hosts"].items():
             record = host.get("docker")
             if record is None:

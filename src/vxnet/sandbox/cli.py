@@ -119,7 +119,12 @@ def _up(args: argparse.Namespace) -> int:
     from vxnet.sandbox._sandbox import SandboxError, Spec, missing_prerequisites, up
 
     spec = Spec(
-        masters=args.masters, agents=args.agents, ipv6=args.ipv6, docker=args.docker, tls=args.tls
+        masters=args.masters,
+        agents=args.agents,
+        ipv6=args.ipv6,
+        docker=args.docker,
+        podman=args.podman,
+        tls=args.tls,
     )
     try:
         spec.check()
@@ -302,6 +307,12 @@ def add_parser(commands: Any) -> None:
     )
     docker.add_argument(
         "--no-docker", dest="docker", action="store_const", const=False, help="CNI containers only"
+    )
+    up.add_argument(
+        "--podman",
+        action="store_true",
+        help="a private podman on every agent too, running a sample container aN-api through "
+        "the agent's CNI configuration (needs podman and runc)",
     )
     up.add_argument(
         "--no-tls",

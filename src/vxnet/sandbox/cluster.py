@@ -179,7 +179,8 @@ class LabCluster:
         docker_sockets: The Docker socket of each host (by name) whose agent uses Docker; the
             others run with ``agent.docker`` off (the machine's own Docker is never touched).
         dns_on_host: The agents answer DNS on their underlay address as well as on loopback
-            (so that containers can ask them).
+            (so that other hosts can ask them).
+        dns_upstreams: The agents' ``dns.upstreams`` (``ip:port``).
         secure: Run with TLS, a master token and gossip encryption (:class:`ClusterSecrets`),
             as a deployment should; off, everything is plain (as the tests of other things
             want it: nothing in their way).
@@ -195,6 +196,7 @@ class LabCluster:
     docker_sockets: dict[str, str] = field(default_factory=dict)
     more_masters: list[Host] = field(default_factory=list)
     dns_on_host: bool = False
+    dns_upstreams: tuple[str, ...] = ()
     secure: bool = False
     pki_dir: Path | None = None
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
@@ -282,9 +284,9 @@ class LabCluster:
             docker=host.name in self.docker_sockets,
             docker_socket=self.docker_sockets.get(host.name, "/nonexistent/docker.sock"),
         )
-        dns = DnsSettings()
+        dns = DnsSettings(upstreams=self.dns_upstreams)
         if self.dns_on_host:
-            dns = DnsSettings(listen=("127.0.0.1:53", f"{host.address}:53"))
+            dns = dataclasses.replace(dns, listen=("127.0.0.1:53", f"{host.address}:53"))
         gossip = GossipSettings(
             name=host.name,
             bind=f"{host.address}:{GOSSIP_PORT}",

@@ -1,4 +1,5 @@
-"""A Knot DNS server on loopback, for DNS tests and benchmarks (Debian package ``knot``).
+"""A Knot DNS server on loopback (or in a lab host), for DNS tests and benchmarks (Debian
+package ``knot``).
 
 :class:`Knot` writes a configuration and one zone file in a directory of its own, starts
 ``knotd`` in the foreground on ``127.0.0.1:<port>`` (UDP and TCP), waits until it answers the
@@ -22,6 +23,8 @@ from vxnet.sandbox.lab import StopsOnExit
 if TYPE_CHECKING:
     from collections.abc import Sequence
     from pathlib import Path
+
+    from vxnet.sandbox.lab import Host
 
 __all__ = ["Knot", "KnotError", "free_udp_tcp_port"]
 
@@ -70,6 +73,8 @@ class Knot(StopsOnExit):
         records: Zone-file lines after the SOA and NS, e.g. ``"www A 192.0.2.10"``.
         port: The loopback port (default: a free one).
         threads: knotd's UDP and TCP worker threads (default: knotd's choice).
+        host: A lab host to run in instead of this machine's namespace, answering on the
+            host's underlay address (port 53 unless ``port`` is given), as an outside resolver.
     """
 
     def __init__(
@@ -80,17 +85,20 @@ class Knot(StopsOnExit):
         *,
         port: int | None = None,
         threads: int | None = None,
+        host: Host | None = None,
     ) -> None:
         self.directory = directory
         self.zone = zone.rstrip(".")
         self.records = list(records)
-        self.port = port or free_udp_tcp_port()
+        self.host = host
+        self.ip = "127.0.0.1" if host is None else str(host.address)
+        self.port = port or (53 if host is not None else free_udp_tcp_port())
         self.threads = threads
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"{self.ip}:{self.port}"
 
     def start(self) -> Self:
         """Start knotd and wait until it answers.
@@ -123,7 +131,7 @@ class Knot(StopsOnExit):
             else ""
         )
         (d / "knot.conf").write_text(
-            f"server:\n    listen: 127.0.0.1@{self.port}\n    rundir: {d}\n{workers}"
+            f"server:\n    listen: {self.ip}@{self.port}\n    rundir: {d}\n{workers}"
             f"database:\n    storage: {d}/db\n"
             "log:\n  - target: stderr\n    any: warning\n"
             f"zone:\n  - domain: {self.zone}\n    file: {zone_file}\n"
@@ -131,19 +139,29 @@ class Knot(StopsOnExit):
         )
         log = (d / "knotd.log").open("wb")
         with log:
-            self.proc = subprocess.Popen(
-                [knotd, "-c", str(d / "knot.conf")],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-                start_new_session=True,
-                preexec_fn=_die_with_parent,
-            )
+            if self.host is not None:
+                self.proc = self.host.spawn(
+                    [knotd, "-c", str(d / "knot.conf")], stdout=log, stderr=log
+                )
+            else:
+                self.proc = subprocess.Popen(
+                    [knotd, "-c", str(d / "knot.conf")],
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=log,
+                    start_new_session=True,
+                    preexec_fn=_die_with_parent,
+                )
         deadline = time.monotonic() + START_TIMEOUT
         query = _soa_query(self.zone)
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise KnotError(f"knotd exited {self.proc.returncode}: {self._log()}")
+            if self.host is not None:
+                asked = ["dig", f"@{self.ip}", "-p", str(self.port), "+short", "+time=1"]
+                if self.host.run([*asked, "+tries=1", self.zone, "SOA"], check=False).stdout:
+                    return self
+                continue
             with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
                 sock.settimeout(0.2)
                 try:
