@@ -13,7 +13,7 @@ import pytest
 
 from vxnet.sandbox.cluster import LabCluster
 from vxnet.sandbox.cni import find_plugin_dir
-from vxnet.sandbox.lab import Lab, LabError
+from vxnet.sandbox.lab import NETNS_DIR, Lab, LabError
 from vxnet.sandbox.podman import MACHINE_DIRS, LabPodman, podman_available
 from waiting import wait_until
 
@@ -50,6 +50,7 @@ def test_podman_containers_on_the_overlay(tmp_path: Path) -> None:
             [DNS],
         )
         made = [d for d in MACHINE_DIRS if not d.exists()]
+        netns_before = {p.name for p in NETNS_DIR.iterdir() if p.name.startswith("netns-")}
         try:
             lc.wait_converged()
             podman.setup()
@@ -112,5 +113,7 @@ def test_podman_containers_on_the_overlay(tmp_path: Path) -> None:
         assert podman.pids() == []
         assert not (tmp_path / "podman").exists()
         assert not podman.runroot.exists()
+        # podman's container namespaces were mounted in its own mount namespace, and are gone
+        assert {p.name for p in NETNS_DIR.iterdir() if p.name.startswith("netns-")} == netns_before
         for target in MACHINE_DIRS:  # the machine's own podman state was never written
             assert target.exists() == (target not in made), target

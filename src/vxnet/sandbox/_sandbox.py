@@ -667,7 +667,7 @@ def _adopt_podman(state: dict[str, Any], host: Host) -> LabPodman:
 
     record = state["hosts"][host.name]["podman"]
     podman = LabPodman(host, Path(record["dir"]), Path(record["cni_dir"]), record["plugins"], [])
-    podman.holder = int(record["holder"])
+    podman.holder = None if record.get("holder") is None else int(record["holder"])
     podman.machine_dirs = [Path(d) for d in record.get("machine_dirs", [])]
     return podman
 
@@ -1122,6 +1122,11 @@ def summary(state: dict[str, Any], program: str = "vxnet") -> dict[str, Any]:
     try_these = [f"{program} sandbox exec {agent1} dig @127.0.0.1 +short {dns_name(CNI_TASK)}"]
     if first and far:
         try_these.append(f"{program} sandbox exec {first['name']} ping -c 3 {far['ip']}")
+        # as an application would: the container's resolv.conf, the agent at 198.51.100.1
+        task = far["task"]
+        try_these.append(
+            f"{program} sandbox exec {first['name']} busybox nslookup {dns_name(task)}"
+        )
     try_these.append(f"{program} sandbox exec {agent1} vxnet members")
     if masters:
         state_argv = ["vxnet", "master", "state", "--api", masters[0]["api"]]
@@ -1312,7 +1317,7 @@ def _teardown(base: Path, state: dict[str, Any] | None) -> list[str]:
         from vxnet.sandbox.dockerd import LabDockerd
 
         for name, host in state["hosts"].items():
-            if host.get("podman", {}).get("holder") is None:
+            if host.get("podman") is None:
                 continue
             try:
                 _adopt_podman(state, lab.host(name)).stop()

@@ -105,8 +105,8 @@ def print_summary(s: dict[str, Any], *, title: str) -> None:
     if reach and reach.get("ok"):
         print()
         print(
-            f"checked: every container reached every other ({reach['pairs']} pings), and every "
-            "name answered on every agent"
+            f"checked: every container reached every other ({reach['pairs']} pings), every "
+            "name answered on every agent and inside every container"
         )
     print()
     print("try:")

@@ -108,16 +108,28 @@ class LabPodman:
         """Write the configuration files and import the image (once); ``self``.
 
         Raises:
-            LabError: podman is missing, or the image could not be imported.
+            LabError: podman is missing, or the image could not be imported (what was made is
+                removed again).
         """
         if not podman_available():
             raise LabError("podman is not installed (Debian packages podman and runc)")
+        try:
+            self._setup()
+        except BaseException:
+            with contextlib.suppress(LabError):
+                self.stop()
+            raise
+        return self
+
+    def _setup(self) -> None:
         d = self.base_dir
         self.runroot.mkdir(parents=True, exist_ok=True)
         for target in MACHINE_DIRS:
-            if not target.exists():
+            try:
                 target.mkdir(parents=True)
-                self.machine_dirs.append(target)
+            except FileExistsError:
+                continue  # the machine's, or another lab podman's (which removes it)
+            self.machine_dirs.append(target)
         for sub in ("storage", "tmp", "cni-cache", "containers-cache", "volumes"):
             (d / sub).mkdir(parents=True, exist_ok=True)
         dirs = ", ".join(f'"{p}"' for p in self.plugin_dirs)
@@ -149,7 +161,6 @@ class LabPodman:
             tar.write_bytes(busybox_rootfs_tar())
             self.run(["import", str(tar), IMAGE], timeout=120)
             tar.unlink()
-        return self
 
     # --- commands -------------------------------------------------------------------------------
 
