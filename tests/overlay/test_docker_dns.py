@@ -104,6 +104,14 @@ def test_docker_containers_resolve_cluster_and_outside_names(tmp_path: Path) -> 
                 wait_until("web in the container", lambda: lookup(pid, WEB) == [web.ip], 15)
                 # an outside name: forwarded by the agent to its upstream
                 assert lookup(pid, "www.example.test") == ["192.0.2.10"]
+                # a stranger routing to the well-known address through a1 gets the zone, but
+                # no forwarding: not an open resolver
+                out.run(["ip", "route", "add", f"{address}/32", "via", str(a1.address)])
+                ask = ["dig", f"@{address}", "+time=2", "+tries=1"]
+                outside = out.run([*ask, "www.example.test"], check=False).stdout
+                assert "status: REFUSED" in outside, outside
+                inside = out.run([*ask, "+short", WEB], check=False).stdout
+                assert inside.split() == [web.ip]
             except BaseException:
                 print(lc.logs())
                 raise
