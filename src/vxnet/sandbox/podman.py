@@ -190,11 +190,12 @@ class LabPodman:
         self.holder = proc.pid
 
     def argv(self, args: Sequence[str]) -> list[str]:
-        """The command line of ``podman args`` in the host and the podman's mount namespace."""
+        """The command line of ``podman args`` in the podman's mount namespace (for
+        :meth:`Host.run <vxnet.sandbox.lab.Host.run>`, in the host's network namespace)."""
         if self.holder is None:
             raise LabError(f"{self.host.name}: the podman is not set up")
         podman = ["podman", "--root", str(self.root), "--runroot", str(self.runroot), *args]
-        return ["nsenter", "-t", str(self.holder), "--mount", "--net", "--", *podman]
+        return ["nsenter", "-t", str(self.holder), "--mount", "--", *podman]
 
     def env(self, cni_args: Mapping[str, str] | None = None) -> dict[str, str]:
         """The environment of a podman command (``CNI_ARGS`` is passed on to the plugins)."""
@@ -219,25 +220,7 @@ class LabPodman:
         Raises:
             LabError: ``check`` is set and podman failed or ran over the timeout.
         """
-        try:
-            out = subprocess.run(
-                self.argv(args),
-                capture_output=True,
-                text=True,
-                timeout=timeout,
-                env=self.env(cni_args),
-                check=False,
-            )
-        except subprocess.TimeoutExpired as exc:
-            raise LabError(
-                f"{self.host.name}: podman {' '.join(args)} ran over {timeout} s"
-            ) from exc
-        if check and out.returncode != 0:
-            raise LabError(
-                f"{self.host.name}: podman {' '.join(args)} exited {out.returncode}: "
-                f"{(out.stderr or out.stdout).strip()[-600:]}"
-            )
-        return out
+        return self.host.run(self.argv(args), check=check, timeout=timeout, env=self.env(cni_args))
 
     def start(
         self,
