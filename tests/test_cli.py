@@ -63,7 +63,7 @@ def test_config_check_lists_every_problem_and_exits_2(
         f"{path}: network.mtu: unknown key (did you mean 'vtep_mtu' or 'overlay_mtu'?); "
         "known keys here: "
         "vtep_subnet, vtep_subnet6, vtep_mac_oui, vtep_mtu, overlay_mtu, vni, vxlan_port, "
-        "overlays",
+        "overlays, isolation, allow",
         f"{path}: network.vni: 0 is out of range: a VxLAN VNI must be from 1 to 16777215",
         f"{path}: network.overlays[0].name: 'none' is reserved (Docker owns the networks "
         "host, bridge, default, none)",

@@ -495,6 +495,10 @@ def test_three_masters_with_quorum_two_are_accepted() -> None:
 
 GOSSIP = "[agent]\n[gossip]\n"
 DNS = "[agent]\n[dns]\n"
+TWO_NETS = (
+    "[master]\n[[network.overlays]]\nname = 'dev'\nsubnet = '10.1.0.0/16'\n"
+    "[[network.overlays]]\nname = 'prod'\nsubnet = '10.2.0.0/16'\n"
+)
 BAD_FILES += [
     ("gossip-name", GOSSIP + "name = ' a'\n", None, "gossip.name", "not a usable node name"),
     (
@@ -543,6 +547,56 @@ BAD_FILES += [
     ),
     ("dns-search", DNS + "search = ['not a domain']\n", None, "dns.search[0]", "not a domain"),
     ("dns-workers", DNS + "workers = 65\n", None, "dns.workers", "to 64 processes"),
+    (
+        "allow-unknown-network",
+        TWO_NETS + "[[network.allow]]\nfrom = 'dev'\nto = 'stage'\n",
+        None,
+        "network.allow[0].to",
+        "no network 'stage' (the networks: dev, prod)",
+    ),
+    (
+        "allow-twice",
+        TWO_NETS + "[[network.allow]]\nfrom = 'dev'\nto = 'prod'\n" * 2,
+        None,
+        "network.allow[1]",
+        "dev -> prod is listed twice (also network.allow[0])",
+    ),
+    (
+        "allow-itself",
+        TWO_NETS + "[[network.allow]]\nfrom = 'dev'\nto = 'dev'\n",
+        None,
+        "network.allow[0]",
+        "a network always reaches itself",
+    ),
+    (
+        "allow-bad-port",
+        TWO_NETS + "[[network.allow]]\nfrom = 'dev'\nto = 'prod'\nports = ['tcp/99999']\n",
+        None,
+        "network.allow[0].ports[0]",
+        "ports are 1 to 65535",
+    ),
+    (
+        "allow-bad-protocol",
+        TWO_NETS + "[[network.allow]]\nfrom = 'dev'\nto = 'prod'\nports = ['http/80']\n",
+        None,
+        "network.allow[0].ports[0]",
+        "give tcp, udp, sctp",
+    ),
+    (
+        "allow-backwards",
+        TWO_NETS + "[[network.allow]]\nfrom = 'dev'\nto = 'prod'\nports = ['tcp/90-80']\n",
+        None,
+        "network.allow[0].ports[0]",
+        "runs backwards",
+    ),
+    (
+        "allow-hosts",
+        "[master]\n[[network.overlays]]\nname = 'dev'\nsubnet = '10.1.0.0/16'\n"
+        "allow_hosts = ['198.51.100.0/33']\n",
+        None,
+        "network.overlays[0].allow_hosts[0]",
+        "give a network such as",
+    ),
     ("gossip-profile", GOSSIP + "profile = 'wan'\n", None, "gossip.profile", "not a profile"),
     (
         "gossip-typo",
@@ -635,6 +689,7 @@ def test_a_good_file_round_trips_through_toml_and_json(tmp_path: Path) -> None:
         "prefix": 24,
         "subnet6": "fd03::/64",
         "prefix6": 64 + 16,
+        "allow_hosts": [],
     }
 
 
@@ -753,3 +808,24 @@ def test_an_agent_without_a_gossip_key_or_tls_is_warned_about() -> None:
         tls=TlsSettings(ca="ca.pem", cert="a1.pem", key="a1-key.pem"),
     )
     assert keyed.security_warnings() == []
+
+
+def test_an_isolation_policy_loads_and_round_trips_with_its_from_key(tmp_path: Path) -> None:
+    text = (
+        TWO_NETS
+        + "[[network.allow]]\nfrom = 'dev'\nto = 'prod'\nports = ['tcp/5432', 'udp/53', 'tcp']\n"
+    )
+    config = parse_config(text, source="policy.toml")
+    assert isinstance(config, MasterConfig)
+    assert config.network.isolation is True  # the default: walled gardens
+    (allowed,) = config.network.allow
+    assert (allowed.source, allowed.to, allowed.ports) == (
+        "dev",
+        "prod",
+        ("tcp/5432", "udp/53", "tcp"),
+    )
+    written = to_toml(config)
+    assert 'from = "dev"' in written
+    again = tmp_path / "again.toml"
+    again.write_text(written)
+    assert load_config(again) == config

@@ -52,6 +52,7 @@ from vxnet.config._model import (
     NetworkConfig,
     Overlay,
     TlsSettings,
+    toml_key,
 )
 
 __all__ = [
@@ -63,6 +64,7 @@ __all__ = [
     "parse_config",
     "parse_hostport",
     "parse_mac",
+    "port_spec_problem",
 ]
 
 Role = Literal["master", "agent"]
@@ -232,7 +234,7 @@ class _Loader:
             self.fail(path, f"expected a table, got {_toml_type(data)}")
             return None
         hints = typing.get_type_hints(cls)
-        fields = {f.name: f for f in dataclasses.fields(cls)}
+        fields = {toml_key(f): f for f in dataclasses.fields(cls)}
         for key in data:
             if key not in fields:
                 near = difflib.get_close_matches(key, list(fields), n=1) or [
@@ -246,16 +248,16 @@ class _Loader:
             key = _join(path, name)
             required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
             if name in data:
-                converted = self.convert(data[name], hints[name], key)
+                converted = self.convert(data[name], hints[f.name], key)
             else:
                 converted = _FAILED
                 if required:
                     self.fail(key, "required key is missing")
             if converted is not _FAILED:
-                kwargs[name] = converted
+                kwargs[f.name] = converted
             elif required:
                 # Stand in for the broken value; every rule that reads this key skips it.
-                kwargs[name] = _PLACEHOLDERS[hints[name]]
+                kwargs[f.name] = _PLACEHOLDERS[hints[f.name]]
         return cls(**kwargs)
 
     def convert(self, value: object, tp: Any, key: str) -> Any:
@@ -715,6 +717,49 @@ def _check_network(n: NetworkConfig, path: str, loader: _Loader) -> None:
             )
     if k("overlays") not in loader.failed:
         _check_overlays(n, k("overlays"), loader)
+        if loader.ok(k("allow")):
+            _check_allow(n, k("allow"), loader)
+
+
+def _check_allow(n: NetworkConfig, path: str, loader: _Loader) -> None:
+    names = {o.name for o in n.overlays}
+    known = ", ".join(sorted(names))
+    seen: dict[tuple[str, str], int] = {}
+    for i, a in enumerate(n.allow):
+        base = f"{path}[{i}]"
+        for key, value in (("from", a.source), ("to", a.to)):
+            if value not in names:
+                loader.fail(f"{base}.{key}", f"no network {value!r} (the networks: {known})")
+        if a.source == a.to and a.source in names:
+            loader.fail(base, f"{a.source} to itself: a network always reaches itself")
+        pair = (a.source, a.to)
+        if pair in seen:
+            loader.fail(base, f"{a.source} -> {a.to} is listed twice (also {path}[{seen[pair]}])")
+        seen.setdefault(pair, i)
+        for j, spec in enumerate(a.ports):
+            problem = port_spec_problem(spec)
+            if problem:
+                loader.fail(f"{base}.ports[{j}]", problem)
+
+
+PROTOCOLS = ("tcp", "udp", "sctp")
+
+
+def port_spec_problem(spec: str) -> str | None:
+    """What is wrong with a port spec (``tcp/5432``, ``udp/53``, ``tcp/8000-8080``, ``tcp``);
+    None when it is good."""
+    protocol, _, ports = spec.partition("/")
+    if protocol not in PROTOCOLS:
+        return f"{spec!r}: give {', '.join(PROTOCOLS)}, a slash and a port or range (tcp/5432)"
+    if not ports:
+        return None
+    low, dash, high = ports.partition("-")
+    bounds = [low, high] if dash else [low]
+    if not all(b.isdigit() and 1 <= int(b) <= 65535 for b in bounds):
+        return f"{spec!r}: ports are 1 to 65535 (tcp/5432 or tcp/8000-8080)"
+    if dash and int(low) > int(high):
+        return f"{spec!r}: the range runs backwards"
+    return None
 
 
 def _check_overlays(n: NetworkConfig, path: str, loader: _Loader) -> None:
@@ -773,6 +818,13 @@ def _check_overlay(o: Overlay, base: str, loader: _Loader) -> None:
             loader.fail(
                 key,
                 f"{o.name!r} is reserved (Docker owns the networks {', '.join(RESERVED_NAMES)})",
+            )
+    for i, entry in enumerate(o.allow_hosts):
+        try:
+            ip_network(entry)
+        except ValueError as exc:
+            loader.fail(
+                f"{base}.allow_hosts[{i}]", f"{exc} (give a network such as 198.51.100.0/24)"
             )
     if o.subnet is None and o.subnet6 is None and loader.ok(f"{base}.subnet", f"{base}.subnet6"):
         loader.fail(base, "has neither subnet nor subnet6; give at least one")

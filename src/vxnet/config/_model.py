@@ -19,6 +19,7 @@ from typing import Any
 __all__ = [
     "AgentConfig",
     "AgentSettings",
+    "Allow",
     "DnsSettings",
     "GossipSettings",
     "LogSettings",
@@ -28,18 +29,27 @@ __all__ = [
     "Overlay",
     "TlsSettings",
     "setting",
+    "toml_key",
 ]
 
 
-def setting(default: Any = dataclasses.MISSING, *, doc: str, example: Any = None) -> Any:
+def setting(
+    default: Any = dataclasses.MISSING, *, doc: str, example: Any = None, key: str | None = None
+) -> Any:
     """Declare a configuration field with its documentation.
 
     Args:
         default: The value used when the file does not set the key; leave it out for a required key.
         doc: One or two sentences for the example files and the README.
         example: A value to show, commented out, for an optional key whose default is ``None``.
+        key: The key in the file when it is not the field's name (``from``, a Python keyword).
     """
-    return field(default=default, metadata={"doc": doc, "example": example})
+    return field(default=default, metadata={"doc": doc, "example": example, "key": key})
+
+
+def toml_key(f: dataclasses.Field[Any]) -> str:
+    """The key of field ``f`` in a configuration file."""
+    return str(f.metadata.get("key") or f.name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +77,28 @@ class Overlay:
         example="fd01:b::/64",
     )
     prefix6: int = setting(80, doc="Length of the IPv6 subnet given to each agent.")
+    allow_hosts: tuple[str, ...] = setting(
+        (),
+        doc="Networks of hosts (not agents) that may open connections to this network's "
+        "containers, e.g. 198.51.100.0/24; by default none. Every agent reaches its own "
+        "containers (health checks), and the containers' egress to the outside is not affected.",
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Allow:
+    """One allowed direction between two virtual networks (``[[network.allow]]``)."""
+
+    source: str = setting(
+        doc="The network whose containers may open connections (replies always pass).",
+        key="from",
+    )
+    to: str = setting(doc="The network they may open connections to.")
+    ports: tuple[str, ...] = setting(
+        (),
+        doc='Protocol and port of the destination, e.g. "tcp/5432", "udp/53", "tcp/8000-8080"; '
+        "empty: every port and protocol.",
+    )
 
 
 DEFAULT_OVERLAYS = (Overlay(name="dcos", subnet=IPv4Network("9.0.0.0/8"), prefix=24),)
@@ -100,6 +132,17 @@ class NetworkConfig:
     overlays: tuple[Overlay, ...] = setting(
         DEFAULT_OVERLAYS,
         doc="The virtual networks. Subnets must not overlap each other or the VTEP subnets.",
+    )
+    isolation: bool = setting(
+        True,
+        doc="Each virtual network its own walled garden: its containers reach only each other "
+        "and the networks [[network.allow]] opens to them. false: all networks reach each other "
+        "(DC/OS's behaviour).",
+    )
+    allow: tuple[Allow, ...] = setting(
+        (),
+        doc="Directions in which one network may open connections to another (from, to, "
+        "optional ports); a network always reaches itself.",
     )
 
 

@@ -11,12 +11,13 @@ import dataclasses
 import json
 import re
 import textwrap
+import typing
 from ipaddress import IPv4Address, IPv4Network, IPv6Network
 from typing import Any
 
 import tomli_w
 
-from vxnet.config._model import AgentConfig, MasterConfig
+from vxnet.config._model import AgentConfig, MasterConfig, toml_key
 
 __all__ = ["example_toml", "reference_markdown", "to_data", "to_json", "to_toml"]
 
@@ -29,7 +30,7 @@ ROLES: dict[str, type[MasterConfig] | type[AgentConfig]] = {
 def to_data(obj: Any) -> Any:
     """Plain data (dicts, lists, strings, numbers, ``None``) for a config object."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: to_data(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        return {toml_key(f): to_data(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
     if isinstance(obj, tuple):
         return [to_data(v) for v in obj]
     if isinstance(obj, IPv4Network | IPv6Network | IPv4Address):
@@ -73,14 +74,14 @@ def _table_lines(obj: Any, header: str) -> list[str]:
             continue
         lines.extend(_comment(f.metadata["doc"]))
         if value is None:
-            lines.append("# " + _value_line(f.name, f.metadata["example"]))
+            lines.append("# " + _value_line(toml_key(f), f.metadata["example"]))
         else:
-            lines.append(_value_line(f.name, value))
+            lines.append(_value_line(toml_key(f), value))
     for f, items in tables:
         lines.append("")
         lines.extend(_comment(f.metadata["doc"]))
         for item in items:
-            lines.extend(_table_lines(item, f"[[{header.strip('[]')}.{f.name}]]"))
+            lines.extend(_table_lines(item, f"[[{header.strip('[]')}.{toml_key(f)}]]"))
     return lines
 
 
@@ -120,12 +121,13 @@ def _reference_rows(cls: Any, prefix: str, out: list[str]) -> None:
     out.append(f"\n**`[{prefix}]`**\n")
     out.append("| key | default | meaning |")
     out.append("|---|---|---|")
+    hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         doc = _CODE_WORDS.sub(r"`\g<0>`", f.metadata["doc"])
-        out.append(f"| `{f.name}` | {_default_text(f)} | {doc} |")
-        default = f.default
-        if isinstance(default, tuple) and default and dataclasses.is_dataclass(default[0]):
-            nested.append((f"[{prefix}.{f.name}]", type(default[0])))
+        out.append(f"| `{toml_key(f)}` | {_default_text(f)} | {doc} |")
+        args = typing.get_args(hints[f.name]) if typing.get_origin(hints[f.name]) is tuple else ()
+        if args and dataclasses.is_dataclass(args[0]):  # an array of tables
+            nested.append((f"[{prefix}.{toml_key(f)}]", args[0]))
     for name, item_cls in nested:
         _reference_rows(item_cls, name, out)
 
