@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from vxnet.config import NetworkConfig, Overlay
+from vxnet.config import Allow, NetworkConfig, Overlay
 from vxnet.master._allocator import Allocator, Outcome, agent_address_problem, network_json
 
 if TYPE_CHECKING:
@@ -289,7 +289,34 @@ def test_network_json() -> None:
                 "prefix6": 96,
             },
         ],
+        "isolation": True,
+        "allow": [],
     }
+
+
+def test_the_isolation_policy_travels_in_the_network_configuration() -> None:
+    dev = Overlay("dev", IPv4Network("10.1.0.0/16"), 24, allow_hosts=("198.51.100.0/24",))
+    prod = Overlay("prod", IPv4Network("10.2.0.0/16"), 24)
+    network = NetworkConfig(
+        overlays=(dev, prod),
+        isolation=True,
+        allow=(Allow("dev", "prod", ("tcp/5432",)),),
+    )
+    data = network_json(network)
+    assert data["allow"] == [{"from": "dev", "to": "prod", "ports": ["tcp/5432"]}]
+    assert data["overlays"][0]["allow_hosts"] == ["198.51.100.0/24"]
+    # as a log entry: applied by every master alike, a change of policy is a change
+    allocator = Allocator(NetworkConfig(overlays=(dev, prod)))
+    assert allocator.apply(Allocator.network_command(network)).changed
+    assert allocator.network == network
+    opened = replace(network, isolation=False)
+    assert allocator.apply(Allocator.network_command(opened)).changed
+    assert allocator.network.isolation is False
+    bad = msgpack.unpackb(Allocator.network_command(network))
+    bad["network"]["allow"] = [{"from": "dev", "to": "nowhere"}]
+    refused = allocator.apply(msgpack.packb(bad))
+    assert not refused.ok
+    assert "no network 'nowhere'" in str(refused.error)
 
 
 # --- exhaustion -----------------------------------------------------------------------------------

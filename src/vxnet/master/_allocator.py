@@ -112,7 +112,8 @@ class Outcome:
 
 
 def network_json(network: NetworkConfig) -> dict[str, Any]:
-    """The network configuration as JSON, with ``overlay.proto``'s field names."""
+    """The network configuration as JSON, with ``overlay.proto``'s field names (and the
+    isolation policy: ``isolation``, ``allow``, each network's ``allow_hosts``)."""
     return {
         "vtep_subnet": str(network.vtep_subnet),
         "vtep_subnet6": str(network.vtep_subnet6),
@@ -122,11 +123,16 @@ def network_json(network: NetworkConfig) -> dict[str, Any]:
         "vni": network.vni,
         "vxlan_port": network.vxlan_port,
         "overlays": [_overlay_info(o) for o in network.overlays],
+        "isolation": network.isolation,
+        "allow": [{"from": a.source, "to": a.to, "ports": list(a.ports)} for a in network.allow],
     }
 
 
 def _overlay_info(o: Overlay) -> dict[str, Any]:
-    return _overlay_record(o).to_json()
+    info = _overlay_record(o).to_json()
+    if o.allow_hosts:
+        info["allow_hosts"] = list(o.allow_hosts)
+    return info
 
 
 def _halves(
