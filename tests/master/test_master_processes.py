@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -15,6 +16,7 @@ import trio
 
 from vxnet.master._client import open_master_client
 from vxnet.testing.procs import MasterProcesses
+from waiting import wait_until
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -206,3 +208,61 @@ def test_bad_requests_and_tokens(masters: MasterProcesses) -> None:
         assert 'vxnet_master_register_requests_total{result="bad_request"} 7.0' in metrics
         assert "vxnet_master_is_leader 1.0" in metrics
         assert "vxnet_master_log_append_seconds_count" in metrics
+
+
+POLICY = """
+[network]
+vtep_subnet = "44.128.0.0/20"
+vtep_subnet6 = "fd01:a::/64"
+isolation = false
+
+[[network.overlays]]
+name = "dcos"
+subnet = "9.0.0.0/8"
+prefix = 24
+
+[[network.overlays]]
+name = "dcos6"
+subnet6 = "fd01:b::/64"
+prefix6 = 80
+allow_hosts = ["198.51.100.0/24"]
+
+[[network.allow]]
+from = "dcos"
+to = "dcos6"
+ports = ["tcp/5432"]
+"""
+
+
+def test_sighup_puts_a_new_network_policy_in_force_and_a_bad_file_changes_nothing(
+    masters: MasterProcesses,
+) -> None:
+    m = masters
+    leader = trio.run(m.leader)
+
+    def network() -> dict[str, Any]:
+        with httpx.Client(trust_env=False, timeout=5, follow_redirects=True) as http:
+            return dict(http.get(f"{m.url(leader)}/overlay-master/state").json()["network"])
+
+    assert network()["isolation"] is True  # the default: walled gardens
+    assert network()["allow"] == []
+    m.network = POLICY
+    for i in range(m.n):
+        m.config(i).write_text(m.config_text(i))
+    started = time.monotonic()
+    for i in range(m.n):
+        m.procs[i].send_signal(signal.SIGHUP)
+    took = wait_until("the new policy in the state", lambda: network()["isolation"] is False, 10)
+    print(f"policy in force {took:.2f} s after the SIGHUPs (started {started:.0f})")
+    state = network()
+    assert state["allow"] == [{"from": "dcos", "to": "dcos6", "ports": ["tcp/5432"]}]
+    assert state["overlays"][1]["allow_hosts"] == ["198.51.100.0/24"]
+    # a bad file: logged, nothing changes, the master keeps running
+    m.network = POLICY.replace('to = "dcos6"', 'to = "stage"')
+    m.config(leader).write_text(m.config_text(leader))
+    m.procs[leader].send_signal(signal.SIGHUP)
+    log = m.root / f"replica{leader}.log"
+    wait_until("the refusal in the log", lambda: "is not used" in log.read_text(), 10)
+    assert "no network 'stage'" in log.read_text()
+    assert network() == state
+    assert m.procs[leader].poll() is None

@@ -31,9 +31,13 @@ def _master(args: argparse.Namespace) -> int:
         print("vxnet master: give --config FILE (or a command: state)", file=sys.stderr)
         return Exit.BAD_INPUT
 
+    from functools import partial
+    from pathlib import Path
+
     from vxnet.master import MasterConfigError, run_master
 
-    return run_daemon("vxnet master", args, "master", run_master, bad_input=(MasterConfigError,))
+    run = partial(run_master, config_path=Path(args.config))  # SIGHUP reads [network] again
+    return run_daemon("vxnet master", args, "master", run, bad_input=(MasterConfigError,))
 
 
 def _master_state(args: argparse.Namespace) -> int:

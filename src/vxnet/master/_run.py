@@ -3,11 +3,15 @@
 SIGINT and SIGTERM stop it; SIGHUP reloads its TLS certificate, key and CA file (the log's and
 the API's): new connections get the new ones, established connections (the log's peers among
 them, so the quorum holds) are kept, and files that cannot be used are logged and refused, the
-certificate in force staying.
+certificate in force staying. SIGHUP also reads the file's ``[network]`` again (the isolation
+policy, new networks): a valid one becomes the master's, which the coordinator writes to the
+replicated log as at start-up (refused, with the reasons logged, if it conflicts with the
+allocations); an invalid file is logged and changes nothing.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import signal
 from functools import partial
@@ -16,6 +20,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from vxnet.config import ConfigError, MasterConfig, load_config
 from vxnet.http import serve_api
 from vxnet.master._api import build_master_app
 from vxnet.master._service import MasterConfigError, MasterService
@@ -23,7 +28,6 @@ from vxnet.pki import reload_logged
 from vxnet.replog import LOG_FILE, SqliteLogStorage, StorageFailure, raise_plain
 
 if TYPE_CHECKING:
-    from vxnet.config import MasterConfig
     from vxnet.pki import TlsContext
 
 __all__ = ["run_master"]
@@ -34,10 +38,11 @@ log = logging.getLogger("vxnet.master")
 async def run_master(
     config: MasterConfig,
     *,
+    config_path: Path | None = None,
     task_status: trio.TaskStatus[MasterService] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run one master (log replica, allocator, HTTP API) until SIGINT/SIGTERM; SIGHUP reloads
-    its certificate.
+    its certificate, and its ``[network]`` from ``config_path``.
 
     Raises:
         MasterConfigError: The configuration conflicts with the log's allocations.
@@ -65,10 +70,28 @@ async def run_master(
             async for signum in signals:
                 if signum == signal.SIGHUP:
                     reload_logged(master.tls, log)
+                    if config_path is not None:
+                        await _reload_network(master, config_path)
                     continue
                 log.info("received %s: stopping", signal.Signals(signum).name)
                 nursery.cancel_scope.cancel()
                 break
+
+
+async def _reload_network(master: MasterService, path: Path) -> None:
+    """Take the ``[network]`` of the master's file again (logged; a bad file changes nothing)."""
+    try:
+        config = await trio.to_thread.run_sync(load_config, path, "master")
+    except ConfigError as exc:
+        log.error("SIGHUP: %s is not used: %s", path, exc)
+        return
+    if not isinstance(config, MasterConfig):
+        return
+    if config.network == master.config.network:
+        log.info("SIGHUP: the [network] of %s is unchanged", path)
+        return
+    master.config = dataclasses.replace(master.config, network=config.network)
+    log.info("SIGHUP: the [network] of %s is in force; writing it to the replicated log", path)
 
 
 def _api_context(master: MasterService) -> TlsContext | None:
