@@ -7,6 +7,7 @@ import json
 import signal
 import subprocess
 import sys
+import threading
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -246,6 +247,26 @@ def test_sighup_puts_a_new_network_policy_in_force_and_a_bad_file_changes_nothin
 
     assert network()["isolation"] is True  # the default: walled gardens
     assert network()["allow"] == []
+    url = f"{m.url(leader)}/overlay-master/network"
+    with httpx.Client(trust_env=False, timeout=30, follow_redirects=True) as http:
+        held = http.get(url).json()
+        assert held["network"] == network()
+        # a long poll with the version in force waits, and answers the same at its end
+        began = time.monotonic()
+        same = http.get(url, params={"after": held["version"], "wait": "0.5"}).json()
+        assert same["version"] == held["version"]
+        assert time.monotonic() - began >= 0.5
+        for params in ({"wait": "99"}, {"wait": "soon"}, {"after": "x" * 65}):
+            assert http.get(url, params=params).status_code == 400, params
+    answered: dict[str, Any] = {}
+
+    def long_poll() -> None:
+        with httpx.Client(trust_env=False, timeout=30, follow_redirects=True) as http:
+            answer = http.get(url, params={"after": held["version"], "wait": "20"})
+            answered.update(answer.json(), at=time.monotonic())
+
+    poller = threading.Thread(target=long_poll)
+    poller.start()
     m.network = POLICY
     for i in range(m.n):
         m.config(i).write_text(m.config_text(i))
@@ -253,7 +274,14 @@ def test_sighup_puts_a_new_network_policy_in_force_and_a_bad_file_changes_nothin
     for i in range(m.n):
         m.procs[i].send_signal(signal.SIGHUP)
     took = wait_until("the new policy in the state", lambda: network()["isolation"] is False, 10)
-    print(f"policy in force {took:.2f} s after the SIGHUPs (started {started:.0f})")
+    poller.join(25)
+    print(
+        f"policy in force {took:.2f} s after the SIGHUPs; the long poll answered "
+        f"{answered['at'] - started:.2f} s after them"
+    )
+    assert answered["network"]["isolation"] is False
+    assert answered["version"] != held["version"]
+    assert answered["at"] - started < 5.0  # not the 20 s of its wait: the change woke it
     state = network()
     assert state["allow"] == [{"from": "dcos", "to": "dcos6", "ports": ["tcp/5432"]}]
     assert state["overlays"][1]["allow_hosts"] == ["198.51.100.0/24"]

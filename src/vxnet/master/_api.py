@@ -6,6 +6,11 @@ Routes:
   * ``GET /overlay-master/state`` -> ``{"network": NetworkConfig, "agents": [AgentInfo]}``, plus
     ``"free"``: used, free and total subnets per network and VTEP addresses. The allocator keeps
     each agent's JSON encoded, so a read re-encodes only the agents changed since the last one.
+  * ``GET /overlay-master/network?after=<version>&wait=<s>`` -> ``{"version", "network"}``: the
+    network configuration in force (the isolation policy in it) and its version (a digest, the
+    same on every master); with ``after`` set to the version a client holds, the answer waits
+    until the configuration changes (at most ``wait`` seconds, default 4, at most 25): agents
+    long-poll it to apply a new policy within a second.
   * ``POST /overlay-master/agents/delete`` ``{"agents": ["<ip>"]}`` -> what was freed.
   * ``GET /overlay-master/leader`` -> who leads, and this master's view of the log.
   * ``GET /metrics`` -> Prometheus text.
@@ -24,6 +29,7 @@ import ipaddress
 import math
 from typing import TYPE_CHECKING, Any
 
+import trio
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from starlette.applications import Starlette
@@ -47,6 +53,8 @@ __all__ = ["BadRequest", "build_master_app"]
 
 REGISTER_FIELDS = {"ip": str, "networks": list, "mesos_bridge": bool, "docker_bridge": bool}
 MAX_BODY = 1024 * 1024
+NETWORK_WAIT = 4.0  # seconds a GET /overlay-master/network?after= waits by default
+MAX_NETWORK_WAIT = 25.0
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
@@ -309,6 +317,35 @@ def build_master_app(master: MasterService) -> Starlette:
         # Each agent's JSON is kept encoded by the allocator: a read joins the pieces.
         return Response(master.allocator.state_json(free=True), media_type="application/json")
 
+    async def network(request: Request) -> Response:
+        denied = unauthorized(request, write=False)
+        if denied is not None:
+            return denied
+        after = request.query_params.get("after")
+        try:
+            wait = float(request.query_params.get("wait", NETWORK_WAIT))
+        except ValueError:
+            return _error(400, "wait: seconds, a number")
+        if not 0 <= wait <= MAX_NETWORK_WAIT or (after is not None and len(after) > 64):
+            return _error(400, f"wait: 0 to {MAX_NETWORK_WAIT} seconds; after: a version")
+        with trio.move_on_after(wait):
+            while True:
+                changed = master.network_changed
+                try:
+                    master.ensure_leading()
+                except MasterUnavailable as exc:
+                    return unavailable(request, exc)
+                version, _ = master.network_view()
+                if version != after:
+                    break
+                await changed.wait()
+        try:
+            master.ensure_leading()
+        except MasterUnavailable as exc:
+            return unavailable(request, exc)
+        version, body = master.network_view()
+        return JSONResponse({"version": version, "network": body})
+
     async def leader(request: Request) -> Response:
         denied = unauthorized(request, write=False)
         if denied is not None:
@@ -336,6 +373,7 @@ def build_master_app(master: MasterService) -> Starlette:
         routes=[
             Route("/overlay-master/register", register, methods=["POST"]),
             Route("/overlay-master/state", state, methods=["GET"]),
+            Route("/overlay-master/network", network, methods=["GET"]),
             Route("/overlay-master/agents/delete", delete, methods=["POST"]),
             Route("/overlay-master/leader", leader, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),

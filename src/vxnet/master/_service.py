@@ -17,9 +17,11 @@ still use (by its own copy of the log) stops with an error naming them.
 from __future__ import annotations
 
 import collections
+import hashlib
+import json
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -155,6 +157,10 @@ class MasterService:
         self._last_snapshot = 0
         self._appending = 0  # appends waiting for their position
         self.leader_api_down: str | None = None  # the leader's API URL while it does not answer
+        # set (and replaced) whenever the network configuration in force changes
+        self.network_changed = trio.Event()
+        self._network_seen = self.allocator.network
+        self._network_version: tuple[object, str] | None = None
 
     # --- applying the log ----------------------------------------------------------------------
 
@@ -167,6 +173,7 @@ class MasterService:
             self._outcomes[position] = outcome
             while len(self._outcomes) > OUTCOMES_KEPT:
                 self._outcomes.popitem(last=False)
+            self._note_network()
         if position + 1 - self._last_snapshot >= COMPACT_EVERY:
             self._last_snapshot = position + 1
             self.log.compact(position + 1, self._snapshot_bytes())
@@ -175,6 +182,25 @@ class MasterService:
         # The log stored only snapshots that snapshot_problem passed, so this cannot fail.
         self.allocator, self.network_in_log = _load_snapshot(snapshot.data)
         self._last_snapshot = snapshot.position
+        self._note_network()
+
+    def _note_network(self) -> None:
+        if self.allocator.network is not self._network_seen:
+            self._network_seen = self.allocator.network
+            self.network_changed.set()
+            self.network_changed = trio.Event()
+
+    def network_view(self) -> tuple[str, dict[str, Any]]:
+        """The network configuration in force as JSON, and its version: a digest of it, the
+        same on every master (computed once per configuration)."""
+        network = self.allocator.network
+        body = network_json(network)
+        cached = self._network_version
+        if cached is None or cached[0] is not network:
+            text = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+            cached = (network, hashlib.sha256(text).hexdigest()[:16])
+            self._network_version = cached
+        return cached[1], body
 
     def _snapshot_bytes(self) -> bytes:
         import msgpack
