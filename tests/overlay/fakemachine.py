@@ -17,6 +17,7 @@ from vxnet.overlay._local_model import (
     DeleteAddress,
     DeleteDevice,
     Device,
+    LoadIsolation,
     LoadNat,
     ManagedFile,
     Nat,
@@ -47,6 +48,8 @@ class FakeMachine:
     files: dict[str, ManagedFile] = field(default_factory=dict)
     nat_loaded: str | None = None
     nat_tables: frozenset[str] = frozenset()
+    isolation_loaded: str | None = None
+    isolation_tables: frozenset[str] = frozenset()
     nft: bool = True
     fail_local: Callable[[LocalOp], bool] = lambda op: False
     fail_remote: Callable[[Op], bool] = lambda op: False
@@ -81,6 +84,11 @@ class FakeMachine:
         if not self.nft:
             raise MachineError("egress NAT needs nftables: install the package nftables")
         return Nat(self.nat_loaded, self.nat_tables)
+
+    def read_isolation(self) -> Nat:
+        if not self.nft:
+            raise MachineError("isolation needs nftables: install the package nftables")
+        return Nat(self.isolation_loaded, self.isolation_tables)
 
     def read_files(self, paths: Iterable[str], scan: Iterable[str]) -> dict[str, ManagedFile]:
         wanted = set(paths)
@@ -122,6 +130,9 @@ class FakeMachine:
             self.files[op.file.path] = replace(op.file, mark=None)
         elif isinstance(op, RemoveFile):
             self.files.pop(op.path, None)
+        elif isinstance(op, LoadIsolation):
+            self.isolation_loaded = op.isolation.ruleset
+            self.isolation_tables = op.isolation.families
         else:
             assert isinstance(op, LoadNat)
             if not self.nft:

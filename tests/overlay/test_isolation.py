@@ -8,10 +8,13 @@ import json
 import shutil
 import sys
 import time
+from dataclasses import replace
+from ipaddress import IPv4Network
 from typing import TYPE_CHECKING
 
 import pytest
 
+from vxnet.config import Allow, NetworkConfig, Overlay
 from vxnet.overlay._isolation import (
     Allowed,
     NetworkSpace,
@@ -19,12 +22,15 @@ from vxnet.overlay._isolation import (
     isolation_ruleset,
     refused_counter,
 )
+from vxnet.sandbox.cluster import LabCluster
 from vxnet.sandbox.cni import find_plugin_dir, run_conflist
 from vxnet.sandbox.lab import Lab
+from waiting import wait_until
 
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from vxnet.sandbox.cluster import Attachment
     from vxnet.sandbox.lab import Container, Host
 
 DEV = NetworkSpace("dev", ("10.1.0.0/16", "fd02:1::/64"))
@@ -179,3 +185,57 @@ def test_networks_are_walled_gardens_with_directional_allowed_pairs(tmp_path: Pa
         a1.run(["nft", "-f", "-"], input=isolation_ruleset(Policy(False, (DEV, PROD))))
         assert connect(prod, dev_ip, 80)[0] == "open"
         assert "vxnet-isolation" not in a1.run(["nft", "list", "tables"]).stdout
+
+
+# --- real agents, the policy from the masters --------------------------------------------------
+
+NETWORKS = NetworkConfig(
+    overlays=(
+        Overlay("dev", IPv4Network("10.1.0.0/16"), 24),
+        Overlay("prod", IPv4Network("10.2.0.0/16"), 24),
+    ),
+    isolation=True,
+    allow=(Allow("dev", "prod", ("tcp/5432",)),),
+)
+
+
+@pytest.mark.lab
+@pytest.mark.skipif(shutil.which("nft") is None, reason="needs nftables")
+def test_agents_apply_the_masters_policy_and_a_change_within_a_second(tmp_path: Path) -> None:
+    with Lab(["master", "a1", "a2"]) as lab:
+        a1, a2 = lab.host("a1"), lab.host("a2")
+        lc = LabCluster(lab, tmp_path, lab.host("master"), [a1, a2], network=NETWORKS)
+        lc.start()
+        try:
+            lc.wait_converged()
+            dev = lc.attach(a1, "dev", network="dev")
+            prod = lc.attach(a2, "prod", network="prod")
+            assert dev.ip is not None
+            assert prod.ip is not None
+            for c in (dev, prod):
+                c.container.spawn([sys.executable, "-c", LISTEN, "80", "5432"])
+            for host, c in ((a1, dev), (a2, prod)):  # each agent reaches its own containers
+                deadline = time.monotonic() + 10
+                while connect(host, str(c.ip), 80)[0] != "open":
+                    assert time.monotonic() < deadline, f"nothing listens on {c.ip}"
+
+            def verdict(src: Attachment, dst: Attachment, port: int) -> str:
+                return connect(src.container, str(dst.ip), port)[0]
+
+            # the policy reaches both agents from the masters (no agent setting says it)
+            wait_until("isolation on a1", lambda: verdict(prod, dev, 80) == "refused", 10)
+            assert verdict(dev, prod, 5432) == "open"  # across the overlay, the allowed port
+            assert verdict(dev, prod, 80) == "refused"
+            # a change of policy at the masters: in force on the agents within a second
+            started = time.monotonic()
+            lc.change_network(replace(NETWORKS, isolation=False))
+            took = wait_until(
+                "prod to reach dev", lambda: verdict(prod, dev, 80) == "open", 10, poll=0.02
+            )
+            print(f"isolation off on the agents {took:.2f} s after the masters' SIGHUP")
+            assert took < 1.5
+            assert time.monotonic() - started < 10
+            assert "vxnet-isolation" not in a1.run(["nft", "list", "tables"]).stdout
+        except BaseException:
+            print(lc.logs())
+            raise

@@ -21,12 +21,25 @@ agent's own traffic (its health checks to its containers) leaves through ``outpu
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from ipaddress import ip_network
+from typing import TYPE_CHECKING, Any
+
+from vxnet.config import port_spec_problem
+from vxnet.overlay._local_model import Nat
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-__all__ = ["TABLE", "Allowed", "NetworkSpace", "Policy", "isolation_ruleset", "refused_counter"]
+__all__ = [
+    "TABLE",
+    "Allowed",
+    "NetworkSpace",
+    "Policy",
+    "desired_isolation",
+    "isolation_ruleset",
+    "policy_from_network",
+    "refused_counter",
+]
 
 TABLE = "vxnet-isolation"
 HOSTS = "hosts"  # the "from" of refused traffic from outside the overlay
@@ -153,3 +166,61 @@ def isolation_ruleset(policy: Policy) -> str:
         ]
     lines.append("}")
     return "\n".join(lines) + "\n"
+
+
+def policy_from_network(network: object) -> Policy:
+    """The policy in a master's network configuration (``GET /overlay-master/network``).
+
+    Raises:
+        ValueError: It is not one (the message says what is wrong).
+    """
+    if not isinstance(network, dict):
+        raise ValueError("the network configuration is not an object")
+    isolation = network.get("isolation", True)
+    overlays = network.get("overlays", [])
+    allow = network.get("allow", [])
+    if not isinstance(isolation, bool) or not isinstance(overlays, list):
+        raise ValueError("isolation: true or false; overlays: a list")
+    if not isinstance(allow, list):
+        raise ValueError("allow: a list")
+    spaces = []
+    for o in overlays:
+        if not isinstance(o, dict) or not isinstance(o.get("name"), str):
+            raise ValueError("an overlay without a name")
+        nets = tuple(_cidr(o[k]) for k in ("subnet", "subnet6") if o.get(k) is not None)
+        hosts = tuple(_cidr(h) for h in _strings(o.get("allow_hosts", []), "allow_hosts"))
+        spaces.append(NetworkSpace(o["name"], nets, hosts))
+    pairs = []
+    for a in allow:
+        if not isinstance(a, dict) or not isinstance(a.get("from"), str):
+            raise ValueError("an allow entry without from")
+        if not isinstance(a.get("to"), str):
+            raise ValueError("an allow entry without to")
+        ports = _strings(a.get("ports", []), "ports")
+        for spec in ports:
+            problem = port_spec_problem(spec)
+            if problem:
+                raise ValueError(problem)
+        pairs.append(Allowed(a["from"], a["to"], tuple(ports)))
+    return Policy(isolation, tuple(spaces), tuple(pairs))
+
+
+def _strings(value: Any, what: str) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError(f"{what}: a list of strings")
+    return list(value)
+
+
+def _cidr(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"{value!r} is not a network")
+    return str(ip_network(value))
+
+
+def desired_isolation(policy: Policy | None) -> Nat | None:
+    """The desired isolation table (``None``: the policy is not known yet, leave it be)."""
+    if policy is None:
+        return None
+    text = isolation_ruleset(policy)
+    present = "\n  chain forward {" in text
+    return Nat(text, frozenset({"inet"}) if present else frozenset())

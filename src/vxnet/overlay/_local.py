@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from vxnet.overlay._cni import Nameservers, conflists, render
+from vxnet.overlay._isolation import Policy, desired_isolation
 from vxnet.overlay._local_model import DNS_DEVICE, LocalState, ManagedFile, Nat, bridge, vtep
 from vxnet.overlay._nat import desired_nat
 
@@ -66,8 +67,11 @@ def vtep_name(info: AgentInfo | None) -> str:
     return f"vtep{1024 if vxlan is None or vxlan.vni is None else vxlan.vni}"
 
 
-def desired_local(info: AgentInfo, settings: LocalSettings) -> LocalState | None:
-    """The local state for allocation ``info``; ``None`` when it has no VxLAN backend."""
+def desired_local(
+    info: AgentInfo, settings: LocalSettings, policy: Policy | None = None
+) -> LocalState | None:
+    """The local state for allocation ``info`` and isolation ``policy`` (``None``: not known
+    yet); ``None`` when it has no VxLAN backend."""
     vxlan = vxlan_of(info)
     if vxlan is None:
         return None
@@ -105,6 +109,7 @@ def desired_local(info: AgentInfo, settings: LocalSettings) -> LocalState | None
         nat=_nat(info, settings.egress_nat, name),
         files=files,
         scan=(settings.cni_dir,),
+        isolation=desired_isolation(policy),
     )
 
 

@@ -60,6 +60,7 @@ __all__ = [
     "DeleteAddress",
     "DeleteDevice",
     "Device",
+    "LoadIsolation",
     "LoadNat",
     "LocalOp",
     "LocalState",
@@ -178,6 +179,8 @@ class LocalState:
     nat: Nat | None = None
     files: dict[str, ManagedFile] = field(default_factory=dict)
     scan: tuple[str, ...] = ()  # desired: directories where stale CNI configurations are found
+    # the isolation table (:mod:`._isolation`): desired None while the policy is not known yet
+    isolation: Nat | None = None
 
 
 # --- ops ------------------------------------------------------------------------------------------
@@ -248,6 +251,11 @@ class LoadNat:
     nat: Nat
 
 
+@dataclass(frozen=True, slots=True)
+class LoadIsolation:
+    isolation: Nat
+
+
 LocalOp = (
     DeleteDevice
     | CreateDevice
@@ -260,6 +268,7 @@ LocalOp = (
     | WriteFile
     | RemoveFile
     | LoadNat
+    | LoadIsolation
 )
 
 DEVICE_OPS = (DeleteDevice, CreateDevice, NoLearning, SetDevice, AddAddress, DeleteAddress, SetUp)
@@ -331,6 +340,8 @@ def diff_local(desired: LocalState, actual: LocalState) -> list[LocalOp]:
             ops.append(RemoveFile(path))
     if desired.nat is not None and actual.nat != desired.nat:
         ops.append(LoadNat(desired.nat))
+    if desired.isolation is not None and actual.isolation != desired.isolation:
+        ops.append(LoadIsolation(desired.isolation))
     return ops
 
 

@@ -19,8 +19,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from vxnet.overlay._cni import write_atomically
+from vxnet.overlay._isolation import TABLE as ISOLATION_TABLE
 from vxnet.overlay._local_model import (
     DEVICE_OPS,
+    LoadIsolation,
     LoadNat,
     ManagedFile,
     Nat,
@@ -88,6 +90,15 @@ class Machine(Protocol):
         """
         ...
 
+    def read_isolation(self) -> Nat:
+        """The isolation ruleset this machine loaded last (``None``: none yet) and ``inet`` if
+        the isolation table is present.
+
+        Raises:
+            MachineError: ``nft`` is missing or failed.
+        """
+        ...
+
     def read_files(self, paths: Iterable[str], scan: Iterable[str]) -> dict[str, ManagedFile]:
         """The files ``paths`` that exist and every ``*.conflist`` in the directories ``scan``.
 
@@ -121,6 +132,7 @@ class LinuxMachine:
 
         self.kernel: Kernel = Kernel(ipr)
         self._nat: str | None = None
+        self._isolation: str | None = None
 
     def read_remote(self, dev: str) -> KernelState:
         with _translated("reading the owned objects"):
@@ -157,6 +169,14 @@ class LinuxMachine:
             if len(words) == 3 and words[0] == "table" and words[2] == TABLE:
                 found.add(words[1])
         return Nat(self._nat, frozenset(found))
+
+    def read_isolation(self) -> Nat:
+        found = {
+            words[1]
+            for words in (line.split() for line in _nft(["list", "tables"]).splitlines())
+            if len(words) == 3 and words[0] == "table" and words[2] == ISOLATION_TABLE
+        }
+        return Nat(self._isolation, frozenset(found))
 
     def read_files(self, paths: Iterable[str], scan: Iterable[str]) -> dict[str, ManagedFile]:
         candidates = {Path(p) for p in paths}
@@ -201,6 +221,11 @@ class LinuxMachine:
             if op.nat.ruleset is not None:
                 _nft(["-f", "-"], op.nat.ruleset)
             self._nat = op.nat.ruleset
+        elif isinstance(op, LoadIsolation):
+            self._isolation = None
+            if op.isolation.ruleset is not None:
+                _nft(["-f", "-"], op.isolation.ruleset)
+            self._isolation = op.isolation.ruleset
         else:
             raise MachineError(f"unknown op {op}")
 

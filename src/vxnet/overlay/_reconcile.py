@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 from vxnet.overlay._diff import apply_ops, diff
 from vxnet.overlay._local_model import (
     DEVICE_OPS,
+    LoadIsolation,
     LoadNat,
     LocalState,
     RemoveFile,
@@ -56,6 +57,7 @@ class Reconciler:
         self.reconciles = 0
         self.last_errors: list[str] = []
         self.nat_programmed = False
+        self.isolation_programmed = False
         self.link_indices: dict[str, int] = {}  # the local devices, by name (for notifications)
         self._known: KernelState | None = None
         self._programmed: LocalState | None = None
@@ -134,12 +136,22 @@ class Reconciler:
             self.warn(f"egress NAT: {exc}")
         else:
             self.nat_programmed = nat == desired.nat
-        actual = LocalState(actual.devices, actual.sysctls, nat, actual.files)
+        isolation = None
+        if desired.isolation is not None:
+            try:
+                isolation = machine.read_isolation()
+            except MachineError as exc:
+                self.local_errors += 1
+                self.warn(f"isolation: {exc}")
+        self.isolation_programmed = desired.isolation is None or isolation == desired.isolation
+        actual = LocalState(actual.devices, actual.sysctls, nat, actual.files, isolation=isolation)
         for path in foreign_files(desired, actual):
             self.warn(f"{path} exists and was not written by vxnet: leaving it")
         for op in diff_local(desired, actual):
             if isinstance(op, LoadNat) and nat is None:
                 continue  # nft failed already: counted once
+            if isinstance(op, LoadIsolation) and isolation is None:
+                continue
             try:
                 machine.apply_local(op)
             except MachineError as exc:
@@ -149,11 +161,17 @@ class Reconciler:
                 if isinstance(op, LoadNat):
                     self.nat_programmed = False
                     self.warn(f"egress NAT: {exc}")
+                elif isinstance(op, LoadIsolation):
+                    self.isolation_programmed = False
+                    self.warn(f"isolation: {exc}")
                 else:
                     self.warn(str(exc))
                 continue
             if isinstance(op, LoadNat):
                 self.nat_programmed = True
+            elif isinstance(op, LoadIsolation):
+                self.isolation_programmed = True
+                log.info("isolation policy loaded (table inet vxnet-isolation)")
             elif isinstance(op, WriteFile):
                 log.info("wrote %s", op.file.path)
             elif isinstance(op, RemoveFile):

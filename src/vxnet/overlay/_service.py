@@ -45,6 +45,7 @@ from vxnet.overlay._status import overlay_status
 if TYPE_CHECKING:
     from vxnet.config import AgentConfig
     from vxnet.gossip import GossipService
+    from vxnet.overlay._isolation import Policy
     from vxnet.overlay._machine import LinuxMachine
     from vxnet.overlay._model import KernelState, RemoteAgent
     from vxnet.pki import Tls
@@ -56,6 +57,7 @@ log = logging.getLogger("vxnet.overlay")
 
 FULL_EVERY = 10.0
 QUICK_EVERY = 1.0
+POLICY_RETRY = 1.0  # seconds before asking the masters for the policy again after a failure
 EVENT_RECV = 1 << 16
 
 
@@ -104,6 +106,9 @@ class OverlayService:
         self._repair: set[str] = set()
         self._limiter = trio.CapacityLimiter(1)
         self._wake = trio.Event()
+        self.policy: Policy | None = None  # the masters' isolation policy, once heard
+        self.policy_version: str | None = None
+        self._local_due = False  # the desired local state changed: program it on the next pass
 
     @property
     def vtep(self) -> str:
@@ -138,6 +143,7 @@ class OverlayService:
                 nursery.start_soon(self.docker.run)
             nursery.start_soon(self._watch_store)
             nursery.start_soon(self._watch_kernel)
+            nursery.start_soon(self._watch_policy)
             nursery.start_soon(self._loop)
 
     def _on_allocation(self, info: AgentInfo) -> None:
@@ -154,6 +160,40 @@ class OverlayService:
             async for _ in subscription.changes:
                 self._wake.set()
             self._wake.set()  # overflowed: start again from the whole store
+
+    async def _watch_policy(self) -> None:
+        """Follow the masters' network configuration (a long poll) and apply each new isolation
+        policy at once."""
+        from vxnet.master import MasterRefused, MasterUnreachable, open_master_client
+        from vxnet.overlay._isolation import policy_from_network
+
+        reg = self.registration
+        async with open_master_client(
+            reg.masters, token=reg.token, patience=reg.patience, tls=reg.tls
+        ) as api:
+            while True:
+                path = "/overlay-master/network"
+                if self.policy_version is not None:
+                    path += f"?after={self.policy_version}"
+                try:
+                    answer = await api.call("GET", path)
+                    version = str(answer["version"])
+                    policy = policy_from_network(answer["network"])
+                except (MasterUnreachable, MasterRefused, KeyError, TypeError, ValueError) as exc:
+                    log.warning("isolation policy not read from the masters: %s", exc)
+                    await trio.sleep(POLICY_RETRY)
+                    continue
+                if version != self.policy_version:
+                    if policy != self.policy:
+                        log.info(
+                            "isolation policy %s: %s, %d allowed pairs",
+                            version,
+                            "on" if policy.isolation else "off",
+                            len(policy.allow),
+                        )
+                    self.policy, self.policy_version = policy, version
+                    self._local_due = True
+                    self._wake.set()
 
     async def _watch_kernel(self) -> None:
         """Wake the loop when someone else deletes an owned object or touches a device."""
@@ -194,7 +234,8 @@ class OverlayService:
                 last_full = trio.current_time()
             if repair & {"route", "neighbour"}:
                 self.repairs += 1
-            local = timed or "link" in repair
+            local = timed or "link" in repair or self._local_due
+            self._local_due = False
             synced = self.gossip.synced.is_set()
             await trio.to_thread.run_sync(
                 self._pass, timed or bool(repair), local, synced, limiter=self._limiter
@@ -245,7 +286,7 @@ class OverlayService:
         info = self.info
         assert info is not None
         machine = self._machine_handle()
-        desired = desired_local(info, self._local_settings())
+        desired = desired_local(info, self._local_settings(), self.policy)
         remotes = self._read_remotes()
         self.remotes = remotes
         programmed = self.reconciler.run(

@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import signal
 import sys
 import time
 from dataclasses import dataclass, field
@@ -327,6 +328,14 @@ class LabCluster:
         if config is None:
             config = self.agent_config(host, seed=seed, **agent)
         self._spawn(host, "agent", to_toml(config))
+
+    def change_network(self, network: NetworkConfig) -> None:
+        """Give every master ``network`` (its file rewritten, then SIGHUP), as an operator does."""
+        self.network = network
+        for host in self.masters:
+            _write_secret(self.config_path(host), to_toml(self.master_config(host)))
+        for host in self.masters:
+            self.procs[host.name].send_signal(signal.SIGHUP)
 
     def start(self) -> None:
         """Start the masters and every agent."""
