@@ -226,6 +226,13 @@ def test_agents_apply_the_masters_policy_and_a_change_within_a_second(tmp_path: 
             wait_until("isolation on a1", lambda: verdict(prod, dev, 80) == "refused", 10)
             assert verdict(dev, prod, 5432) == "open"  # across the overlay, the allowed port
             assert verdict(dev, prod, 80) == "refused"
+            shown = lc.status(a1)["isolation"]
+            assert shown["on"] is True
+            assert shown["programmed"] is True
+            assert shown["allow"] == [{"from": "dev", "to": "prod", "ports": ["tcp/5432"]}]
+            text = a1.run([sys.executable, "-m", "vxnet", "overlay", "status"]).stdout
+            assert "isolation: on (policy " in text
+            assert "ok; allowed: dev -> prod (tcp/5432)" in text
             # a change of policy at the masters: in force on the agents within a second
             started = time.monotonic()
             lc.change_network(replace(NETWORKS, isolation=False))
@@ -236,6 +243,7 @@ def test_agents_apply_the_masters_policy_and_a_change_within_a_second(tmp_path: 
             assert took < 1.5
             assert time.monotonic() - started < 10
             assert "vxnet-isolation" not in a1.run(["nft", "list", "tables"]).stdout
+            assert lc.status(a2)["isolation"]["on"] is False
         except BaseException:
             print(lc.logs())
             raise

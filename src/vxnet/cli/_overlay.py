@@ -58,6 +58,23 @@ def _overlay_status(args: argparse.Namespace) -> int:
     nat = "off"
     if status.get("egress_nat"):
         nat = "on" if status.get("nat_programmed") else "on, NOT programmed (see the agent's log)"
+    isolation = status.get("isolation")
+    if isolation is None:
+        print("isolation: the masters' policy not heard yet")
+    elif not isolation.get("on"):
+        print(
+            f"isolation: off (policy {isolation.get('version')}): every network reaches every other"
+        )
+    else:
+        pairs = ", ".join(
+            f"{a['from']} -> {a['to']}" + (f" ({' '.join(a['ports'])})" if a["ports"] else "")
+            for a in isolation.get("allow", [])
+        )
+        state = "ok" if isolation.get("programmed") else "NOT programmed (see the agent's log)"
+        print(
+            f"isolation: on (policy {isolation.get('version')}), {state}; "
+            f"allowed: {pairs or 'none'}"
+        )
     counters = status.get("counters", {})
     docker = status.get("docker", {})
     if docker.get("enabled"):

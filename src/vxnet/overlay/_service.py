@@ -350,6 +350,8 @@ class OverlayService:
             bad_records=self.bad_records,
             remotes=self.remotes,
             actual=actual,
+            policy=self.policy,
+            policy_version=self.policy_version,
         )
 
     def close(self) -> None:

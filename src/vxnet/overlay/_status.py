@@ -13,6 +13,7 @@ if TYPE_CHECKING:
 
     from vxnet.config import AgentConfig
     from vxnet.overlay._dockernet import DockerNetworks
+    from vxnet.overlay._isolation import Policy
     from vxnet.overlay._model import KernelState, RemoteAgent
     from vxnet.overlay._reconcile import Reconciler
     from vxnet.overlay._registration import Registration
@@ -35,6 +36,8 @@ def overlay_status(
     bad_records: dict[str, str],
     remotes: Sequence[RemoteAgent],
     actual: KernelState | str | None,
+    policy: Policy | None = None,
+    policy_version: str | None = None,
 ) -> dict[str, Any]:
     """The status document; ``actual`` is what the kernel holds on the VTEP (a string: the
     error reading it; ``None``: not read, before an allocation)."""
@@ -55,6 +58,14 @@ def overlay_status(
             "available": docker is not None and docker.available,
         },
         "nat_programmed": reconciler.nat_programmed,
+        "isolation": None
+        if policy is None
+        else {
+            "version": policy_version,
+            "on": policy.isolation,
+            "allow": [{"from": a.source, "to": a.to, "ports": list(a.ports)} for a in policy.allow],
+            "programmed": reconciler.isolation_programmed,
+        },
         "cni_dir": config.agent.cni_dir,
         "counters": {
             "reconciles": reconciler.reconciles,
