@@ -211,28 +211,13 @@ def test_bad_requests_and_tokens(masters: MasterProcesses) -> None:
         assert "vxnet_master_log_append_seconds_count" in metrics
 
 
-POLICY = """
-[network]
-vtep_subnet = "44.128.0.0/20"
-vtep_subnet6 = "fd01:a::/64"
-isolation = false
-
-[[network.overlays]]
-name = "dcos"
-subnet = "9.0.0.0/8"
-prefix = 24
-
-[[network.overlays]]
-name = "dcos6"
-subnet6 = "fd01:b::/64"
-prefix6 = 80
-allow_hosts = ["198.51.100.0/24"]
-
-[[network.allow]]
-from = "dcos"
-to = "dcos6"
-ports = ["tcp/5432"]
-"""
+POLICY = (
+    NETWORK.replace(
+        'vtep_subnet6 = "fd01:a::/64"\n', 'vtep_subnet6 = "fd01:a::/64"\nisolation = false\n'
+    )
+    + 'allow_hosts = ["198.51.100.0/24"]\n\n'
+    + '[[network.allow]]\nfrom = "dcos"\nto = "dcos6"\nports = ["tcp/5432"]\n'
+)
 
 
 def test_sighup_puts_a_new_network_policy_in_force_and_a_bad_file_changes_nothing(
