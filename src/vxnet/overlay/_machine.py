@@ -163,20 +163,10 @@ class LinuxMachine:
         return values
 
     def read_nat(self) -> Nat:
-        found: set[str] = set()
-        for line in _nft(["list", "tables"]).splitlines():
-            words = line.split()
-            if len(words) == 3 and words[0] == "table" and words[2] == TABLE:
-                found.add(words[1])
-        return Nat(self._nat, frozenset(found))
+        return Nat(self._nat, _families_of(TABLE))
 
     def read_isolation(self) -> Nat:
-        found = {
-            words[1]
-            for words in (line.split() for line in _nft(["list", "tables"]).splitlines())
-            if len(words) == 3 and words[0] == "table" and words[2] == ISOLATION_TABLE
-        }
-        return Nat(self._isolation, frozenset(found))
+        return Nat(self._isolation, _families_of(ISOLATION_TABLE))
 
     def read_files(self, paths: Iterable[str], scan: Iterable[str]) -> dict[str, ManagedFile]:
         candidates = {Path(p) for p in paths}
@@ -245,6 +235,20 @@ def _translated(what: str) -> Iterator[None]:
         raise MachineError(f"{what}: {exc.args[-1]} (errno {exc.code})") from exc
     except (OSError, ValueError, TypeError) as exc:
         raise MachineError(f"{what}: {exc}") from exc
+
+
+def _families_of(table: str) -> frozenset[str]:
+    """The families (``ip``, ``ip6``, ``inet``) in which nftables holds a table named ``table``.
+
+    Raises:
+        MachineError: ``nft`` is missing or failed.
+    """
+    found = set()
+    for line in _nft(["list", "tables"]).splitlines():
+        words = line.split()
+        if len(words) == 3 and words[0] == "table" and words[2] == table:
+            found.add(words[1])
+    return frozenset(found)
 
 
 def _nft(args: Sequence[str], stdin: str | None = None) -> str:
