@@ -83,7 +83,9 @@ def test_a_dns_flood_starves_neither_gossip_nor_the_api_nor_tcp(
 
         def met() -> bool:
             try:
-                return status_of(http, peer_api, "flooded") == "alive"
+                # the flooded agent's API starts after its DNS (and its workers)
+                seen = status_of(http, peer_api, "flooded") == "alive"
+                return seen and http.get(f"{api}/v1/members").is_success
             except httpx.TransportError:
                 return False  # not listening yet
 
